@@ -1,0 +1,430 @@
+//! An etcd cluster made of real `etcd` processes on `127.0.0.1`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use tempfile::TempDir;
+
+use super::{
+    find_executable, free_port, port_accepts, retry_port_clash, tcp_exchange, temp_dir, wait_until,
+    with_log_tails, ServerProcess, READY_TIMEOUT,
+};
+
+/// Environment variable naming the etcd binary. Not `ETCD_*`: etcd would
+/// read such a variable as a flag.
+const BIN_ENV: &str = "FENCELOCK_ETCD_BIN";
+
+/// Raft heartbeat interval in milliseconds: short, for quick elections.
+const HEARTBEAT_MS: u32 = 100;
+
+/// Raft election timeout in milliseconds.
+const ELECTION_TIMEOUT_MS: u32 = 1000;
+
+/// A running etcd cluster of one or more members, for tests.
+///
+/// Dropping it kills every member (by PID) and then removes its temporary
+/// directory, which holds each member's data directory and log file.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    /// What every member's command line shares.
+    spec: ClusterSpec,
+    /// The members, in start order; indexes are member numbers.
+    members: Vec<Member>,
+    /// Declared last so it is removed after the members are killed.
+    dir: TempDir,
+}
+
+/// Settings shared by all members.
+#[derive(Debug)]
+struct ClusterSpec {
+    /// The etcd binary.
+    binary: PathBuf,
+    /// `--initial-cluster-token`, unique per cluster.
+    token: String,
+    /// `--initial-cluster`: `name=peer-url` for every member.
+    initial_cluster: String,
+}
+
+/// What one member needs to start, and start again.
+#[derive(Debug)]
+struct MemberSpec {
+    /// `--name`.
+    name: String,
+    /// Port of the client URL.
+    client_port: u16,
+    /// Port of the peer URL.
+    peer_port: u16,
+    /// `--data-dir`, kept across restarts.
+    data_dir: PathBuf,
+    /// File that receives the member's output.
+    log: PathBuf,
+}
+
+/// A member and its process.
+#[derive(Debug)]
+struct Member {
+    /// How to start it.
+    spec: MemberSpec,
+    /// Raft member ID, learnt once the cluster is healthy.
+    id: u64,
+    /// The current process, killed or not.
+    process: ServerProcess,
+}
+
+/// The parts of `/v3/maintenance/status` that leader detection needs.
+#[derive(Debug)]
+struct Status {
+    /// ID of the member that answered.
+    member_id: u64,
+    /// ID of the leader it knows, 0 for none.
+    leader: u64,
+    /// Its raft term: the highest term has the freshest view.
+    raft_term: u64,
+}
+
+impl EtcdCluster {
+    /// True when an etcd binary can be found (see the module docs).
+    pub fn available() -> bool {
+        find_executable(BIN_ENV, "etcd").is_ok()
+    }
+
+    /// Starts a cluster of `members` members (1 or 3 are typical) on free
+    /// `127.0.0.1` ports and waits, at most [`READY_TIMEOUT`], until every
+    /// member reports itself healthy.
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] when no etcd binary is found;
+    /// a failed start's error includes the members' log tails.
+    pub fn start(members: usize) -> io::Result<EtcdCluster> {
+        if members == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an etcd cluster needs at least one member",
+            ));
+        }
+        let binary = find_executable(BIN_ENV, "etcd")?;
+        let started = Instant::now();
+        let cluster = retry_port_clash("etcd", || Self::try_start(&binary, members))?;
+        tracing::info!(
+            "etcd cluster of {members} ready in {:?} at {}",
+            started.elapsed(),
+            cluster.endpoints().join(",")
+        );
+        Ok(cluster)
+    }
+
+    /// One start attempt with freshly chosen ports.
+    fn try_start(binary: &Path, count: usize) -> io::Result<EtcdCluster> {
+        let dir = temp_dir("fencelock-etcd-")?;
+        let specs = (0..count)
+            .map(|i| MemberSpec::new(i, dir.path()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let spec = ClusterSpec {
+            binary: binary.to_owned(),
+            token: dir.path().to_string_lossy().into_owned(),
+            initial_cluster: specs
+                .iter()
+                .map(MemberSpec::initial_cluster_entry)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let members = specs
+            .into_iter()
+            .map(|member| {
+                let process = member.spawn(&spec)?;
+                Ok(Member {
+                    spec: member,
+                    id: 0,
+                    process,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut cluster = EtcdCluster { spec, members, dir };
+        cluster.wait_all_healthy()?;
+        cluster.learn_member_ids()?;
+        Ok(cluster)
+    }
+
+    /// Waits until every member answers `/health` with `true`.
+    fn wait_all_healthy(&mut self) -> io::Result<()> {
+        let members = &mut self.members;
+        wait_until("all etcd members to be healthy", READY_TIMEOUT, || {
+            for member in members.iter_mut() {
+                member.process.check_running()?;
+            }
+            Ok(members
+                .iter()
+                .all(|m| is_healthy(m.spec.client_port))
+                .then_some(()))
+        })
+        .map_err(|e| with_log_tails(e, self.members.iter().map(|m| &m.process)))
+    }
+
+    /// Asks every member for its raft member ID.
+    fn learn_member_ids(&mut self) -> io::Result<()> {
+        for member in &mut self.members {
+            member.id = status(member.spec.client_port)?.member_id;
+        }
+        Ok(())
+    }
+
+    /// The client endpoint, `127.0.0.1:PORT`, of every member (killed ones
+    /// included), in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.spec.client_port))
+            .collect()
+    }
+
+    /// A `etcd://HOST:PORT,HOST:PORT/prefix` URL for all members; a leading
+    /// `/` of `prefix` is dropped.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "etcd://{}/{}",
+            self.endpoints().join(","),
+            prefix.trim_start_matches('/')
+        )
+    }
+
+    /// The temporary directory that holds every member's data and log
+    /// (`member-N/data`, `member-N/etcd.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The PID of `member`'s process, unless it was killed.
+    ///
+    /// # Panics
+    /// If `member` is not a member index.
+    pub fn pid(&self, member: usize) -> Option<u32> {
+        self.members[member].process.pid()
+    }
+
+    /// Kills `member` with `SIGKILL` and waits for it to exit.
+    ///
+    /// # Panics
+    /// If `member` is not a member index.
+    pub fn kill(&mut self, member: usize) {
+        self.members[member].process.kill();
+    }
+
+    /// Stops `member` with `SIGSTOP`: it keeps its ports but answers nothing.
+    ///
+    /// # Panics
+    /// If `member` is not a member index.
+    pub fn pause(&self, member: usize) {
+        self.members[member].process.pause();
+    }
+
+    /// Continues a paused `member` with `SIGCONT`.
+    ///
+    /// # Panics
+    /// If `member` is not a member index.
+    pub fn resume(&self, member: usize) {
+        self.members[member].process.resume();
+    }
+
+    /// Starts `member` again (killing it first if it still runs) with the
+    /// same data directory and ports, and waits until it is ready.
+    ///
+    /// Ready means healthy when a quorum of members runs; without a quorum
+    /// etcd cannot become healthy, so then it only waits until the member
+    /// accepts connections.
+    ///
+    /// # Panics
+    /// If `member` is not a member index.
+    pub fn restart(&mut self, member: usize) -> io::Result<()> {
+        self.members[member].process.kill();
+        self.members[member].process = self.members[member].spec.spawn(&self.spec)?;
+        let quorum = self.running_count() > self.members.len() / 2;
+        let target = &mut self.members[member];
+        let port = target.spec.client_port;
+        let what = format!("restarted etcd member {member} to be ready");
+        wait_until(&what, READY_TIMEOUT, || {
+            target.process.check_running()?;
+            let ready = if quorum {
+                is_healthy(port)
+            } else {
+                port_accepts(port)
+            };
+            Ok(ready.then_some(()))
+        })
+        .map_err(|e| with_log_tails(e, [&target.process]))
+    }
+
+    /// How many members have a live (possibly paused) process.
+    fn running_count(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.process.pid().is_some())
+            .count()
+    }
+
+    /// The index of the current leader, as seen by the running, unpaused
+    /// member with the highest raft term; `None` when no member knows one.
+    ///
+    /// A paused or killed leader is still returned while the others have
+    /// not yet elected a new one.
+    pub fn leader(&self) -> Option<usize> {
+        let freshest = self
+            .members
+            .iter()
+            .filter(|m| m.process.pid().is_some() && !m.process.is_paused())
+            .filter_map(|m| status(m.spec.client_port).ok())
+            .filter(|s| s.leader != 0)
+            .max_by_key(|s| s.raft_term)?;
+        self.members.iter().position(|m| m.id == freshest.leader)
+    }
+
+    /// The etcd server version, e.g. `3.4.23`, from a running member, or
+    /// else from `etcd --version`; `unknown` if neither answers.
+    pub fn version(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| !m.process.is_paused())
+            .find_map(|m| {
+                let body = http(m.spec.client_port, "GET", "/version", "").ok()?;
+                json_field(&body, "etcdserver").map(str::to_owned)
+            })
+            .or_else(|| binary_version(&self.spec.binary))
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+impl MemberSpec {
+    /// Chooses ports and paths for member `index` under `dir`.
+    fn new(index: usize, dir: &Path) -> io::Result<MemberSpec> {
+        let member_dir = dir.join(format!("member-{index}"));
+        std::fs::create_dir(&member_dir)?;
+        Ok(MemberSpec {
+            name: format!("member-{index}"),
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            data_dir: member_dir.join("data"),
+            log: member_dir.join("etcd.log"),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` for the client port.
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:PORT` for the peer port.
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// This member's `name=peer-url` entry of `--initial-cluster`.
+    fn initial_cluster_entry(&self) -> String {
+        format!("{}={}", self.name, self.peer_url())
+    }
+
+    /// Starts the member's process.
+    fn spawn(&self, cluster: &ClusterSpec) -> io::Result<ServerProcess> {
+        let name = format!("etcd {}", self.name);
+        ServerProcess::spawn(&name, self.command(cluster), &self.log)
+    }
+
+    /// The member's command line, with no `ETCD_*` variable inherited.
+    fn command(&self, cluster: &ClusterSpec) -> Command {
+        let mut command = Command::new(&cluster.binary);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        let heartbeat = HEARTBEAT_MS.to_string();
+        let election = ELECTION_TIMEOUT_MS.to_string();
+        command
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-client-urls", &self.client_url()])
+            .args(["--advertise-client-urls", &self.client_url()])
+            .args(["--listen-peer-urls", &self.peer_url()])
+            .args(["--initial-advertise-peer-urls", &self.peer_url()])
+            .args(["--initial-cluster", &cluster.initial_cluster])
+            .args(["--initial-cluster-token", &cluster.token])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", &heartbeat])
+            .args(["--election-timeout", &election])
+            .args(["--logger", "zap"]);
+        command
+    }
+}
+
+/// True when the member on `port` answers `/health` with `true`.
+fn is_healthy(port: u16) -> bool {
+    http(port, "GET", "/health", "").is_ok_and(|body| json_field(&body, "health") == Some("true"))
+}
+
+/// The member on `port`'s answer to the gRPC gateway's maintenance status.
+fn status(port: u16) -> io::Result<Status> {
+    let body = http(port, "POST", "/v3/maintenance/status", "{}")?;
+    let number = |key: &str| {
+        json_field(&body, key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| io::Error::other(format!("no {key} in etcd status {body}")))
+    };
+    Ok(Status {
+        member_id: number("member_id")?,
+        leader: number("leader")?,
+        raft_term: number("raft_term")?,
+    })
+}
+
+/// Sends an HTTP/1.0 request (so the answer is neither chunked nor kept
+/// alive) to `127.0.0.1:port` and returns the body of a 200 answer.
+fn http(port: u16, method: &str, path: &str, body: &str) -> io::Result<String> {
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = tcp_exchange(port, request.as_bytes())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("malformed HTTP answer: {response:?}")))?;
+    match head.split_whitespace().nth(1) {
+        Some("200") => Ok(body.to_owned()),
+        _ => Err(io::Error::other(format!("{method} {path} answered {head}"))),
+    }
+}
+
+/// The first value of `"key":` in flat JSON, without its quotes; enough for
+/// etcd's status answers, whose numbers are strings.
+fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let pattern = format!("\"{key}\":");
+    let start = json.find(&pattern)? + pattern.len();
+    let rest = json[start..].trim_start();
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next(),
+        None => rest.split([',', '}']).next().map(str::trim),
+    }
+}
+
+/// The version printed by `binary --version` (`etcd Version: 3.4.23`).
+fn binary_version(binary: &Path) -> Option<String> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix("etcd Version:"))
+        .map(|v| v.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_field;
+
+    #[test]
+    fn json_field_reads_strings_and_bare_values() {
+        let json = r#"{"header":{"member_id":"42","raft_term":"7"},"leader":"42","ok":true}"#;
+        assert_eq!(json_field(json, "member_id"), Some("42"));
+        assert_eq!(json_field(json, "raft_term"), Some("7"));
+        assert_eq!(json_field(json, "ok"), Some("true"));
+        assert_eq!(json_field(json, "missing"), None);
+    }
+}

@@ -1,0 +1,454 @@
+//! A ZooKeeper ensemble made of real ZooKeeper server JVMs on `127.0.0.1`.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use tempfile::TempDir;
+
+use super::{
+    find_executable, free_port, not_found, retry_port_clash, tcp_exchange, temp_dir, wait_until,
+    with_log_tails, ServerProcess, READY_TIMEOUT,
+};
+
+/// Environment variable naming the java binary.
+const JAVA_ENV: &str = "FENCELOCK_JAVA";
+
+/// Environment variable that replaces the default server classpath.
+const CLASSPATH_ENV: &str = "FENCELOCK_ZK_CLASSPATH";
+
+/// The Debian `libzookeeper-java` server jar. Its manifest's `Class-Path`
+/// names the jars it needs (netty, jute, jetty, metrics, slf4j-api, ...).
+const DEBIAN_ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+/// Optional Debian jars added after the server jar when present:
+/// `slf4j-simple` sends ZooKeeper's log to stderr, i.e. the log file.
+const DEBIAN_EXTRA_JARS: &[&str] = &[
+    "/usr/share/java/zookeeper-jute.jar",
+    "/usr/share/java/slf4j-simple.jar",
+];
+
+/// The server's main class, for standalone and quorum mode alike.
+const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
+
+/// JVM flags: a small heap, and quick startup over peak speed.
+const JVM_FLAGS: &[&str] = &[
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:-UsePerfData",
+    "-Djava.net.preferIPv4Stack=true",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+];
+
+/// Settings of a [`ZkEnsemble`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkOptions {
+    /// `tickTime` in milliseconds, ZooKeeper's time unit (default 200).
+    pub tick_time_ms: u32,
+    /// `maxSessionTimeout` in milliseconds; `None` keeps ZooKeeper's
+    /// default of 20 ticks.
+    pub max_session_timeout_ms: Option<u32>,
+}
+
+impl Default for ZkOptions {
+    fn default() -> Self {
+        ZkOptions {
+            tick_time_ms: 200,
+            max_session_timeout_ms: None,
+        }
+    }
+}
+
+impl ZkOptions {
+    /// The `maxSessionTimeout` in force, in milliseconds.
+    pub fn max_session_timeout(&self) -> u32 {
+        self.max_session_timeout_ms
+            .unwrap_or(self.tick_time_ms.saturating_mul(20))
+    }
+}
+
+/// A running ZooKeeper ensemble for tests: one standalone server, or a
+/// quorum of several.
+///
+/// Dropping it kills every server JVM (by PID) and then removes its
+/// temporary directory, which holds each server's config, data and log.
+#[derive(Debug)]
+pub struct ZkEnsemble {
+    /// The java binary.
+    java: PathBuf,
+    /// The server classpath.
+    classpath: String,
+    /// The options it was started with.
+    options: ZkOptions,
+    /// The servers, in order; indexes are server numbers (`myid` is index+1).
+    servers: Vec<Server>,
+    /// Declared last so it is removed after the servers are killed.
+    dir: TempDir,
+}
+
+/// What one server needs to start, and start again.
+#[derive(Debug)]
+struct ServerSpec {
+    /// `myid`, from 1.
+    id: usize,
+    /// `clientPort`.
+    client_port: u16,
+    /// Quorum port, for followers to talk to the leader.
+    peer_port: u16,
+    /// Leader election port.
+    election_port: u16,
+    /// The server's directory: `zoo.cfg`, `data/`, `zk.log`.
+    dir: PathBuf,
+}
+
+/// A server and its process.
+#[derive(Debug)]
+struct Server {
+    /// How to start it.
+    spec: ServerSpec,
+    /// The current process, killed or not.
+    process: ServerProcess,
+}
+
+impl ZkEnsemble {
+    /// True when java and the ZooKeeper server jar can be found (see the
+    /// module docs).
+    pub fn available() -> bool {
+        find_executable(JAVA_ENV, "java").is_ok() && classpath().is_ok()
+    }
+
+    /// Starts `servers` servers (1 = standalone, 3 = quorum) with default
+    /// [`ZkOptions`]; see [`ZkEnsemble::start_with`].
+    pub fn start(servers: usize) -> io::Result<ZkEnsemble> {
+        Self::start_with(servers, ZkOptions::default())
+    }
+
+    /// Starts `servers` servers with `options` on free `127.0.0.1` ports
+    /// and waits, at most [`READY_TIMEOUT`], until every server serves
+    /// requests (for a quorum: one of them as leader).
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] when java or ZooKeeper is not
+    /// found; a failed start's error includes the servers' log tails.
+    pub fn start_with(servers: usize, options: ZkOptions) -> io::Result<ZkEnsemble> {
+        if servers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a ZooKeeper ensemble needs at least one server",
+            ));
+        }
+        let java = find_executable(JAVA_ENV, "java")?;
+        let classpath = classpath()?;
+        let started = Instant::now();
+        let ensemble = retry_port_clash("zookeeper", || {
+            Self::try_start(&java, &classpath, servers, &options)
+        })?;
+        tracing::info!(
+            "zookeeper ensemble of {servers} ready in {:?} at {}",
+            started.elapsed(),
+            ensemble.connect_string()
+        );
+        Ok(ensemble)
+    }
+
+    /// One start attempt with freshly chosen ports.
+    fn try_start(
+        java: &Path,
+        classpath: &str,
+        count: usize,
+        options: &ZkOptions,
+    ) -> io::Result<ZkEnsemble> {
+        let dir = temp_dir("fencelock-zk-")?;
+        let specs = (0..count)
+            .map(|i| ServerSpec::new(i, dir.path()))
+            .collect::<io::Result<Vec<_>>>()?;
+        for spec in &specs {
+            spec.write_files(options, &specs)?;
+        }
+        let servers = specs
+            .into_iter()
+            .map(|spec| {
+                let process = spec.spawn(java, classpath)?;
+                Ok(Server { spec, process })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut ensemble = ZkEnsemble {
+            java: java.to_owned(),
+            classpath: classpath.to_owned(),
+            options: options.clone(),
+            servers,
+            dir,
+        };
+        ensemble.wait_all_serving()?;
+        Ok(ensemble)
+    }
+
+    /// Waits until every server serves and, in a quorum, one leads.
+    fn wait_all_serving(&mut self) -> io::Result<()> {
+        let servers = &mut self.servers;
+        wait_until("all zookeeper servers to serve", READY_TIMEOUT, || {
+            for server in servers.iter_mut() {
+                server.process.check_running()?;
+            }
+            let modes = servers
+                .iter()
+                .map(|s| mode(s.spec.client_port))
+                .collect::<Option<Vec<_>>>();
+            let ready = modes.is_some_and(|m| m.iter().any(|m| is_leading(m)));
+            Ok(ready.then_some(()))
+        })
+        .map_err(|e| with_log_tails(e, self.servers.iter().map(|s| &s.process)))
+    }
+
+    /// The options the ensemble was started with.
+    pub fn options(&self) -> &ZkOptions {
+        &self.options
+    }
+
+    /// `127.0.0.1:PORT,127.0.0.1:PORT` for every server (killed ones
+    /// included), in server order.
+    pub fn connect_string(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.spec.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A `zk://HOST:PORT,HOST:PORT/chroot` URL for all servers; a leading
+    /// `/` of `chroot` is dropped.
+    pub fn url(&self, chroot: &str) -> String {
+        format!(
+            "zk://{}/{}",
+            self.connect_string(),
+            chroot.trim_start_matches('/')
+        )
+    }
+
+    /// The temporary directory that holds every server's files
+    /// (`server-N/zoo.cfg`, `server-N/data`, `server-N/zk.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The PID of server `i`'s JVM, unless it was killed.
+    ///
+    /// # Panics
+    /// If `i` is not a server index.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.servers[i].process.pid()
+    }
+
+    /// Kills server `i` with `SIGKILL` and waits for it to exit.
+    ///
+    /// # Panics
+    /// If `i` is not a server index.
+    pub fn kill(&mut self, i: usize) {
+        self.servers[i].process.kill();
+    }
+
+    /// Stops server `i` with `SIGSTOP`: it keeps its ports but answers
+    /// nothing.
+    ///
+    /// # Panics
+    /// If `i` is not a server index.
+    pub fn pause(&self, i: usize) {
+        self.servers[i].process.pause();
+    }
+
+    /// Continues a paused server `i` with `SIGCONT`.
+    ///
+    /// # Panics
+    /// If `i` is not a server index.
+    pub fn resume(&self, i: usize) {
+        self.servers[i].process.resume();
+    }
+
+    /// Starts server `i` again (killing it first if it still runs) with the
+    /// same config, data and ports, and waits until it is ready.
+    ///
+    /// Ready means serving requests when a quorum of servers runs; without
+    /// a quorum no server can serve, so then it only waits for `ruok`.
+    ///
+    /// # Panics
+    /// If `i` is not a server index.
+    pub fn restart(&mut self, i: usize) -> io::Result<()> {
+        self.servers[i].process.kill();
+        self.servers[i].process = self.servers[i].spec.spawn(&self.java, &self.classpath)?;
+        let quorum = self.running_count() > self.servers.len() / 2;
+        let target = &mut self.servers[i];
+        let port = target.spec.client_port;
+        let what = format!("restarted zookeeper server {i} to be ready");
+        wait_until(&what, READY_TIMEOUT, || {
+            target.process.check_running()?;
+            let ready = if quorum {
+                mode(port).is_some()
+            } else {
+                four_letter(port, "ruok").is_ok_and(|answer| answer == "imok")
+            };
+            Ok(ready.then_some(()))
+        })
+        .map_err(|e| with_log_tails(e, [&target.process]))
+    }
+
+    /// How many servers have a live (possibly paused) process.
+    fn running_count(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| s.process.pid().is_some())
+            .count()
+    }
+
+    /// The index of the server whose `srvr` answer says `Mode: leader` (or
+    /// `Mode: standalone` for a single server), asking only running,
+    /// unpaused servers; `None` when none does.
+    pub fn leader(&self) -> Option<usize> {
+        self.servers.iter().position(|s| {
+            s.process.pid().is_some()
+                && !s.process.is_paused()
+                && mode(s.spec.client_port).is_some_and(|m| is_leading(&m))
+        })
+    }
+
+    /// The server version from `srvr`, e.g. `3.8.0-<git sha>`; `unknown`
+    /// when no server answers.
+    pub fn version(&self) -> String {
+        self.servers
+            .iter()
+            .filter(|s| s.process.pid().is_some() && !s.process.is_paused())
+            .find_map(|s| {
+                let answer = four_letter(s.spec.client_port, "srvr").ok()?;
+                let line = answer
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Zookeeper version:"))?;
+                line.split(',').next().map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+impl ServerSpec {
+    /// Chooses ports and the directory of server number `index` under `dir`.
+    fn new(index: usize, dir: &Path) -> io::Result<ServerSpec> {
+        let server_dir = dir.join(format!("server-{index}"));
+        std::fs::create_dir_all(server_dir.join("data"))?;
+        Ok(ServerSpec {
+            id: index + 1,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            election_port: free_port()?,
+            dir: server_dir,
+        })
+    }
+
+    /// The config file.
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("zoo.cfg")
+    }
+
+    /// The data directory.
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The file that receives the server's output.
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("zk.log")
+    }
+
+    /// Writes `zoo.cfg` and, in a quorum, `data/myid`.
+    fn write_files(&self, options: &ZkOptions, all: &[ServerSpec]) -> io::Result<()> {
+        std::fs::write(self.config_path(), self.config(options, all))?;
+        if all.len() > 1 {
+            std::fs::write(self.data_dir().join("myid"), format!("{}\n", self.id))?;
+        }
+        Ok(())
+    }
+
+    /// The `zoo.cfg` text; `server.N` lines only for a quorum.
+    fn config(&self, options: &ZkOptions, all: &[ServerSpec]) -> String {
+        let mut config = format!(
+            "tickTime={tick}\n\
+             initLimit=10\n\
+             syncLimit=5\n\
+             dataDir={data}\n\
+             clientPort={port}\n\
+             clientPortAddress=127.0.0.1\n\
+             maxSessionTimeout={max_session}\n\
+             admin.enableServer=false\n\
+             4lw.commands.whitelist=*\n\
+             forceSync=no\n",
+            tick = options.tick_time_ms,
+            data = self.data_dir().display(),
+            port = self.client_port,
+            max_session = options.max_session_timeout(),
+        );
+        if all.len() > 1 {
+            for server in all {
+                // Writing to a String cannot fail.
+                let _ = writeln!(
+                    config,
+                    "server.{}=127.0.0.1:{}:{}",
+                    server.id, server.peer_port, server.election_port
+                );
+            }
+        }
+        config
+    }
+
+    /// Starts the server's JVM.
+    fn spawn(&self, java: &Path, classpath: &str) -> io::Result<ServerProcess> {
+        let mut command = Command::new(java);
+        command
+            .args(JVM_FLAGS)
+            .args(["-cp", classpath, MAIN_CLASS])
+            .arg(self.config_path())
+            .current_dir(&self.dir);
+        let name = format!("zookeeper server {}", self.id - 1);
+        ServerProcess::spawn(&name, command, &self.log_path())
+    }
+}
+
+/// The server classpath: `FENCELOCK_ZK_CLASSPATH` if set (entries such as
+/// `/opt/zookeeper/lib/*` work), else the Debian jars.
+fn classpath() -> io::Result<String> {
+    if let Ok(classpath) = std::env::var(CLASSPATH_ENV) {
+        return Ok(classpath);
+    }
+    if !Path::new(DEBIAN_ZK_JAR).is_file() {
+        return Err(not_found(format!(
+            "{DEBIAN_ZK_JAR} not found (install zookeeper or set {CLASSPATH_ENV})"
+        )));
+    }
+    let extras = DEBIAN_EXTRA_JARS
+        .iter()
+        .copied()
+        .filter(|jar| Path::new(jar).is_file());
+    Ok(std::iter::once(DEBIAN_ZK_JAR)
+        .chain(extras)
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// Sends the four-letter command `command` and returns the trimmed answer.
+fn four_letter(port: u16, command: &str) -> io::Result<String> {
+    Ok(tcp_exchange(port, command.as_bytes())?.trim().to_owned())
+}
+
+/// The `Mode:` of the server on `port` (`leader`, `follower`, `standalone`,
+/// ...), or `None` while it does not serve requests.
+fn mode(port: u16) -> Option<String> {
+    let answer = four_letter(port, "srvr").ok()?;
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix("Mode:"))
+        .map(|m| m.trim().to_owned())
+}
+
+/// True for the mode of the server that leads: a quorum's leader, or a
+/// standalone server.
+fn is_leading(mode: &str) -> bool {
+    mode == "leader" || mode == "standalone"
+}

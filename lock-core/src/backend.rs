@@ -1,0 +1,109 @@
+//! The object-safe traits a backend implements. Applications use
+//! [`LockClient`](crate::LockClient) instead.
+//!
+//! The traits are deliberately small: timeouts, retries of the caller's choosing,
+//! shared sessions, lease-loss racing and the critical-section helper live once on the
+//! handles in this crate, so no backend can get them subtly wrong.
+
+use crate::{
+    AcquireOptions, Capabilities, FencingToken, LeaseId, Liveness, LockInfo, LockName, Result,
+};
+use async_trait::async_trait;
+use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
+
+/// Whether an acquisition may wait for the current holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Return `Ok(None)` at once if another holder (or an earlier waiter) exists.
+    NoWait,
+    /// Queue FIFO until granted.
+    Wait,
+}
+
+/// A lock service: grants leases and inspects locks.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug + 'static {
+    /// What this backend promises.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The TTL used for leases when the caller does not pick one.
+    fn default_ttl(&self) -> Duration;
+
+    /// Grants a new lease with (about) `ttl`, kept alive in the background until
+    /// revoked or lost. `ttl` has been validated by the caller
+    /// ([`validate_ttl`](crate::validate_ttl)); the backend may round it up.
+    async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>>;
+
+    /// Reads the current holder and queue length of `name`; `None` when not held.
+    async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>>;
+
+    /// Reads every held lock whose name starts with `prefix` (`""` for all).
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>>;
+
+    /// Closes connections. Leases still open are revoked or left to expire.
+    async fn close(&self) -> Result<()>;
+
+    /// For backend-specific extensions (fault controls, native fenced writes).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// One live lease (etcd lease, ZooKeeper session, memory lease) and the locks on it.
+#[async_trait]
+pub trait LeaseBackend: Send + Sync + Debug + 'static {
+    /// The backend's id of the lease.
+    fn id(&self) -> LeaseId;
+
+    /// The TTL the server granted (which may exceed the requested one).
+    fn granted_ttl(&self) -> Duration;
+
+    /// The lease's liveness, kept up to date by the backend's keep-alive.
+    fn liveness(&self) -> &Liveness;
+
+    /// Enqueues an acquisition of `name` on this lease and, with [`WaitMode::Wait`],
+    /// waits FIFO until it is granted.
+    ///
+    /// Returns `Ok(None)` only for [`WaitMode::NoWait`] when someone else holds or
+    /// waits. Must fail with [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost)
+    /// when the lease is lost.
+    ///
+    /// # Cancel safety
+    ///
+    /// Implementations must be cancel safe in the strong sense: dropping the future at
+    /// any await point leaves no waiter entry behind (and releases a grant that raced
+    /// with the drop).
+    async fn acquire(
+        &self,
+        name: &LockName,
+        mode: WaitMode,
+        options: &AcquireOptions,
+    ) -> Result<Option<Box<dyn HeldLock>>>;
+
+    /// Revokes the lease now, deleting every lock entry on it.
+    async fn revoke(&self) -> Result<()>;
+
+    /// For backend-specific extensions.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// One granted acquisition.
+#[async_trait]
+pub trait HeldLock: Send + Sync + Debug + 'static {
+    /// The acquisition's fencing token.
+    fn token(&self) -> FencingToken;
+
+    /// The acquisition's own liveness (its entry deleted or replaced: `Lost`). The
+    /// lease's liveness is combined with it by the caller.
+    fn liveness(&self) -> &Liveness;
+
+    /// Deletes this acquisition's entry, fenced on its token, so it can never delete a
+    /// newer holder's entry. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) when the entry was already
+    /// gone (the lock was lost before release).
+    async fn release(&mut self) -> Result<()>;
+
+    /// For backend-specific extensions (native fenced writes).
+    fn as_any(&self) -> &dyn Any;
+}

@@ -1,0 +1,257 @@
+//! The handle applications hold: a backend behind an `Arc<dyn Backend>`.
+
+use crate::{
+    backend::Backend, validate_ttl, Capabilities, FencingToken, IntoLockName, Lease, Lock, LockGuard,
+    LockInfo, Result,
+};
+use std::{any::Any, fmt, future::Future, sync::Arc, time::Duration};
+use tokio::sync::Mutex;
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    session: Mutex<Option<Lease>>,
+}
+
+/// A connection to a lock service, whatever the backend. Cheap to clone.
+///
+/// Applications hold this type (usually from `fencelock::connect(url)`) and never name
+/// a backend, so switching from `memory://` to `etcd://…` or `zk://…` changes no code.
+///
+/// The simple calls ([`acquire`](Self::acquire), [`lock`](Self::lock), …) use a shared
+/// *session*: one lease with the backend's default TTL, created on first use and
+/// replaced by a fresh one on the next call after it is lost (a ZooKeeper session that
+/// expired is dead for good; this is how the client gets a new one). Use
+/// [`lease_with_ttl`](Self::lease_with_ttl) to manage leases yourself.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::LockClient;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+/// let client = LockClient::new(lock_memory::MemoryBackend::new());
+/// let guard = client.acquire("daily-report").await?;
+/// println!("running the report with fencing token {}", guard.token());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LockClient {
+    inner: Arc<Inner>,
+}
+
+impl LockClient {
+    /// A client over `backend`.
+    pub fn new(backend: impl Backend) -> Self {
+        Self::from_arc(Arc::new(backend))
+    }
+
+    /// A client over an already shared backend.
+    pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        LockClient {
+            inner: Arc::new(Inner {
+                backend,
+                session: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// What the backend promises.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.backend.capabilities()
+    }
+
+    /// The backend, for backend-specific extensions; `None` if it is not a `T`.
+    ///
+    /// ```
+    /// use lock_core::LockClient;
+    /// use lock_memory::MemoryBackend;
+    ///
+    /// let client = LockClient::new(MemoryBackend::new());
+    /// assert!(client.backend::<MemoryBackend>().is_some());
+    /// ```
+    pub fn backend<T: Any>(&self) -> Option<&T> {
+        self.inner.backend.as_any().downcast_ref()
+    }
+
+    /// The TTL of leases made without an explicit one.
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.backend.default_ttl()
+    }
+
+    /// Grants a new lease with the default TTL.
+    ///
+    /// # Errors
+    ///
+    /// The backend's, for example [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may leave a granted lease on the server, which expires after its TTL.
+    pub async fn lease(&self) -> Result<Lease> {
+        self.lease_with_ttl(self.default_ttl()).await
+    }
+
+    /// Grants a new lease with (at least) `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a TTL outside
+    /// [`MIN_TTL`](crate::MIN_TTL)..=[`MAX_TTL`](crate::MAX_TTL); backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`lease`](Self::lease).
+    pub async fn lease_with_ttl(&self, ttl: Duration) -> Result<Lease> {
+        let ttl = validate_ttl(ttl)?;
+        let backend = self.inner.backend.grant_lease(ttl).await?;
+        let lease = Lease::from_backend(backend);
+        tracing::debug!(lease = %lease.id(), requested = ?ttl, granted = ?lease.ttl(), "lease granted");
+        Ok(lease)
+    }
+
+    /// The shared session lease, granting a fresh one if there is none or the last one
+    /// is lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`lease`](Self::lease).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn session(&self) -> Result<Lease> {
+        let mut session = self.inner.session.lock().await;
+        if let Some(lease) = session.as_ref().filter(|l| !l.state().is_lost()) {
+            return Ok(lease.clone());
+        }
+        let lease = self.lease().await?;
+        *session = Some(lease.clone());
+        Ok(lease)
+    }
+
+    /// A lock named `name` on the shared session.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName); those of
+    /// [`session`](Self::session).
+    pub async fn lock<N>(&self, name: N) -> Result<Lock>
+    where
+        N: IntoLockName,
+    {
+        let name = name.into_lock_name()?;
+        self.session().await?.lock(name)
+    }
+
+    /// Acquires `name` on the shared session, waiting FIFO. See [`Lock::acquire`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the strong sense.
+    pub async fn acquire<N>(&self, name: N) -> Result<LockGuard>
+    where
+        N: IntoLockName,
+    {
+        self.lock(name).await?.acquire().await
+    }
+
+    /// Takes `name` if free, never waiting. See [`Lock::try_acquire`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::try_acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the strong sense.
+    pub async fn try_acquire<N>(&self, name: N) -> Result<Option<LockGuard>>
+    where
+        N: IntoLockName,
+    {
+        self.lock(name).await?.try_acquire().await
+    }
+
+    /// Waits at most `timeout` for `name`. See [`Lock::acquire_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::acquire_timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the strong sense.
+    pub async fn acquire_timeout<N>(&self, name: N, timeout: Duration) -> Result<LockGuard>
+    where
+        N: IntoLockName,
+    {
+        self.lock(name).await?.acquire_timeout(timeout).await
+    }
+
+    /// Runs `critical` under `name`, cancelling it as soon as the lock leaves `Held`.
+    /// See [`Lock::with_lock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::with_lock`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn with_lock<N, F, Fut, T>(&self, name: N, critical: F) -> Result<T>
+    where
+        N: IntoLockName,
+        F: FnOnce(FencingToken) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.lock(name).await?.with_lock(critical).await
+    }
+
+    /// Reads who holds `name` and how many wait; `None` when it is free.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName); backend errors.
+    pub async fn inspect<N>(&self, name: N) -> Result<Option<LockInfo>>
+    where
+        N: IntoLockName,
+    {
+        self.inner.backend.inspect(&name.into_lock_name()?).await
+    }
+
+    /// Lists the held locks whose names start with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        self.inner.backend.list(prefix).await
+    }
+
+    /// Closes the shared session (revoking its lease) and the backend's connections.
+    ///
+    /// # Errors
+    ///
+    /// The first error met; the rest is still closed.
+    pub async fn close(&self) -> Result<()> {
+        let session = self.inner.session.lock().await.take();
+        let revoked = match session {
+            Some(lease) => lease.close().await,
+            None => Ok(()),
+        };
+        let closed = self.inner.backend.close().await;
+        revoked.and(closed)
+    }
+}
+
+impl fmt::Debug for LockClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockClient")
+            .field("backend", &self.inner.backend)
+            .finish()
+    }
+}

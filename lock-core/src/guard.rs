@@ -1,0 +1,181 @@
+//! Proof of holding a lock.
+
+use crate::{
+    backend::HeldLock, Error, ErrorKind, FencingToken, Lease, LockName, LockState, Result,
+    StateWatch,
+};
+use std::{any::Any, fmt, future::Future};
+use tracing::Instrument;
+
+/// Proof that a lock was granted: its [`FencingToken`], its live state, and the means to
+/// release it.
+///
+/// Owned and `'static`, so it can move into spawned tasks. Not `Clone`: exactly one
+/// guard exists per grant, and the lock is released at most once.
+///
+/// # Guarantees
+///
+/// - [`state`](Self::state) leaves `Held` as soon as the lease is suspect or lost, the
+///   local deadline passes, or (where the backend detects it) the lock entry is deleted
+///   by someone else; [`lost_signal`](Self::lost_signal) resolves at that moment.
+/// - [`release`](Self::release) deletes only this grant's entry, never a newer
+///   holder's.
+/// - Dropping the guard releases in the background on the current tokio runtime; with
+///   no runtime, the entry is left to expire with its lease.
+///
+/// # Non-guarantees
+///
+/// `Held` is a belief with a deadline, not a proof; pass [`token`](Self::token) to the
+/// resource and let it reject stale tokens (see [`Fence`](crate::Fence)).
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{LockClient, LockState};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+/// let client = LockClient::new(lock_memory::MemoryBackend::new());
+/// let guard = client.acquire("daily-report").await?;
+/// assert_eq!(guard.name().as_str(), "daily-report");
+/// assert_eq!(guard.state(), LockState::Held);
+/// let token = guard.token();
+/// let next = { guard.release().await?; client.acquire("daily-report").await? };
+/// assert!(next.token() > token);
+/// # Ok(()) }
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    name: LockName,
+    token: FencingToken,
+    lease: Lease,
+    watch: StateWatch,
+    held: Option<Box<dyn HeldLock>>,
+}
+
+impl LockGuard {
+    pub(crate) fn new(name: LockName, lease: Lease, held: Box<dyn HeldLock>) -> Self {
+        let watch = held.liveness().watch().and(lease.backend().liveness());
+        LockGuard {
+            name,
+            token: held.token(),
+            lease,
+            watch,
+            held: Some(held),
+        }
+    }
+
+    /// The grant's fencing token.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &LockName {
+        &self.name
+    }
+
+    /// The lease the grant hangs off.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The current state: the worst of the lease's and the entry's, local deadline
+    /// included.
+    pub fn state(&self) -> LockState {
+        self.watch.state()
+    }
+
+    /// `true` while [`state`](Self::state) is `Held`.
+    pub fn is_held(&self) -> bool {
+        self.state().is_held()
+    }
+
+    /// `Ok(())` while held, [`ErrorKind::LeaseLost`] otherwise: a check to put right
+    /// before a side effect.
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` when the state is `Suspect` or `Lost`.
+    pub fn ensure_held(&self) -> Result<()> {
+        match self.state() {
+            LockState::Held => Ok(()),
+            state => Err(Error::new(
+                ErrorKind::LeaseLost,
+                format!("lock {} is {state} (token {})", self.name, self.token),
+            )),
+        }
+    }
+
+    /// A watch of the state, for waiting on changes.
+    pub fn watch(&self) -> StateWatch {
+        self.watch.clone()
+    }
+
+    /// A future that resolves with the new state as soon as the lock leaves `Held`.
+    /// It does not borrow the guard.
+    pub fn lost_signal(&self) -> impl Future<Output = LockState> + Send + 'static {
+        let mut watch = self.watch();
+        async move { watch.not_held().await }
+    }
+
+    /// The backend's grant, for backend-specific extensions (for example etcd's fenced
+    /// transactions); `None` if it is not a `T`.
+    pub fn backend_lock<T: Any>(&self) -> Option<&T> {
+        self.held.as_ref()?.as_any().downcast_ref()
+    }
+
+    /// Releases the lock and reports how it went.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotHeld`] when the lock had already been lost (its entry was gone:
+    /// expired lease, deleted by an operator); the critical section may have
+    /// overlapped with another holder and the fencing token is what protected the
+    /// resource. Backend errors (for example [`ErrorKind::Unavailable`]) when the
+    /// release could not be confirmed: the entry then expires with its lease.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped release may or may not have deleted the entry; it
+    /// expires with its lease otherwise.
+    pub async fn release(mut self) -> Result<()> {
+        let Some(mut held) = self.held.take() else {
+            return Ok(());
+        };
+        let span = tracing::debug_span!("release", lock = %self.name, token = %self.token);
+        let result = held.release().instrument(span).await;
+        tracing::debug!(lock = %self.name, token = %self.token, ok = result.is_ok(), "released");
+        result
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        let (name, token) = (self.name.clone(), self.token);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let result = held.release().await;
+                    tracing::debug!(lock = %name, token = %token, ok = result.is_ok(), "released on drop");
+                });
+            }
+            Err(_) => {
+                tracing::warn!(lock = %name, token = %token, "guard dropped outside a tokio runtime; the lock frees when its lease expires");
+            }
+        }
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .field("lease", &self.lease.id())
+            .field("state", &self.state())
+            .finish()
+    }
+}

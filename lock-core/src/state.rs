@@ -1,0 +1,385 @@
+//! Liveness states, the writer side backends update, and the watch users read.
+
+use futures::future::select_all;
+use std::{
+    fmt,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+use tokio::{sync::watch, time::Instant};
+
+/// Whether a lock (or the lease under it) is still held, as far as the client can tell.
+///
+/// Ordered by severity: `Held < Suspect < Lost`.
+///
+/// # Guarantees
+///
+/// - `Lost` is final: a lease or lock never returns from it.
+/// - A state is never reported as `Held` after the local deadline (last keep-alive
+///   *sent* + granted TTL − margin) has passed, even when no background task has run
+///   since (for example right after the process was paused).
+///
+/// # Non-guarantees
+///
+/// `Held` is a belief, not a proof: the server may have expired the lease a moment
+/// ago. This is why resources must check [fencing tokens](crate::FencingToken).
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::LockState;
+///
+/// assert!(LockState::Held < LockState::Suspect);
+/// assert!(LockState::Suspect.is_held() == false);
+/// assert!(LockState::Lost.is_lost());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LockState {
+    /// The backend confirmed the lease recently enough; the lock is believed held.
+    Held,
+    /// The backend cannot currently confirm the lock (missed keep-alive, disconnected
+    /// session). It may come back to `Held` before the deadline. Code that must not act
+    /// without the lock stops here.
+    Suspect,
+    /// The lock is certainly gone, or its local deadline passed. Final.
+    Lost,
+}
+
+impl LockState {
+    /// `true` for [`LockState::Held`].
+    pub fn is_held(self) -> bool {
+        self == LockState::Held
+    }
+
+    /// `true` for [`LockState::Lost`].
+    pub fn is_lost(self) -> bool {
+        self == LockState::Lost
+    }
+}
+
+impl fmt::Display for LockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockState::Held => "held",
+            LockState::Suspect => "suspect",
+            LockState::Lost => "lost",
+        })
+    }
+}
+
+/// The local validity deadline of a lease: `sent_at + granted_ttl - margin`, where the
+/// margin is a tenth of the TTL.
+///
+/// `sent_at` must be the moment the keep-alive (or grant) request was *sent*, and
+/// `granted_ttl` the TTL the server *granted*. Overflow yields `sent_at` (already
+/// expired), never a panic.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::local_deadline;
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// let now = Instant::now();
+/// assert_eq!(local_deadline(now, Duration::from_secs(10)), now + Duration::from_secs(9));
+/// ```
+pub fn local_deadline(sent_at: Instant, granted_ttl: Duration) -> Instant {
+    let valid_for = granted_ttl.saturating_sub(granted_ttl / 10);
+    sent_at.checked_add(valid_for).unwrap_or(sent_at)
+}
+
+struct Inner {
+    tx: watch::Sender<LockState>,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Inner {
+    fn deadline(&self) -> MutexGuard<'_, Option<Instant>> {
+        // A poisoned deadline lock only means a panic elsewhere; the value is still a
+        // plain Instant, so keep using it.
+        self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, downgraded to `Lost` (and recorded) once the deadline has passed.
+    fn state(&self) -> LockState {
+        let state = *self.tx.borrow();
+        if state != LockState::Lost && self.deadline().is_some_and(|d| Instant::now() >= d) {
+            self.set(LockState::Lost);
+            return LockState::Lost;
+        }
+        state
+    }
+
+    fn set(&self, next: LockState) {
+        self.tx.send_if_modified(|cur| {
+            let changed = *cur != LockState::Lost && *cur != next;
+            if changed {
+                *cur = next;
+            }
+            changed
+        });
+    }
+}
+
+/// The writer side of a liveness state: what a backend updates as keep-alives succeed,
+/// connections drop and keys disappear.
+///
+/// Cheap to clone; all clones share one state. Users read it through [`StateWatch`].
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{Liveness, LockState};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// let live = Liveness::new(Some(Instant::now() + Duration::from_secs(5)));
+/// assert_eq!(live.state(), LockState::Held);
+/// live.suspect();
+/// assert_eq!(live.state(), LockState::Suspect);
+/// assert!(live.renew(Instant::now() + Duration::from_secs(5)));
+/// assert_eq!(live.state(), LockState::Held);
+/// live.lose();
+/// assert!(!live.renew(Instant::now() + Duration::from_secs(5)), "lost is final");
+/// assert_eq!(live.state(), LockState::Lost);
+/// ```
+#[derive(Clone)]
+pub struct Liveness {
+    inner: Arc<Inner>,
+}
+
+impl Liveness {
+    /// A `Held` state that turns `Lost` at `deadline` unless renewed (`None`: no deadline).
+    pub fn new(deadline: Option<Instant>) -> Self {
+        let (tx, _) = watch::channel(LockState::Held);
+        Liveness {
+            inner: Arc::new(Inner {
+                tx,
+                deadline: Mutex::new(deadline),
+            }),
+        }
+    }
+
+    /// Records a confirmed keep-alive: moves the deadline to `deadline` (if later) and a
+    /// `Suspect` state back to `Held`.
+    ///
+    /// Returns `false`, changing nothing, when the state is already `Lost` or the old
+    /// deadline has passed (a late confirmation never revives a lease).
+    pub fn renew(&self, deadline: Instant) -> bool {
+        if self.inner.state() == LockState::Lost {
+            return false;
+        }
+        {
+            let mut cur = self.inner.deadline();
+            *cur = Some(cur.map_or(deadline, |c| c.max(deadline)));
+        }
+        self.inner.set(LockState::Held);
+        true
+    }
+
+    /// Marks the state `Suspect` (unless `Lost`).
+    pub fn suspect(&self) {
+        if self.inner.state() == LockState::Held {
+            self.inner.set(LockState::Suspect);
+        }
+    }
+
+    /// Marks the state `Lost`, for good.
+    pub fn lose(&self) {
+        self.inner.set(LockState::Lost);
+    }
+
+    /// The current state, taking the deadline into account.
+    pub fn state(&self) -> LockState {
+        self.inner.state()
+    }
+
+    /// The local deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self.inner.deadline()
+    }
+
+    /// A reader of this state.
+    pub fn watch(&self) -> StateWatch {
+        StateWatch {
+            sources: vec![Source::new(&self.inner)],
+        }
+    }
+}
+
+impl fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Liveness")
+            .field("state", &self.state())
+            .field("deadline", &self.deadline())
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct Source {
+    inner: Arc<Inner>,
+    rx: watch::Receiver<LockState>,
+}
+
+impl Source {
+    fn new(inner: &Arc<Inner>) -> Self {
+        Source {
+            inner: inner.clone(),
+            rx: inner.tx.subscribe(),
+        }
+    }
+}
+
+/// A reader of one or more liveness states (a lock's own and its lease's), reporting
+/// the worst of them.
+///
+/// Obtained from [`LockGuard::watch`](crate::LockGuard::watch) or
+/// [`Lease::watch`](crate::Lease::watch). Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{Liveness, LockState};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let lease = Liveness::new(None);
+/// let lock = Liveness::new(None);
+/// let mut watch = lock.watch().and(&lease);
+/// lease.suspect();
+/// assert_eq!(watch.not_held().await, LockState::Suspect);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct StateWatch {
+    sources: Vec<Source>,
+}
+
+impl StateWatch {
+    /// Also watches `other`; the combined state is the worst of all.
+    #[must_use]
+    pub fn and(mut self, other: &Liveness) -> Self {
+        self.sources.push(Source::new(&other.inner));
+        self
+    }
+
+    /// The current combined state, deadlines included.
+    pub fn state(&self) -> LockState {
+        self.sources
+            .iter()
+            .map(|s| s.inner.state())
+            .max()
+            .unwrap_or(LockState::Lost)
+    }
+
+    /// The earliest local deadline of all sources.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.sources.iter().filter_map(|s| *s.inner.deadline()).min()
+    }
+
+    /// Resolves with the state as soon as it is no longer `Held` (at once if it already
+    /// is not).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it loses nothing; call again to keep waiting.
+    pub async fn not_held(&mut self) -> LockState {
+        self.wait_until(|s| s != LockState::Held).await
+    }
+
+    /// Resolves once the state is `Lost`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn lost(&mut self) {
+        self.wait_until(LockState::is_lost).await;
+    }
+
+    /// Resolves with the new state once the combined state differs from `from`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn changed_from(&mut self, from: LockState) -> LockState {
+        self.wait_until(|s| s != from).await
+    }
+
+    async fn wait_until(&mut self, done: impl Fn(LockState) -> bool) -> LockState {
+        loop {
+            for s in &mut self.sources {
+                s.rx.borrow_and_update();
+            }
+            let state = self.state();
+            if done(state) {
+                return state;
+            }
+            let deadline = self.deadline();
+            let changes = select_all(self.sources.iter_mut().map(|s| Box::pin(s.rx.changed())));
+            match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        _ = changes => {}
+                        _ = tokio::time::sleep_until(d) => {}
+                    }
+                }
+                None => {
+                    let _ = changes.await;
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for StateWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateWatch")
+            .field("state", &self.state())
+            .field("deadline", &self.deadline())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_turns_state_lost_without_any_update() {
+        let live = Liveness::new(Some(Instant::now() + Duration::from_secs(3)));
+        let mut watch = live.watch();
+        let start = Instant::now();
+        assert_eq!(watch.not_held().await, LockState::Lost);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert!(!live.renew(Instant::now() + Duration::from_secs(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_before_deadline_keeps_held() {
+        let live = Liveness::new(Some(Instant::now() + Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(live.renew(Instant::now() + Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(live.state(), LockState::Held);
+    }
+
+    #[tokio::test]
+    async fn combined_watch_reports_worst_source() {
+        let lease = Liveness::new(None);
+        let lock = Liveness::new(None);
+        let mut watch = lock.watch().and(&lease);
+        lease.suspect();
+        assert_eq!(watch.state(), LockState::Suspect);
+        lock.lose();
+        assert_eq!(watch.changed_from(LockState::Suspect).await, LockState::Lost);
+        lease.renew(Instant::now() + Duration::from_secs(1));
+        assert_eq!(watch.state(), LockState::Lost);
+    }
+
+    #[test]
+    fn local_deadline_never_overflows() {
+        let now = Instant::now();
+        assert_eq!(local_deadline(now, Duration::MAX), now);
+    }
+}

@@ -1,0 +1,1 @@
+//! etcd backend of fencelock (under construction).

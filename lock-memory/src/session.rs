@@ -1,0 +1,82 @@
+//! A memory lease and its keep-alive task.
+
+use crate::{
+    lock::{acquire, MemoryHeldLock},
+    store::Store,
+};
+use async_trait::async_trait;
+use lock_core::{
+    backend::{HeldLock, LeaseBackend, WaitMode},
+    AcquireOptions, LeaseId, Liveness, LockName, Result,
+};
+use std::{any::Any, sync::Arc, time::Duration};
+
+/// A lease in a memory store, refreshed every third of its TTL by a background task
+/// (unless stalled by [`MemoryBackend::stall_lease`](crate::MemoryBackend::stall_lease)).
+#[derive(Debug)]
+pub struct MemoryLease {
+    store: Arc<Store>,
+    id: u64,
+    ttl: Duration,
+    liveness: Liveness,
+}
+
+impl MemoryLease {
+    pub(crate) fn grant(store: &Arc<Store>, ttl: Duration) -> Self {
+        let (id, liveness) = store.grant_lease(ttl);
+        let keeper = store.clone();
+        let first = tokio::time::Instant::now() + ttl / 3;
+        tokio::spawn(async move {
+            let mut next = first;
+            loop {
+                tokio::time::sleep_until(next).await;
+                match keeper.keep_alive(id) {
+                    Some(at) => next = at,
+                    None => break,
+                }
+            }
+        });
+        tracing::debug!(lease = %LeaseId::new(id), ?ttl, "memory lease granted");
+        MemoryLease {
+            store: store.clone(),
+            id,
+            ttl,
+            liveness,
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseBackend for MemoryLease {
+    fn id(&self) -> LeaseId {
+        LeaseId::new(self.id)
+    }
+
+    fn granted_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    async fn acquire(
+        &self,
+        name: &LockName,
+        mode: WaitMode,
+        options: &AcquireOptions,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        let held = acquire(&self.store, self.id, name, mode, options).await?;
+        Ok(held.map(|h: MemoryHeldLock| Box::new(h) as Box<dyn HeldLock>))
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        self.store.revoke(self.id);
+        self.liveness.lose();
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,73 @@
+//! **fencelock**: distributed locks with fencing tokens, safe by construction, over
+//! etcd, ZooKeeper or an in-process memory backend.
+//!
+//! ```
+//! use fencelock::{Fence, LockState};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> fencelock::Result<()> {
+//! // Swap "memory://" for "etcd://10.0.0.1:2379" or "zk://10.0.0.1:2181": nothing else changes.
+//! let client = fencelock::connect("memory://").await?;
+//! let fence = Fence::new(); // lives in the resource (or a fence_token column)
+//!
+//! let guard = client.acquire("daily-report").await?;
+//! assert_eq!(guard.state(), LockState::Held);
+//! fence.check("daily-report", guard.token())?; // the resource rejects stale tokens
+//! guard.release().await?;
+//!
+//! // Or let fencelock cancel the job the moment the lock may be lost:
+//! let rows = client
+//!     .with_lock("daily-report", |token| async move {
+//!         fence.check("daily-report", token).map(|()| 42)
+//!     })
+//!     .await??;
+//! assert_eq!(rows, 42);
+//! # Ok(()) }
+//! ```
+//!
+//! # What you get
+//!
+//! - **Mutual exclusion** across processes and machines (etcd, ZooKeeper), FIFO
+//!   waiting, one wake-up per release.
+//! - **No deadlock on crash**: every lock hangs off a [`Lease`] that dies with its holder.
+//! - **Fencing tokens** ([`FencingToken`]) that grow with every new holder, and a
+//!   resource-side [`Fence`] (plus the SQL pattern in its docs).
+//! - **Early warning**: [`LockGuard::state`] leaves `Held` as soon as the lock *may* be
+//!   lost; [`LockClient::with_lock`] cancels the critical section then.
+//!
+//! # What you do not get
+//!
+//! A lock cannot stop a paused process from acting after its lease expired. Only a
+//! resource that checks the token can. Use the token.
+//!
+//! # Backends and features
+//!
+//! | feature | scheme | crate |
+//! |---|---|---|
+//! | `memory` (default) | `memory://` | `lock-memory` |
+//! | `etcd` | `etcd://` | `lock-etcd` |
+//! | `zk` | `zk://` | `lock-zk` |
+//!
+//! A known scheme whose feature is off gives [`ErrorKind::FeatureDisabled`].
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![warn(unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod connect;
+
+pub use lock_core::*;
+pub use connect::{connect, SCHEMES};
+
+/// The in-process backend and its fault controls.
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use lock_memory as memory;
+
+/// The etcd backend.
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use lock_etcd as etcd;
+
+/// The ZooKeeper backend.
+#[cfg(feature = "zk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zk")))]
+pub use lock_zk as zk;
