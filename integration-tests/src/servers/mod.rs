@@ -50,7 +50,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How many bytes of a log file an error message shows at most.
-const LOG_TAIL_BYTES: u64 = 4096;
+const LOG_TAIL_BYTES: u64 = 8192;
 
 /// True when the environment variable `CI` is `true` (or `1`).
 ///
