@@ -49,7 +49,10 @@ pub async fn connect(url: &str) -> Result<LockClient> {
         "zk" => connect_zk(url).await,
         other => Err(Error::new(
             ErrorKind::UnsupportedScheme,
-            format!("unknown scheme {other:?}; fencelock knows {}", SCHEMES.join(", ")),
+            format!(
+                "unknown scheme {other:?}; fencelock knows {}",
+                SCHEMES.join(", ")
+            ),
         )),
     }
 }
@@ -57,7 +60,9 @@ pub async fn connect(url: &str) -> Result<LockClient> {
 fn feature_disabled(feature: &str, scheme: &str) -> Error {
     Error::new(
         ErrorKind::FeatureDisabled,
-        format!("{scheme}:// needs fencelock's cargo feature `{feature}` (features = [\"{feature}\"])"),
+        format!(
+            "{scheme}:// needs fencelock's cargo feature `{feature}` (features = [\"{feature}\"])"
+        ),
     )
 }
 
@@ -73,7 +78,9 @@ fn connect_memory(_url: &str) -> Result<LockClient> {
 
 #[cfg(feature = "etcd")]
 async fn connect_etcd(url: &str) -> Result<LockClient> {
-    lock_etcd::EtcdBackend::from_url(url).await.map(LockClient::new)
+    lock_etcd::EtcdBackend::from_url(url)
+        .await
+        .map(LockClient::new)
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -109,7 +116,10 @@ mod tests {
             assert!(err.to_string().contains("`etcd`"), "{err}");
         }
         #[cfg(not(feature = "zk"))]
-        assert_eq!(kind("zk://127.0.0.1:2181").await, ErrorKind::FeatureDisabled);
+        assert_eq!(
+            kind("zk://127.0.0.1:2181").await,
+            ErrorKind::FeatureDisabled
+        );
     }
 
     #[tokio::test]

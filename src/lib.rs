@@ -54,8 +54,8 @@
 
 mod connect;
 
-pub use lock_core::*;
 pub use connect::{connect, SCHEMES};
+pub use lock_core::*;
 
 /// The in-process backend and its fault controls.
 #[cfg(feature = "memory")]

@@ -36,7 +36,10 @@ impl MemoryHarness {
 }
 
 fn unknown(lease: &Lease) -> Error {
-    Error::new(ErrorKind::Backend, format!("lease {} not in the store", lease.id()))
+    Error::new(
+        ErrorKind::Backend,
+        format!("lease {} not in the store", lease.id()),
+    )
 }
 
 #[async_trait]
@@ -50,7 +53,10 @@ impl Harness for MemoryHarness {
     }
 
     async fn client(&self, namespace: &str) -> fencelock::Result<LockClient> {
-        Ok(LockClient::new(self.store(namespace).with_default_ttl(Duration::from_secs(5))))
+        Ok(LockClient::new(
+            self.store(namespace)
+                .with_default_ttl(Duration::from_secs(5)),
+        ))
     }
 
     fn short_ttl(&self) -> Duration {

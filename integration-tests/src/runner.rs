@@ -25,7 +25,9 @@ where
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Failed::from(e.to_string())),
-            Err(_) => Err(Failed::from(format!("hung: no result within {CASE_TIMEOUT:?}"))),
+            Err(_) => Err(Failed::from(format!(
+                "hung: no result within {CASE_TIMEOUT:?}"
+            ))),
         }
     })
 }

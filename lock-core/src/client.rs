@@ -1,8 +1,8 @@
 //! The handle applications hold: a backend behind an `Arc<dyn Backend>`.
 
 use crate::{
-    backend::Backend, validate_ttl, Capabilities, FencingToken, IntoLockName, Lease, Lock, LockGuard,
-    LockInfo, Result,
+    backend::Backend, validate_ttl, Capabilities, FencingToken, IntoLockName, Lease, Lock,
+    LockGuard, LockInfo, Result,
 };
 use std::{any::Any, fmt, future::Future, sync::Arc, time::Duration};
 use tokio::sync::Mutex;

@@ -85,7 +85,12 @@ impl Fence {
     /// # Errors
     ///
     /// [`ErrorKind::StaleToken`]; `write` is then not run.
-    pub fn apply<T>(&self, resource: &str, token: FencingToken, write: impl FnOnce() -> T) -> Result<T> {
+    pub fn apply<T>(
+        &self,
+        resource: &str,
+        token: FencingToken,
+        write: impl FnOnce() -> T,
+    ) -> Result<T> {
         let mut table = self.table();
         match table.get(resource) {
             Some(&highest) if token < highest => Err(Error::new(
@@ -107,7 +112,9 @@ impl Fence {
 
 impl fmt::Debug for Fence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fence").field("resources", &self.table().len()).finish()
+        f.debug_struct("Fence")
+            .field("resources", &self.table().len())
+            .finish()
     }
 }
 

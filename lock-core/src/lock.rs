@@ -95,7 +95,10 @@ impl Lock {
         guard.ok_or_else(|| {
             Error::new(
                 ErrorKind::Backend,
-                format!("backend answered a waiting acquire of {} with nothing", self.name),
+                format!(
+                    "backend answered a waiting acquire of {} with nothing",
+                    self.name
+                ),
             )
         })
     }
@@ -195,7 +198,10 @@ impl Lock {
                 drop(guard);
                 Err(Error::new(
                     ErrorKind::LeaseLost,
-                    format!("lock {} became {state} during the critical section (token {token})", self.name),
+                    format!(
+                        "lock {} became {state} during the critical section (token {token})",
+                        self.name
+                    ),
                 ))
             }
         }
@@ -226,7 +232,10 @@ impl Lock {
             if guard.state().is_lost() {
                 return Err(Error::new(
                     ErrorKind::LeaseLost,
-                    format!("lock {} was granted after its lease's local deadline", self.name),
+                    format!(
+                        "lock {} was granted after its lease's local deadline",
+                        self.name
+                    ),
                 ));
             }
             tracing::debug!(token = %guard.token(), "acquired");

@@ -174,7 +174,16 @@ mod tests {
 
     #[test]
     fn accepts_documented_character_set() {
-        for ok in ["a", "daily-report", "a/b/c", "x_y.z:1", "A9", "a.b", "..a", &"a".repeat(256)] {
+        for ok in [
+            "a",
+            "daily-report",
+            "a/b/c",
+            "x_y.z:1",
+            "A9",
+            "a.b",
+            "..a",
+            &"a".repeat(256),
+        ] {
             assert!(LockName::new(ok).is_ok(), "{ok:?} should be valid");
         }
     }
@@ -182,7 +191,10 @@ mod tests {
     #[test]
     fn rejects_every_broken_rule_with_invalid_name() {
         let long = "a".repeat(257);
-        for bad in ["", "/a", "a/", "a//b", ".", "..", "a/./b", "a/../b", "sp ace", "é", "a\0b", "a*", &long] {
+        for bad in [
+            "", "/a", "a/", "a//b", ".", "..", "a/./b", "a/../b", "sp ace", "é", "a\0b", "a*",
+            &long,
+        ] {
             let err = LockName::new(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad:?}");
         }

@@ -275,7 +275,10 @@ impl StateWatch {
 
     /// The earliest local deadline of all sources.
     pub fn deadline(&self) -> Option<Instant> {
-        self.sources.iter().filter_map(|s| *s.inner.deadline()).min()
+        self.sources
+            .iter()
+            .filter_map(|s| *s.inner.deadline())
+            .min()
     }
 
     /// Resolves with the state as soon as it is no longer `Held` (at once if it already
@@ -372,7 +375,10 @@ mod tests {
         lease.suspect();
         assert_eq!(watch.state(), LockState::Suspect);
         lock.lose();
-        assert_eq!(watch.changed_from(LockState::Suspect).await, LockState::Lost);
+        assert_eq!(
+            watch.changed_from(LockState::Suspect).await,
+            LockState::Lost
+        );
         lease.renew(Instant::now() + Duration::from_secs(1));
         assert_eq!(watch.state(), LockState::Lost);
     }

@@ -137,7 +137,9 @@ impl BackendUrl {
     /// [`ErrorKind::InvalidConfig`] when present but not a duration.
     pub fn duration_param(&self, key: &str) -> Result<Option<Duration>> {
         self.param(key)
-            .map(|v| parse_duration(v).map_err(|e| invalid(format!("parameter {key}: {}", e.message()))))
+            .map(|v| {
+                parse_duration(v).map_err(|e| invalid(format!("parameter {key}: {}", e.message())))
+            })
             .transpose()
     }
 
@@ -147,7 +149,11 @@ impl BackendUrl {
     ///
     /// [`ErrorKind::InvalidConfig`] naming the unknown parameter and the known ones.
     pub fn reject_unknown_params(&self, known: &[&str]) -> Result<()> {
-        match self.params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .params
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(invalid(format!(
                 "unknown parameter {k:?} in {} url; known: {}",
                 self.scheme,
@@ -181,12 +187,20 @@ fn parse_hosts(list: &str) -> Result<Vec<String>> {
                 .rsplit_once(':')
                 .ok_or_else(|| invalid(format!("host {h:?} needs a port (host:port)")))?;
             let bare = host.trim_start_matches('[').trim_end_matches(']');
-            if bare.is_empty() || !bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_')) {
-                return Err(invalid(format!("host {host:?} is not a valid host name or address")));
+            if bare.is_empty()
+                || !bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_'))
+            {
+                return Err(invalid(format!(
+                    "host {host:?} is not a valid host name or address"
+                )));
             }
             match port.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(h.to_owned()),
-                _ => Err(invalid(format!("port {port:?} of {host:?} is not a number in 1..=65535"))),
+                _ => Err(invalid(format!(
+                    "port {port:?} of {host:?} is not a number in 1..=65535"
+                ))),
             }
         })
         .collect()
@@ -252,7 +266,11 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(invalid(format!("{s:?} is not a duration (use e.g. 500ms, 15s, 2m)"))),
+        _ => {
+            return Err(invalid(format!(
+                "{s:?} is not a duration (use e.g. 500ms, 15s, 2m)"
+            )))
+        }
     };
     num.parse::<f64>()
         .ok()
@@ -266,7 +284,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_urls_with_invalid_config() {
-        for bad in ["", "etcd", "://x", "etcd://host", "etcd://h:0", "etcd://h:99999", "etcd://h:1,", "etcd://:1", "zk://h:1?x=%zz", "etcd://h h:1"] {
+        for bad in [
+            "",
+            "etcd",
+            "://x",
+            "etcd://host",
+            "etcd://h:0",
+            "etcd://h:99999",
+            "etcd://h:1,",
+            "etcd://:1",
+            "zk://h:1?x=%zz",
+            "etcd://h h:1",
+        ] {
             let err = BackendUrl::parse(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
         }

@@ -57,12 +57,15 @@ impl MemoryConfig {
     /// [`ErrorKind::InvalidConfig`] for another scheme, hosts, unknown parameters or a
     /// bad TTL.
     pub fn from_url(url: &str) -> Result<Self> {
-        let rest = url
-            .strip_prefix("memory://")
-            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, format!("not a {SCHEME}:// url")))?;
+        let rest = url.strip_prefix("memory://").ok_or_else(|| {
+            Error::new(ErrorKind::InvalidConfig, format!("not a {SCHEME}:// url"))
+        })?;
         let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
         let name = name.trim_matches('/');
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
                 format!("memory store name {name:?} may only hold letters, digits and - _ ."),
@@ -71,7 +74,10 @@ impl MemoryConfig {
         let parsed = BackendUrl::parse(&format!("memory://?{query}"))?;
         parsed.reject_unknown_params(&["ttl"])?;
         let store = (!name.is_empty()).then(|| name.to_owned());
-        let mut config = MemoryConfig { store, ..Self::default() };
+        let mut config = MemoryConfig {
+            store,
+            ..Self::default()
+        };
         if let Some(ttl) = parsed.duration_param("ttl")? {
             config.default_ttl = validate_ttl(ttl)?;
         }

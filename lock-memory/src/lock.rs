@@ -50,14 +50,22 @@ pub(crate) async fn acquire(
             let grant = rx.await.map_err(|_| {
                 Error::new(
                     ErrorKind::LeaseLost,
-                    format!("lease {} expired while waiting for {name}", LeaseId::new(lease)),
+                    format!(
+                        "lease {} expired while waiting for {name}",
+                        LeaseId::new(lease)
+                    ),
                 )
             })?;
             cleanup.disarm();
             grant
         }
     };
-    Ok(Some(MemoryHeldLock::new(store.clone(), name.clone(), entry, grant)))
+    Ok(Some(MemoryHeldLock::new(
+        store.clone(),
+        name.clone(),
+        entry,
+        grant,
+    )))
 }
 
 /// A granted acquisition in a memory store.
@@ -108,7 +116,10 @@ impl HeldLock for MemoryHeldLock {
         } else {
             Err(Error::new(
                 ErrorKind::NotHeld,
-                format!("lock {} (token {}) was lost before release", self.name, self.token),
+                format!(
+                    "lock {} (token {}) was lost before release",
+                    self.name, self.token
+                ),
             ))
         }
     }

@@ -184,14 +184,23 @@ impl Store {
         if !state.leases.contains_key(&lease) {
             return Err(Error::new(
                 ErrorKind::LeaseLost,
-                format!("lease {} expired before acquiring {name}", LeaseId::new(lease)),
+                format!(
+                    "lease {} expired before acquiring {name}",
+                    LeaseId::new(lease)
+                ),
             ));
         }
         state.next_id += 1;
         let entry = state.next_id;
         let queue = state.locks.entry(name.clone()).or_default();
         if queue.holder.is_none() && queue.waiters.is_empty() {
-            let grant = make_holder(&mut state, name, entry, lease, options.holder().map(str::to_owned));
+            let grant = make_holder(
+                &mut state,
+                name,
+                entry,
+                lease,
+                options.holder().map(str::to_owned),
+            );
             let event = granted_event(name, &grant, lease);
             drop(state);
             self.emit(vec![event]);
@@ -263,7 +272,10 @@ impl Store {
     pub(crate) fn inspect(&self, name: &LockName) -> Option<LockInfo> {
         let state = self.lock();
         let queue = state.locks.get(name)?;
-        queue.holder.as_ref().map(|h| info(name, h, queue.waiters.len()))
+        queue
+            .holder
+            .as_ref()
+            .map(|h| info(name, h, queue.waiters.len()))
     }
 
     pub(crate) fn list(&self, prefix: &str) -> Vec<LockInfo> {
@@ -301,7 +313,13 @@ fn granted_event(name: &LockName, grant: &Grant, lease: u64) -> StoreEvent {
     }
 }
 
-fn make_holder(state: &mut State, name: &LockName, entry: u64, lease: u64, holder: Option<String>) -> Grant {
+fn make_holder(
+    state: &mut State,
+    name: &LockName,
+    entry: u64,
+    lease: u64,
+    holder: Option<String>,
+) -> Grant {
     state.next_token += 1;
     let token = FencingToken::new(state.next_token);
     let liveness = Liveness::new(None);
@@ -331,7 +349,11 @@ fn free_holder(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>)
             token: old.token,
         });
     }
-    while let Some(waiter) = state.locks.get_mut(name).and_then(|q| q.waiters.pop_front()) {
+    while let Some(waiter) = state
+        .locks
+        .get_mut(name)
+        .and_then(|q| q.waiters.pop_front())
+    {
         let grant = make_holder(state, name, waiter.entry, waiter.lease, waiter.holder);
         let event = granted_event(name, &grant, waiter.lease);
         match waiter.tx.send(grant) {

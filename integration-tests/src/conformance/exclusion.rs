@@ -16,10 +16,22 @@ pub(super) async fn second_acquirer_waits_for_release(ctx: Ctx) -> TestResult {
     let first = held.token();
     let waiter = tokio::spawn(async move { b.acquire("report").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "second acquirer got the lock while it was held");
+    assert!(
+        !waiter.is_finished(),
+        "second acquirer got the lock while it was held"
+    );
     held.release().await?;
-    let second = within(Duration::from_secs(5), "waiter granted after release", waiter).await???;
-    assert!(second.token() > first, "token {} not above {first}", second.token());
+    let second = within(
+        Duration::from_secs(5),
+        "waiter granted after release",
+        waiter,
+    )
+    .await???;
+    assert!(
+        second.token() > first,
+        "token {} not above {first}",
+        second.token()
+    );
     second.release().await?;
     Ok(())
 }
@@ -64,8 +76,18 @@ pub(super) async fn many_tasks_hold_one_at_a_time(ctx: Ctx) -> TestResult {
 pub(super) async fn names_sharing_a_prefix_are_independent(ctx: Ctx) -> TestResult {
     let (a, b) = (ctx.client().await?, ctx.client().await?);
     let parent = a.acquire("jobs").await?;
-    let child = within(Duration::from_secs(5), "child lock while parent held", b.acquire("jobs/nightly")).await??;
-    let sibling = within(Duration::from_secs(5), "name with the parent as prefix", b.acquire("jobs2")).await??;
+    let child = within(
+        Duration::from_secs(5),
+        "child lock while parent held",
+        b.acquire("jobs/nightly"),
+    )
+    .await??;
+    let sibling = within(
+        Duration::from_secs(5),
+        "name with the parent as prefix",
+        b.acquire("jobs2"),
+    )
+    .await??;
     assert!(a.try_acquire("jobs/nightly").await?.is_none());
     let info = a.inspect("jobs").await?.ok_or("jobs not held")?;
     assert_eq!(info.token, parent.token());

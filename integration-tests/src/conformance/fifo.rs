@@ -10,14 +10,18 @@ use std::{
 
 /// Waits until `name` has `n` waiters.
 pub(super) async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResult {
-    within(Duration::from_secs(10), &format!("{n} waiters on {name}"), async {
-        loop {
-            if client.inspect(name).await?.is_some_and(|i| i.waiters == n) {
-                return Ok::<_, fencelock::Error>(());
+    within(
+        Duration::from_secs(10),
+        &format!("{n} waiters on {name}"),
+        async {
+            loop {
+                if client.inspect(name).await?.is_some_and(|i| i.waiters == n) {
+                    return Ok::<_, fencelock::Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+        },
+    )
     .await??;
     Ok(())
 }
@@ -50,13 +54,20 @@ pub(super) async fn waiters_are_served_in_arrival_order(ctx: Ctx) -> TestResult 
 }
 
 pub(super) async fn try_acquire_does_not_jump_the_queue(ctx: Ctx) -> TestResult {
-    let (a, b, c) = (ctx.client().await?, ctx.client().await?, ctx.client().await?);
+    let (a, b, c) = (
+        ctx.client().await?,
+        ctx.client().await?,
+        ctx.client().await?,
+    );
     let held = a.acquire("q").await?;
     let waiter = tokio::spawn(async move { b.acquire("q").await });
     wait_for_waiters(&a, "q", 1).await?;
     held.release().await?;
     let next = within(Duration::from_secs(5), "waiter granted", waiter).await???;
-    assert!(c.try_acquire("q").await?.is_none(), "try_acquire overtook the holder");
+    assert!(
+        c.try_acquire("q").await?.is_none(),
+        "try_acquire overtook the holder"
+    );
     next.release().await?;
     Ok(())
 }

@@ -24,12 +24,25 @@ pub(super) async fn killed_lease_makes_guard_lost(ctx: Ctx) -> TestResult {
     let waiter = tokio::spawn(async move { b.acquire("l").await });
     wait_for_waiters(&a, "l", 1).await?;
     ctx.harness().kill_lease(ctx.ns(), &lease).await?;
-    let state = within(loss_bound(lease.ttl()), "guard notices the killed lease", held.lost_signal()).await?;
+    let state = within(
+        loss_bound(lease.ttl()),
+        "guard notices the killed lease",
+        held.lost_signal(),
+    )
+    .await?;
     assert_ne!(state, LockState::Held);
-    within(loss_bound(lease.ttl()), "guard turns lost", held.watch().lost()).await?;
+    within(
+        loss_bound(lease.ttl()),
+        "guard turns lost",
+        held.watch().lost(),
+    )
+    .await?;
     let next = within(loss_bound(lease.ttl()), "waiter takes over", waiter).await???;
     assert!(next.token() > held.token());
-    let err = held.release().await.expect_err("release of a lost lock reported success");
+    let err = held
+        .release()
+        .await
+        .expect_err("release of a lost lock reported success");
     assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
     next.release().await?;
     Ok(())
@@ -38,13 +51,20 @@ pub(super) async fn killed_lease_makes_guard_lost(ctx: Ctx) -> TestResult {
 pub(super) async fn waiter_fails_fast_when_its_lease_dies(ctx: Ctx) -> TestResult {
     let (a, b) = (ctx.client().await?, ctx.client().await?);
     let held = a.acquire("w").await?;
-    let lease = b.lease_with_ttl(Duration::from_secs(30).max(ctx.harness().short_ttl())).await?;
+    let lease = b
+        .lease_with_ttl(Duration::from_secs(30).max(ctx.harness().short_ttl()))
+        .await?;
     let lock = lease.lock("w")?;
     let waiter = tokio::spawn(async move { lock.acquire().await });
     wait_for_waiters(&a, "w", 1).await?;
     let killed = Instant::now();
     ctx.harness().kill_lease(ctx.ns(), &lease).await?;
-    let result = within(Duration::from_secs(5), "waiter on a dead lease gives up", waiter).await??;
+    let result = within(
+        Duration::from_secs(5),
+        "waiter on a dead lease gives up",
+        waiter,
+    )
+    .await??;
     let err = result.expect_err("waiter on a dead lease was granted");
     assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
     assert!(killed.elapsed() < lease.ttl(), "waiter waited for the ttl");
@@ -57,11 +77,21 @@ pub(super) async fn deleted_entry_makes_guard_lost(ctx: Ctx) -> TestResult {
     let held = a.acquire("d").await?;
     let waiter = tokio::spawn(async move { b.acquire("d").await });
     wait_for_waiters(&a, "d", 1).await?;
-    ctx.harness().delete_holder(ctx.ns(), &LockName::new("d")?).await?;
-    within(Duration::from_secs(3), "holder notices deletion", held.watch().lost()).await?;
+    ctx.harness()
+        .delete_holder(ctx.ns(), &LockName::new("d")?)
+        .await?;
+    within(
+        Duration::from_secs(3),
+        "holder notices deletion",
+        held.watch().lost(),
+    )
+    .await?;
     let next = within(Duration::from_secs(3), "waiter takes over", waiter).await???;
     assert!(next.token() > held.token());
-    assert_eq!(held.release().await.map_err(|e| e.kind()), Err(ErrorKind::NotHeld));
+    assert_eq!(
+        held.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
     next.release().await?;
     Ok(())
 }
@@ -104,10 +134,24 @@ pub(super) async fn lost_session_is_replaced_for_new_acquires(ctx: Ctx) -> TestR
     let held = a.acquire("r").await?;
     assert_eq!(held.lease().id(), session.id());
     ctx.harness().kill_lease(ctx.ns(), &session).await?;
-    within(loss_bound(session.ttl()), "session lost", session.watch().lost()).await?;
-    let err = session.lock("r")?.acquire().await.expect_err("acquired on a lost lease");
+    within(
+        loss_bound(session.ttl()),
+        "session lost",
+        session.watch().lost(),
+    )
+    .await?;
+    let err = session
+        .lock("r")?
+        .acquire()
+        .await
+        .expect_err("acquired on a lost lease");
     assert_eq!(err.kind(), ErrorKind::LeaseLost);
-    let again = within(Duration::from_secs(10), "acquire on a fresh session", a.acquire("r")).await??;
+    let again = within(
+        Duration::from_secs(10),
+        "acquire on a fresh session",
+        a.acquire("r"),
+    )
+    .await??;
     assert_ne!(again.lease().id(), session.id());
     assert!(again.token() > held.token());
     drop(held);
@@ -127,11 +171,23 @@ pub(super) async fn stalled_holder_is_fenced_out(ctx: Ctx) -> TestResult {
         // is the same, the lease expires while the holder still has its guard.
         ctx.harness().kill_lease(ctx.ns(), &lease).await?;
     }
-    let next = within(loss_bound(lease.ttl()) * 2, "next holder after the stall", b.acquire("report")).await??;
+    let next = within(
+        loss_bound(lease.ttl()) * 2,
+        "next holder after the stall",
+        b.acquire("report"),
+    )
+    .await??;
     assert!(next.token() > stale.token());
-    within(loss_bound(lease.ttl()), "stalled holder learns it lost", stale.watch().lost()).await?;
+    within(
+        loss_bound(lease.ttl()),
+        "stalled holder learns it lost",
+        stale.watch().lost(),
+    )
+    .await?;
     fence.check("report", next.token())?;
-    let err = fence.check("report", stale.token()).expect_err("stale write accepted");
+    let err = fence
+        .check("report", stale.token())
+        .expect_err("stale write accepted");
     assert_eq!(err.kind(), ErrorKind::StaleToken);
     next.release().await?;
     drop(stale);

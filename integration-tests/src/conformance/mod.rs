@@ -79,7 +79,11 @@ impl Ctx {
 }
 
 /// `fut` must finish within `limit`; `what` says what was awaited.
-pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> Result<T, TestError> {
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T, TestError> {
     tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| format!("{what}: not within {limit:?}").into())
@@ -155,7 +159,10 @@ pub fn trials(harness: Arc<dyn Harness>) -> Vec<Trial> {
 
 /// The names of every conformance case, `topic::case`.
 pub fn case_names() -> Vec<String> {
-    CASES.iter().map(|c| format!("{}::{}", c.topic, c.name)).collect()
+    CASES
+        .iter()
+        .map(|c| format!("{}::{}", c.topic, c.name))
+        .collect()
 }
 
 const _: () = {

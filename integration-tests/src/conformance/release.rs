@@ -10,7 +10,10 @@ pub(super) async fn release_then_reacquire_at_once(ctx: Ctx) -> TestResult {
     for _ in 0..3 {
         let guard = a.acquire("r").await?;
         guard.release().await?;
-        let other = b.try_acquire("r").await?.ok_or("released lock still held")?;
+        let other = b
+            .try_acquire("r")
+            .await?
+            .ok_or("released lock still held")?;
         other.release().await?;
     }
     assert!(a.inspect("r").await?.is_none());
@@ -40,7 +43,12 @@ pub(super) async fn closing_a_lease_releases_all_its_locks(ctx: Ctx) -> TestResu
         assert_eq!(guard.state(), LockState::Lost);
     }
     for i in 0..10 {
-        let g = within(Duration::from_secs(3), "lock freed by close", b.acquire(format!("many/{i}"))).await??;
+        let g = within(
+            Duration::from_secs(3),
+            "lock freed by close",
+            b.acquire(format!("many/{i}")),
+        )
+        .await??;
         g.release().await?;
     }
     Ok(())
@@ -62,7 +70,12 @@ pub(super) async fn many_guards_dropped_at_once(ctx: Ctx) -> TestResult {
     }
     let b = ctx.client().await?;
     for i in 0..40 {
-        let g = within(Duration::from_secs(5), "dropped guard freed", b.acquire(format!("drop/{i}"))).await??;
+        let g = within(
+            Duration::from_secs(5),
+            "dropped guard freed",
+            b.acquire(format!("drop/{i}")),
+        )
+        .await??;
         g.release().await?;
     }
     Ok(())
@@ -80,11 +93,18 @@ pub(super) async fn inspect_shows_holder_token_and_waiters(ctx: Ctx) -> TestResu
     assert_eq!(info.token, held.token());
     assert_eq!(info.lease, held.lease().id());
     assert_eq!(info.holder.as_deref(), Some("web-1:42"));
-    assert!(info.acquired_at.is_some_and(|t| t >= before), "acquired_at {:?}", info.acquired_at);
+    assert!(
+        info.acquired_at.is_some_and(|t| t >= before),
+        "acquired_at {:?}",
+        info.acquired_at
+    );
     let listed = a.list("").await?;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].token, held.token());
     held.release().await?;
-    within(Duration::from_secs(5), "waiter granted", waiter).await???.release().await?;
+    within(Duration::from_secs(5), "waiter granted", waiter)
+        .await???
+        .release()
+        .await?;
     Ok(())
 }
