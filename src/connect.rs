@@ -57,6 +57,7 @@ pub async fn connect(url: &str) -> Result<LockClient> {
     }
 }
 
+#[cfg(not(all(feature = "memory", feature = "etcd", feature = "zk")))]
 fn feature_disabled(feature: &str, scheme: &str) -> Error {
     Error::new(
         ErrorKind::FeatureDisabled,

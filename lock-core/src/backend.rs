@@ -12,6 +12,15 @@ use async_trait::async_trait;
 use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
 
 /// Whether an acquisition may wait for the current holder.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::backend::WaitMode;
+///
+/// let mode = WaitMode::NoWait; // what `Lock::try_acquire` asks the backend for
+/// assert_ne!(mode, WaitMode::Wait);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitMode {
     /// Return `Ok(None)` at once if another holder (or an earlier waiter) exists.

@@ -3,6 +3,15 @@
 use std::fmt;
 
 /// Where a backend's [`FencingToken`](crate::FencingToken)s come from.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{LockClient, TokenSource};
+///
+/// let client = LockClient::new(lock_memory::MemoryBackend::new());
+/// assert_eq!(client.capabilities().token_source, TokenSource::Counter);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TokenSource {

@@ -198,6 +198,22 @@ impl Lease {
         result
     }
 
+    /// The backend's lease, for backend-specific extensions and test harnesses;
+    /// `None` if it is not a `T`.
+    ///
+    /// ```
+    /// use lock_core::LockClient;
+    /// use lock_memory::MemoryLease;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+    /// let lease = LockClient::new(lock_memory::MemoryBackend::new()).lease().await?;
+    /// assert!(lease.backend_lease::<MemoryLease>().is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn backend_lease<T: std::any::Any>(&self) -> Option<&T> {
+        self.inner.backend.as_any().downcast_ref()
+    }
+
     pub(crate) fn backend(&self) -> &Arc<dyn LeaseBackend> {
         &self.inner.backend
     }

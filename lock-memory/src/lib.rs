@@ -188,8 +188,10 @@ impl MemoryBackend {
         self.store.delete_holder(name)
     }
 
-    /// Calls `observer` with every grant and free, in order, while the store lock is
-    /// held: the "server's" own view of history for checkers.
+    /// Calls `observer` with every grant and free, in the order the store applied them,
+    /// while the store lock is held: the server's own view of history for checkers. The
+    /// observer must be quick and must not call back into this backend (it would
+    /// deadlock).
     pub fn observe(&self, observer: impl Fn(&StoreEvent) + Send + Sync + 'static) {
         self.store.observe(Box::new(observer));
     }

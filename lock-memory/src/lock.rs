@@ -72,6 +72,19 @@ pub(crate) async fn acquire(
 ///
 /// Dropped without release (for example outside a runtime), it removes its entry at
 /// once.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::LockClient;
+/// use lock_memory::MemoryHeldLock;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+/// let client = LockClient::new(lock_memory::MemoryBackend::new());
+/// let guard = client.acquire("k").await?;
+/// assert!(guard.backend_lock::<MemoryHeldLock>().is_some());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MemoryHeldLock {
     store: Arc<Store>,

@@ -13,6 +13,23 @@ use std::{any::Any, sync::Arc, time::Duration};
 
 /// A lease in a memory store, refreshed every third of its TTL by a background task
 /// (unless stalled by [`MemoryBackend::stall_lease`](crate::MemoryBackend::stall_lease)).
+///
+/// Applications see it as a [`Lease`](lock_core::Lease); the concrete type is reachable
+/// for tests through the backend traits.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::LockClient;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+/// let client = LockClient::new(lock_memory::MemoryBackend::new());
+/// let lease = client.lease_with_ttl(Duration::from_millis(300)).await?;
+/// tokio::time::sleep(Duration::from_secs(1)).await; // kept alive in the background
+/// assert!(lease.is_alive());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MemoryLease {
     store: Arc<Store>,

@@ -68,6 +68,23 @@ struct State {
 }
 
 /// A store event, for observers that build the server's own view of history.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::LockClient;
+/// use lock_memory::{MemoryBackend, StoreEvent};
+/// use std::sync::{Arc, Mutex};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+/// let backend = MemoryBackend::new();
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = seen.clone();
+/// backend.observe(move |e| sink.lock().unwrap().push(e.clone()));
+/// LockClient::new(backend).acquire("k").await?.release().await?;
+/// assert!(matches!(seen.lock().unwrap()[..], [StoreEvent::Granted { .. }, StoreEvent::Freed { .. }]));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreEvent {
@@ -115,6 +132,8 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Calls the observers while the caller still holds the store lock, so events
+    /// arrive in the order the store applied them.
     fn emit(&self, events: Vec<StoreEvent>) {
         if events.is_empty() {
             return;
@@ -166,8 +185,8 @@ impl Store {
         }
         if now >= entry.server_deadline {
             let events = expire(&mut state, lease);
-            drop(state);
             self.emit(events);
+            drop(state);
             return None;
         }
         Some((now + entry.ttl / 3).min(entry.server_deadline))
@@ -202,8 +221,8 @@ impl Store {
                 options.holder().map(str::to_owned),
             );
             let event = granted_event(name, &grant, lease);
-            drop(state);
             self.emit(vec![event]);
+            drop(state);
             return Ok((entry, Enqueued::Granted(grant)));
         }
         if !wait {
@@ -234,8 +253,8 @@ impl Store {
             queue.waiters.retain(|w| w.entry != entry);
             drop_if_empty(&mut state, name);
         }
-        drop(state);
         self.emit(events);
+        drop(state);
         was_holder
     }
 
@@ -243,8 +262,8 @@ impl Store {
         let mut state = self.lock();
         let existed = state.leases.contains_key(&lease);
         let events = expire(&mut state, lease);
-        drop(state);
         self.emit(events);
+        drop(state);
         existed
     }
 
@@ -264,8 +283,8 @@ impl Store {
         let token = state.locks.get(name)?.holder.as_ref()?.token;
         let mut events = Vec::new();
         free_holder(&mut state, name, &mut events);
-        drop(state);
         self.emit(events);
+        drop(state);
         Some(token)
     }
 

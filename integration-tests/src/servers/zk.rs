@@ -379,7 +379,8 @@ impl ServerSpec {
              maxSessionTimeout={max_session}\n\
              admin.enableServer=false\n\
              4lw.commands.whitelist=*\n\
-             forceSync=no\n",
+             forceSync=no\n\
+             maxClientCnxns=0\n",
             tick = options.tick_time_ms,
             data = self.data_dir().display(),
             port = self.client_port,

@@ -1,0 +1,260 @@
+//! Safety properties S1-S6.
+
+use super::{Grant, Input, Violation};
+use crate::register::RegEntry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+const MS: u64 = 1_000_000;
+
+fn violation(out: &mut Vec<Violation>, class: &str, t: u64, message: String) {
+    out.push(Violation {
+        class: class.to_owned(),
+        t,
+        message,
+    });
+}
+
+fn by_name(grants: &[Grant]) -> BTreeMap<&str, Vec<&Grant>> {
+    let mut map: BTreeMap<&str, Vec<&Grant>> = BTreeMap::new();
+    for g in grants {
+        map.entry(g.name.as_str()).or_default().push(g);
+    }
+    map
+}
+
+/// S1: a grant completed before another was invoked has a lower token; no shared tokens.
+pub(super) fn token_order(grants: &[Grant], out: &mut Vec<Violation>) {
+    for (name, gs) in by_name(grants) {
+        let mut by_ok: Vec<&Grant> = gs.clone();
+        by_ok.sort_by_key(|g| g.ok);
+        // prefix max of tokens in ok order, with who holds it
+        let mut prefix: Vec<(u64, &Grant)> = Vec::with_capacity(by_ok.len());
+        for g in &by_ok {
+            let best = match prefix.last() {
+                Some(&(m, w)) if m >= g.token => (m, w),
+                _ => (g.token, *g),
+            };
+            prefix.push(best);
+        }
+        for b in &gs {
+            let n = by_ok.partition_point(|a| a.ok < b.invoke);
+            if n == 0 {
+                continue;
+            }
+            let (max, a) = prefix[n - 1];
+            if max >= b.token && !(a.holder == b.holder && a.cycle == b.cycle) {
+                violation(
+                    out,
+                    "S1",
+                    b.ok,
+                    format!(
+                        "{name}: holder {} cycle {} got token {} after holder {} cycle {} had completed with token {max}",
+                        b.holder, b.cycle, b.token, a.holder, a.cycle
+                    ),
+                );
+            }
+        }
+        let mut seen: HashMap<u64, &Grant> = HashMap::new();
+        for g in &gs {
+            if let Some(first) = seen.insert(g.token, g) {
+                violation(
+                    out,
+                    "S1",
+                    g.ok,
+                    format!(
+                        "{name}: token {} granted twice (holder {} cycle {} and holder {} cycle {})",
+                        g.token, first.holder, first.cycle, g.holder, g.cycle
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// When a forced revocation hit the grant with `token` (if one did).
+fn forced_at(input: &Input, token: u64) -> Option<u64> {
+    input
+        .faults
+        .iter()
+        .filter(|f| f.kind.is_forced_revocation() && f.token == Some(token))
+        .map(|f| f.t)
+        .min()
+}
+
+/// S2: while a holder believed it held, the server named it owner.
+pub(super) fn server_truth(input: &Input, grants: &[Grant], out: &mut Vec<Violation>) {
+    if input.truth_exact {
+        let granted: HashSet<(&str, u64)> = input
+            .truth
+            .iter()
+            .filter_map(|s| s.owner.map(|o| (s.name.as_str(), o)))
+            .collect();
+        for g in grants {
+            if !granted.contains(&(g.name.as_str(), g.token)) {
+                violation(
+                    out,
+                    "S2",
+                    g.ok,
+                    format!(
+                        "{}: holder {} cycle {} got token {} the server never granted",
+                        g.name, g.holder, g.cycle, g.token
+                    ),
+                );
+            }
+        }
+    }
+    let mut snaps: BTreeMap<&str, Vec<&crate::truth::Snapshot>> = BTreeMap::new();
+    for s in &input.truth {
+        snaps.entry(s.name.as_str()).or_default().push(s);
+    }
+    for list in snaps.values_mut() {
+        list.sort_by_key(|s| s.start);
+    }
+    let tol = input.truth_tolerance_ns;
+    for g in grants {
+        let Some(list) = snaps.get(g.name.as_str()) else {
+            continue;
+        };
+        let forced = forced_at(input, g.token);
+        let from = list.partition_point(|s| s.start < g.ok.saturating_add(tol));
+        for s in &list[from..] {
+            if s.end >= g.belief_end {
+                break;
+            }
+            if s.owner == Some(g.token) || forced.is_some_and(|f| s.start >= f) {
+                continue;
+            }
+            violation(
+                out,
+                "S2",
+                s.start,
+                format!(
+                    "{}: holder {} cycle {} believed it held token {} but the server named {:?} the owner",
+                    g.name, g.holder, g.cycle, g.token, s.owner
+                ),
+            );
+            break;
+        }
+    }
+}
+
+/// S3: accepted tokens per name never decrease in register order, by the token sent
+/// and by the real token of the grant that sent it.
+pub(super) fn fence_integrity(input: &Input, grants: &[Grant], out: &mut Vec<Violation>) {
+    let real: HashMap<(u32, u64), u64> = grants
+        .iter()
+        .map(|g| ((g.holder, g.cycle), g.token))
+        .collect();
+    let mut sent_max: HashMap<&str, u64> = HashMap::new();
+    let mut real_max: HashMap<&str, (u64, u32)> = HashMap::new();
+    for e in input.register.iter().filter(|e| e.accepted) {
+        let max = sent_max.entry(e.name.as_str()).or_default();
+        if e.token < *max {
+            violation(
+                out,
+                "S3",
+                e.t,
+                format!(
+                    "{}: register accepted {} token {} after token {max} (holder {})",
+                    e.name, e.op, e.token, e.holder
+                ),
+            );
+        }
+        *max = (*max).max(e.token);
+        if let Some(&token) = real.get(&(e.holder, e.cycle)) {
+            let (max, by) = real_max.entry(e.name.as_str()).or_default();
+            if token < *max {
+                violation(
+                    out,
+                    "S3",
+                    e.t,
+                    format!(
+                        "{}: stale {} accepted: holder {} cycle {} holds token {token} (sent {}) but holder {by} had already accessed with token {max}",
+                        e.name, e.op, e.holder, e.cycle, e.token
+                    ),
+                );
+            } else {
+                *max = token;
+                *by = e.holder;
+            }
+        }
+    }
+}
+
+/// S4: belief intervals of different grants on one name never overlap by more than
+/// 1 ms, except overlaps starting at a forced revocation (returned, in ms).
+pub(super) fn belief_overlap(
+    input: &Input,
+    grants: &[Grant],
+    out: &mut Vec<Violation>,
+) -> Vec<f64> {
+    let mut forced = Vec::new();
+    for (name, mut gs) in by_name(grants) {
+        gs.sort_by_key(|g| g.ok);
+        for (i, a) in gs.iter().enumerate() {
+            for b in &gs[i + 1..] {
+                if b.ok >= a.belief_end {
+                    break;
+                }
+                let start = b.ok.max(a.ok);
+                let end = a.belief_end.min(b.belief_end);
+                if end <= start.saturating_add(MS) {
+                    continue;
+                }
+                let ms = (end - start) as f64 / 1e6;
+                if forced_at(input, a.token).is_some_and(|f| start >= f) {
+                    forced.push(ms);
+                    continue;
+                }
+                violation(
+                    out,
+                    "S4",
+                    start,
+                    format!(
+                        "{name}: holder {} (token {}) and holder {} (token {}) both believed they held it for {ms:.1} ms",
+                        a.holder, a.token, b.holder, b.token
+                    ),
+                );
+            }
+        }
+    }
+    forced
+}
+
+/// S5 on the fenced counter; returns (fenced lost, unfenced lost).
+pub(super) fn lost_updates(register: &[RegEntry], out: &mut Vec<Violation>) -> (usize, usize) {
+    let (mut fenced, mut unfenced) = (0, 0);
+    for e in register {
+        if let Some(v) = e.value_written {
+            if v != e.value_before + 1 {
+                fenced += 1;
+                violation(
+                    out,
+                    "S5",
+                    e.t,
+                    format!(
+                        "{}: fenced counter went {} -> {v} (holder {}, token {}): an update was lost",
+                        e.name, e.value_before, e.holder, e.token
+                    ),
+                );
+            }
+        }
+        if let Some(u) = e.u_written {
+            if u != e.u_before + 1 {
+                unfenced += 1;
+            }
+        }
+    }
+    (fenced, unfenced)
+}
+
+/// S6: leaks and panics.
+pub(super) fn leaks(input: &Input, out: &mut Vec<Violation>) {
+    let t = input.events.iter().map(|e| e.t).max().unwrap_or_default();
+    for leak in &input.leaks {
+        violation(out, "S6", t, format!("left behind: {leak}"));
+    }
+    for _ in 0..input.panics {
+        violation(out, "S6", t, "a holder panicked".to_owned());
+    }
+}

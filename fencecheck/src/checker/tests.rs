@@ -1,0 +1,276 @@
+//! The checker on synthetic histories: clean ones pass, each broken one fails its class.
+
+use super::*;
+use crate::{
+    history::{Event, Op},
+    nemesis::{FaultKind, FaultRecord},
+    register::{RegisterState, Request},
+    truth::Snapshot,
+};
+
+const MS: u64 = 1_000_000;
+
+fn ev(t_ms: u64, holder: u32, cycle: u64, op: Op) -> Event {
+    Event {
+        t: t_ms * MS,
+        holder,
+        cycle,
+        name: "lk".into(),
+        op,
+    }
+}
+
+/// A cycle: invoke, ok (token, deadline = ok + 1 s), release at `rel`.
+fn cycle(
+    out: &mut Vec<Event>,
+    holder: u32,
+    cycle_no: u64,
+    inv: u64,
+    ok: u64,
+    token: u64,
+    rel: u64,
+) {
+    out.push(ev(inv, holder, cycle_no, Op::AcquireInvoke));
+    out.push(ev(
+        ok,
+        holder,
+        cycle_no,
+        Op::AcquireOk {
+            token,
+            lease: u64::from(holder),
+            deadline: Some((ok + 1000) * MS),
+        },
+    ));
+    out.push(ev(rel, holder, cycle_no, Op::ReleaseInvoke));
+    out.push(ev(rel + 1, holder, cycle_no, Op::ReleaseOk));
+}
+
+fn access(
+    reg: &mut RegisterState,
+    t_ms: u64,
+    holder: u32,
+    cycle: u64,
+    op: &str,
+    token: u64,
+    value: u64,
+) {
+    reg.apply(
+        &Request {
+            op: op.into(),
+            name: "lk".into(),
+            holder,
+            cycle,
+            token,
+            value,
+            uvalue: value,
+        },
+        t_ms * MS,
+    );
+}
+
+fn truth(points: &[(u64, Option<u64>)]) -> Vec<Snapshot> {
+    points
+        .iter()
+        .map(|&(t, owner)| Snapshot {
+            start: t * MS,
+            end: t * MS,
+            name: "lk".into(),
+            owner,
+        })
+        .collect()
+}
+
+/// Two holders, one after the other, with fenced read-modify-writes.
+fn clean() -> Input {
+    let mut events = Vec::new();
+    cycle(&mut events, 1, 1, 0, 10, 5, 100);
+    events.push(ev(20, 2, 1, Op::AcquireInvoke)); // waits
+    cycle(&mut events, 2, 2, 90, 102, 7, 200);
+    events.retain(|e| !(e.holder == 2 && e.cycle == 1));
+    let mut reg = RegisterState::new(true);
+    access(&mut reg, 20, 1, 1, "read", 5, 0);
+    access(&mut reg, 30, 1, 1, "write", 5, 1);
+    access(&mut reg, 110, 2, 2, "read", 7, 0);
+    access(&mut reg, 120, 2, 2, "write", 7, 2);
+    Input {
+        events,
+        register: reg.log().to_vec(),
+        truth: truth(&[(10, Some(5)), (101, None), (102, Some(7)), (201, None)]),
+        truth_exact: true,
+        granted_ttl_ns: 1000 * MS,
+        ..Input::default()
+    }
+}
+
+#[test]
+fn clean_history_passes() {
+    let out = check(&clean());
+    assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
+    assert_eq!(out.acquires_ok, 2);
+    assert_eq!(out.cycles_completed, 2);
+    assert_eq!(out.writes_accepted, 2);
+}
+
+#[test]
+fn s1_catches_a_decreasing_token() {
+    let mut input = clean();
+    for e in &mut input.events {
+        if let Op::AcquireOk { token, .. } = &mut e.op {
+            if *token == 7 {
+                *token = 4;
+            }
+        }
+    }
+    let out = check(&input);
+    assert!(out.safety["S1"] >= 1, "{:#?}", out.violations);
+}
+
+#[test]
+fn s1_catches_a_shared_token() {
+    let mut input = clean();
+    for e in &mut input.events {
+        if let Op::AcquireOk { token, .. } = &mut e.op {
+            *token = 5;
+        }
+    }
+    assert!(check(&input).safety["S1"] >= 1);
+}
+
+#[test]
+fn s2_catches_a_token_the_server_never_granted() {
+    let mut input = clean();
+    input.truth = truth(&[(10, Some(5)), (101, None), (102, Some(8)), (201, None)]);
+    assert!(check(&input).safety["S2"] >= 1);
+}
+
+#[test]
+fn s3_catches_an_out_of_order_register_log() {
+    let mut input = clean();
+    // A register without a fence accepts the paused holder's late write.
+    let mut reg = RegisterState::new(false);
+    access(&mut reg, 20, 1, 1, "read", 5, 0);
+    access(&mut reg, 110, 2, 2, "read", 7, 0);
+    access(&mut reg, 115, 1, 1, "write", 5, 1);
+    input.register = reg.log().to_vec();
+    let out = check(&input);
+    assert!(out.safety["S3"] >= 1, "{:#?}", out.violations);
+}
+
+#[test]
+fn s3_catches_a_constant_token_by_the_real_one() {
+    // Broken holders send token 1 always: the register sees equal tokens and accepts.
+    let mut input = clean();
+    let mut reg = RegisterState::new(true);
+    access(&mut reg, 20, 1, 1, "read", 1, 0);
+    access(&mut reg, 110, 2, 2, "read", 1, 0);
+    access(&mut reg, 115, 1, 1, "write", 1, 1);
+    input.register = reg.log().to_vec();
+    let out = check(&input);
+    assert!(out.safety["S3"] >= 1, "{:#?}", out.violations);
+}
+
+#[test]
+fn s4_catches_overlapping_beliefs() {
+    let mut input = clean();
+    // Holder 2 is granted while holder 1 still holds and believes it.
+    input.events.retain(|e| e.holder != 2);
+    cycle(&mut input.events, 2, 2, 40, 50, 7, 200);
+    let out = check(&input);
+    assert!(out.safety["S4"] >= 1, "{:#?}", out.violations);
+}
+
+#[test]
+fn s4_reports_forced_revocation_overlaps_apart() {
+    let mut input = clean();
+    input.events.retain(|e| e.holder != 2);
+    cycle(&mut input.events, 2, 2, 40, 50, 7, 200);
+    input.truth.clear();
+    input.faults.push(FaultRecord {
+        kind: FaultKind::Delete,
+        t: 45 * MS,
+        end: 45 * MS,
+        target: Some(1),
+        token: Some(5),
+        detail: String::new(),
+    });
+    let out = check(&input);
+    assert_eq!(out.safety["S4"], 0, "{:#?}", out.violations);
+    assert_eq!(out.forced_overlaps_ms.len(), 1);
+}
+
+#[test]
+fn s4_ends_a_belief_at_the_local_deadline() {
+    let mut input = clean();
+    // Holder 1 never releases (paused); its deadline ends the belief at 1010 ms.
+    input
+        .events
+        .retain(|e| !(e.holder == 1 && matches!(e.op, Op::ReleaseInvoke | Op::ReleaseOk)));
+    input.events.retain(|e| e.holder != 2);
+    cycle(&mut input.events, 2, 2, 40, 1500, 7, 1600);
+    input.truth.clear();
+    assert_eq!(check(&input).safety["S4"], 0);
+    // … but a grant before that deadline overlaps.
+    input.events.retain(|e| e.holder != 2);
+    cycle(&mut input.events, 2, 2, 40, 900, 7, 1600);
+    assert!(check(&input).safety["S4"] >= 1);
+}
+
+#[test]
+fn s5_catches_a_lost_update_on_the_fenced_counter() {
+    let mut input = clean();
+    let mut reg = RegisterState::new(false);
+    access(&mut reg, 20, 1, 1, "read", 5, 0);
+    access(&mut reg, 110, 2, 2, "read", 7, 0);
+    access(&mut reg, 111, 2, 2, "write", 7, 1);
+    access(&mut reg, 115, 1, 1, "write", 5, 1);
+    input.register = reg.log().to_vec();
+    let out = check(&input);
+    assert!(out.safety["S5"] >= 1);
+    assert_eq!(out.unfenced_lost_updates, 1);
+}
+
+#[test]
+fn s6_counts_leaks_and_panics() {
+    let mut input = clean();
+    input.leaks.push("/fc/lk/abc".into());
+    input.panics = 1;
+    assert_eq!(check(&input).safety["S6"], 2);
+}
+
+#[test]
+fn pause_without_lost_unfenced_update_is_inconclusive() {
+    let mut input = clean();
+    input.faults.push(FaultRecord {
+        kind: FaultKind::Pause,
+        t: 5000 * MS,
+        end: 7000 * MS,
+        target: Some(1),
+        token: None,
+        detail: String::new(),
+    });
+    assert!(check(&input).inconclusive());
+}
+
+#[test]
+fn recovery_of_a_kill_is_measured_against_its_bound() {
+    let mut input = clean();
+    input
+        .events
+        .retain(|e| !(e.holder == 1 && matches!(e.op, Op::ReleaseInvoke | Op::ReleaseOk)));
+    input.events.retain(|e| e.holder != 2);
+    cycle(&mut input.events, 2, 2, 40, 3000, 7, 3100);
+    input.truth.clear();
+    input.faults.push(FaultRecord {
+        kind: FaultKind::Kill,
+        t: 50 * MS,
+        end: 50 * MS,
+        target: Some(1),
+        token: None,
+        detail: String::new(),
+    });
+    let out = check(&input);
+    let r = &out.recovery["kill"];
+    assert_eq!(r.stats.n, 1);
+    assert_eq!(r.bound_ms, Some(2000.0));
+    assert_eq!(out.bound_failures(), 1, "2950 ms > 2000 ms");
+}

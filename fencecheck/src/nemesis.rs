@@ -1,0 +1,260 @@
+//! The nemesis: fault types, the seeded schedule and the fault log. Executing a fault
+//! is backend-specific and lives in the runners (`run::memory`, `run::procs`).
+
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL the holder in its critical section (memory: expire its lease and abort it).
+    Kill,
+    /// SIGSTOP the holder for 2 x TTL, then SIGCONT (memory: stall its lease and freeze it).
+    Pause,
+    /// Blackhole the holder's connections for 2 x TTL (memory: stall its keep-alive).
+    Partition,
+    /// Blackhole for a third of the TTL: must cause no loss.
+    PartitionShort,
+    /// Reset every connection of the holder once.
+    Reset,
+    /// Add latency to every chunk the holder sends or receives, for 2 x TTL.
+    Latency,
+    /// Kill the etcd or ZooKeeper leader, restart it with its data.
+    LeaderKill,
+    /// SIGSTOP the etcd leader for a TTL, then SIGCONT.
+    LeaderPause,
+    /// Kill a ZooKeeper follower, restart it.
+    FollowerKill,
+    /// An operator revokes the holder's etcd lease.
+    Revoke,
+    /// An operator deletes the holder's lock key or node (memory: `delete_holder`).
+    Delete,
+    /// The holder's ZooKeeper session is expired from a second connection.
+    Expire,
+}
+
+impl FaultKind {
+    /// Every kind, in display order.
+    pub const ALL: [FaultKind; 12] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::PartitionShort,
+        FaultKind::Reset,
+        FaultKind::Latency,
+        FaultKind::LeaderKill,
+        FaultKind::LeaderPause,
+        FaultKind::FollowerKill,
+        FaultKind::Revoke,
+        FaultKind::Delete,
+        FaultKind::Expire,
+    ];
+
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionShort => "partition-short",
+            FaultKind::Reset => "reset",
+            FaultKind::Latency => "latency",
+            FaultKind::LeaderKill => "leader-kill",
+            FaultKind::LeaderPause => "leader-pause",
+            FaultKind::FollowerKill => "follower-kill",
+            FaultKind::Revoke => "revoke",
+            FaultKind::Delete => "delete",
+            FaultKind::Expire => "expire",
+        }
+    }
+
+    /// A server-side revocation forced on a live holder: the overlap until it learns is
+    /// unavoidable and reported apart.
+    pub fn is_forced_revocation(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Revoke | FaultKind::Delete | FaultKind::Expire
+        )
+    }
+
+    /// Hits one holder (as opposed to the servers, which every holder shares).
+    pub fn is_targeted(self) -> bool {
+        !matches!(
+            self,
+            FaultKind::LeaderKill | FaultKind::LeaderPause | FaultKind::FollowerKill
+        )
+    }
+
+    /// Takes the victim's lock away (so another holder should take over).
+    pub fn takes_lock(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Kill
+                | FaultKind::Pause
+                | FaultKind::Partition
+                | FaultKind::Revoke
+                | FaultKind::Delete
+                | FaultKind::Expire
+        )
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown fault {s:?}; known: {}", names.join(", "))
+            })
+    }
+}
+
+/// Which faults each backend configuration supports.
+pub fn supported(backend: &str) -> Vec<FaultKind> {
+    use FaultKind::*;
+    match backend {
+        "memory" => vec![Kill, Pause, Partition, PartitionShort, Delete],
+        "etcd" => vec![
+            Kill,
+            Pause,
+            Partition,
+            PartitionShort,
+            Reset,
+            Latency,
+            Revoke,
+            Delete,
+        ],
+        "etcd3" => vec![
+            Kill,
+            Pause,
+            Partition,
+            LeaderKill,
+            LeaderPause,
+            Revoke,
+            Delete,
+        ],
+        "zk" => vec![
+            Kill,
+            Pause,
+            Partition,
+            PartitionShort,
+            Reset,
+            Latency,
+            Delete,
+            Expire,
+        ],
+        "zk3" => vec![
+            Kill,
+            Pause,
+            Partition,
+            LeaderKill,
+            FollowerKill,
+            Delete,
+            Expire,
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// A fault as injected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// What.
+    pub kind: FaultKind,
+    /// Start (mono ns).
+    pub t: u64,
+    /// End: healed, resumed, restarted (mono ns).
+    pub end: u64,
+    /// The holder incarnation it hit, for targeted faults.
+    pub target: Option<u32>,
+    /// The token of the grant it revoked, for forced revocations.
+    pub token: Option<u64>,
+    /// Free text (member index, latency, errors).
+    pub detail: String,
+}
+
+/// The seeded fault schedule: rounds of every requested kind, shuffled per round.
+#[derive(Debug)]
+pub struct Schedule {
+    rng: StdRng,
+    kinds: Vec<FaultKind>,
+    pending: Vec<FaultKind>,
+    done: BTreeMap<FaultKind, u32>,
+}
+
+impl Schedule {
+    /// A schedule over `kinds` seeded with `seed`.
+    pub fn new(seed: u64, kinds: Vec<FaultKind>) -> Self {
+        Schedule {
+            rng: StdRng::seed_from_u64(seed),
+            kinds,
+            pending: Vec::new(),
+            done: BTreeMap::new(),
+        }
+    }
+
+    /// The next fault; `None` when no kinds were requested.
+    pub fn next_fault(&mut self) -> Option<FaultKind> {
+        if self.kinds.is_empty() {
+            return None;
+        }
+        if self.pending.is_empty() {
+            self.pending = self.kinds.clone();
+            self.pending.shuffle(&mut self.rng);
+        }
+        let kind = self.pending.pop()?;
+        *self.done.entry(kind).or_default() += 1;
+        Some(kind)
+    }
+
+    /// The fewest times any requested kind was scheduled so far.
+    pub fn min_count(&self) -> u32 {
+        self.kinds
+            .iter()
+            .map(|k| self.done.get(k).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// The shared random source (victim choice, jitter).
+    pub fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_seeded_and_covers_every_kind_per_round() {
+        let kinds = supported("etcd3");
+        let mut a = Schedule::new(7, kinds.clone());
+        let mut b = Schedule::new(7, kinds.clone());
+        let sa: Vec<_> = (0..kinds.len() * 3)
+            .filter_map(|_| a.next_fault())
+            .collect();
+        let sb: Vec<_> = (0..kinds.len() * 3)
+            .filter_map(|_| b.next_fault())
+            .collect();
+        assert_eq!(sa, sb);
+        assert_eq!(a.min_count(), 3);
+        assert_eq!(
+            "leader-kill".parse::<FaultKind>(),
+            Ok(FaultKind::LeaderKill)
+        );
+        assert!("bogus".parse::<FaultKind>().is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The fenced register: a test-only TCP service on `127.0.0.1:0` holding, per lock
+//! name, a fenced counter (a read or write with a token older than the highest seen is
+//! rejected; every accepted access raises the highest) and an **unfenced** counter
+//! (the positive control: it accepts everything, so a paused holder loses updates).
+//!
+//! Requests and answers are JSON lines. Every access is logged with the register's
+//! own arrival time, in apply order.
+
+use crate::history::mono_ns;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+/// A request to the register.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// `read` or `write`.
+    pub op: String,
+    /// The lock name the counters belong to.
+    pub name: String,
+    /// The holder incarnation.
+    pub holder: u32,
+    /// The holder's cycle.
+    pub cycle: u64,
+    /// The fencing token presented.
+    pub token: u64,
+    /// For a write: the new fenced counter value.
+    pub value: u64,
+    /// For a write: the new unfenced counter value.
+    pub uvalue: u64,
+}
+
+/// The register's answer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the fenced part was accepted.
+    pub accepted: bool,
+    /// The fenced counter (after the access).
+    pub value: u64,
+    /// The unfenced counter (after the access).
+    pub uvalue: u64,
+}
+
+/// One applied access, as the register saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegEntry {
+    /// Arrival time (mono ns).
+    pub t: u64,
+    /// The holder incarnation.
+    pub holder: u32,
+    /// The holder's cycle.
+    pub cycle: u64,
+    /// The lock name.
+    pub name: String,
+    /// `read` or `write`.
+    pub op: String,
+    /// The token presented.
+    pub token: u64,
+    /// Whether the fenced part was accepted.
+    pub accepted: bool,
+    /// The highest token seen before this access.
+    pub highest_before: u64,
+    /// The fenced counter before.
+    pub value_before: u64,
+    /// The fenced counter written (accepted writes only).
+    pub value_written: Option<u64>,
+    /// The unfenced counter before.
+    pub u_before: u64,
+    /// The unfenced counter written (writes only).
+    pub u_written: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Cell {
+    highest: u64,
+    value: u64,
+    uvalue: u64,
+}
+
+/// The register's state and log; also usable without TCP (unit tests).
+#[derive(Debug)]
+pub struct RegisterState {
+    fenced: bool,
+    cells: HashMap<String, Cell>,
+    log: Vec<RegEntry>,
+    last_access: Option<(u32, u64)>,
+}
+
+impl RegisterState {
+    /// A register; `fenced = false` disables the fence (a broken variant).
+    pub fn new(fenced: bool) -> Self {
+        RegisterState {
+            fenced,
+            cells: HashMap::new(),
+            log: Vec::new(),
+            last_access: None,
+        }
+    }
+
+    /// Applies `req` at time `t` and logs it.
+    pub fn apply(&mut self, req: &Request, t: u64) -> Reply {
+        let cell = self.cells.entry(req.name.clone()).or_default();
+        let before = *cell;
+        let accepted = !self.fenced || req.token >= cell.highest;
+        let is_write = req.op == "write";
+        if accepted {
+            cell.highest = cell.highest.max(req.token);
+            if is_write {
+                cell.value = req.value;
+            }
+        }
+        if is_write {
+            cell.uvalue = req.uvalue;
+        }
+        self.last_access = Some((req.holder, t));
+        self.log.push(RegEntry {
+            t,
+            holder: req.holder,
+            cycle: req.cycle,
+            name: req.name.clone(),
+            op: req.op.clone(),
+            token: req.token,
+            accepted,
+            highest_before: before.highest,
+            value_before: before.value,
+            value_written: (accepted && is_write).then_some(req.value),
+            u_before: before.uvalue,
+            u_written: is_write.then_some(req.uvalue),
+        });
+        Reply {
+            accepted,
+            value: cell.value,
+            uvalue: cell.uvalue,
+        }
+    }
+
+    /// The log so far, in apply order.
+    pub fn log(&self) -> &[RegEntry] {
+        &self.log
+    }
+}
+
+/// The register service, listening on `127.0.0.1:0`. Dropping it stops it.
+#[derive(Debug)]
+pub struct Register {
+    addr: SocketAddr,
+    state: Arc<Mutex<RegisterState>>,
+    task: JoinHandle<()>,
+}
+
+impl Register {
+    /// Starts the service.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot bind.
+    pub async fn start(fenced: bool) -> io::Result<Register> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(RegisterState::new(fenced)));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, shared.clone()));
+            }
+        });
+        Ok(Register { addr, state, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A copy of the log so far.
+    pub fn log(&self) -> Vec<RegEntry> {
+        self.lock().log.clone()
+    }
+
+    /// The holder of the latest access and its time (the likely lock holder).
+    pub fn last_access(&self) -> Option<(u32, u64)> {
+        self.lock().last_access
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegisterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Register {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(stream: TcpStream, state: Arc<Mutex<RegisterState>>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let t = mono_ns();
+                let reply = state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(&req, t);
+                serde_json::to_string(&reply).unwrap_or_default()
+            }
+            Err(e) => format!("{{\"error\":{:?}}}", e.to_string()),
+        };
+        if write.write_all(answer.as_bytes()).await.is_err()
+            || write.write_all(b"\n").await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A holder's connection to the register.
+#[derive(Debug)]
+pub struct RegisterClient {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RegisterClient {
+    /// Connects to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// The connection's.
+    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        Ok(RegisterClient {
+            lines: BufReader::new(read).lines(),
+            write,
+        })
+    }
+
+    /// Sends `req` and waits for the answer.
+    ///
+    /// # Errors
+    ///
+    /// A broken connection or a malformed answer.
+    pub async fn call(&mut self, req: &Request) -> io::Result<Reply> {
+        let mut line = serde_json::to_string(req).map_err(io::Error::other)?;
+        line.push('\n');
+        self.write.write_all(line.as_bytes()).await?;
+        let answer = self
+            .lines
+            .next_line()
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "register closed"))?;
+        serde_json::from_str(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(op: &str, token: u64, value: u64) -> Request {
+        Request {
+            op: op.into(),
+            name: "n".into(),
+            holder: 1,
+            cycle: 1,
+            token,
+            value,
+            uvalue: value,
+        }
+    }
+
+    #[test]
+    fn fence_rejects_older_tokens_and_reads_raise_the_highest() {
+        let mut reg = RegisterState::new(true);
+        assert!(reg.apply(&req("read", 5, 0), 1).accepted);
+        assert!(!reg.apply(&req("write", 4, 1), 2).accepted);
+        assert!(reg.apply(&req("write", 5, 1), 3).accepted);
+        assert!(reg.apply(&req("read", 6, 0), 4).accepted);
+        let late = reg.apply(&req("write", 5, 2), 5);
+        assert!(!late.accepted, "a read with 6 fences out 5");
+        assert_eq!(late.value, 1);
+        assert_eq!(late.uvalue, 2, "the unfenced counter takes everything");
+    }
+
+    #[test]
+    fn unfenced_register_accepts_everything() {
+        let mut reg = RegisterState::new(false);
+        reg.apply(&req("read", 9, 0), 1);
+        assert!(reg.apply(&req("write", 1, 1), 2).accepted);
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp() {
+        let reg = Register::start(true).await.unwrap();
+        let mut c = RegisterClient::connect(reg.addr()).await.unwrap();
+        assert!(c.call(&req("write", 3, 7)).await.unwrap().accepted);
+        assert!(!c.call(&req("write", 2, 8)).await.unwrap().accepted);
+        assert_eq!(reg.log().len(), 2);
+        assert_eq!(reg.last_access().map(|a| a.0), Some(1));
+    }
+}

@@ -1,0 +1,220 @@
+//! Runners: set up a backend, the register and the holders, drive the nemesis, stop,
+//! check for leaks, and judge. Memory holders are tasks in this process; etcd and
+//! ZooKeeper holders are `fencecheck holder` processes behind per-holder fault proxies.
+
+mod holder_proc;
+mod memory;
+#[cfg(any(feature = "etcd", feature = "zk"))]
+mod procs;
+#[cfg(any(feature = "etcd", feature = "zk"))]
+mod servers;
+
+use crate::{
+    checker::{self, Input},
+    history::{read_jsonl, Event, JsonlWriter},
+    holder::TokenMode,
+    nemesis::{FaultKind, FaultRecord},
+    register::RegEntry,
+    report::{Report, RunInfo},
+    truth::Snapshot,
+};
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use holder_proc::{holder_main, HolderArgs};
+
+/// The backends of the CI size, each compiled in.
+pub fn ci_backends() -> Vec<String> {
+    let mut out = vec!["memory".to_owned()];
+    if cfg!(feature = "etcd") {
+        out.extend(["etcd".to_owned(), "etcd3".to_owned()]);
+    }
+    if cfg!(feature = "zk") {
+        out.extend(["zk".to_owned(), "zk3".to_owned()]);
+    }
+    out
+}
+
+/// The CI size of `backend`: every supported fault at least 3 times, 4 holders, a
+/// short minimum duration (the faults set the length).
+pub fn ci_config(backend: &str, seed: u64) -> RunConfig {
+    let mut cfg = RunConfig::new(backend, seed);
+    cfg.seconds = 10;
+    cfg.min_per_fault = 3;
+    cfg
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `memory`, `etcd`, `etcd3`, `zk` or `zk3`.
+    pub backend: String,
+    /// Minimum workload duration.
+    pub seconds: u64,
+    /// The seed of the schedule and the holders.
+    pub seed: u64,
+    /// Concurrent holders.
+    pub holders: usize,
+    /// The faults to inject, round-robin in seeded order (empty: none).
+    pub faults: Vec<FaultKind>,
+    /// Keep going until every fault ran at least this often.
+    pub min_per_fault: u32,
+    /// The TTL (session timeout) requested.
+    pub ttl: Duration,
+    /// Read-modify-writes per cycle.
+    pub writes: u32,
+    /// The token holders send (`real` unless testing the checker).
+    pub token_mode: TokenMode,
+    /// Where histories go.
+    pub out_dir: PathBuf,
+    /// Keep the histories even when the run passes.
+    pub keep: bool,
+    /// The `fencecheck` binary, for holder processes.
+    pub holder_bin: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// A default configuration for `backend`: TTL 1 s on memory, 2 s on servers.
+    pub fn new(backend: &str, seed: u64) -> RunConfig {
+        let ttl = if backend == "memory" { 1000 } else { 2000 };
+        RunConfig {
+            backend: backend.to_owned(),
+            seconds: 30,
+            seed,
+            holders: 4,
+            faults: crate::nemesis::supported(backend),
+            min_per_fault: 1,
+            ttl: Duration::from_millis(ttl),
+            writes: 3,
+            token_mode: TokenMode::Real,
+            out_dir: std::env::temp_dir().join(format!(
+                "fencecheck-{backend}-{seed}-{}",
+                std::process::id()
+            )),
+            keep: false,
+            holder_bin: None,
+        }
+    }
+}
+
+/// Runs one configuration and returns its report (also written as `report.json` into
+/// the histories directory, which is kept on anything but a pass or with `keep`).
+///
+/// # Errors
+///
+/// Set-up failures (no server binary, no port, unwritable directory).
+pub async fn run(cfg: &RunConfig) -> io::Result<Report> {
+    std::fs::create_dir_all(&cfg.out_dir)?;
+    let unsupported: Vec<_> = cfg
+        .faults
+        .iter()
+        .filter(|f| !crate::nemesis::supported(&cfg.backend).contains(f))
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "backend {} does not support faults {unsupported:?}",
+                cfg.backend
+            ),
+        ));
+    }
+    match cfg.backend.as_str() {
+        "memory" => memory::run(cfg).await,
+        #[cfg(any(feature = "etcd", feature = "zk"))]
+        "etcd" | "etcd3" | "zk" | "zk3" => procs::run(cfg).await,
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown or disabled backend {other:?}"),
+        )),
+    }
+}
+
+/// What a runner collected, besides the holder history files in `out_dir`.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub(crate) info: RunInfo,
+    pub(crate) register: Vec<RegEntry>,
+    pub(crate) faults: Vec<FaultRecord>,
+    pub(crate) truth: Vec<Snapshot>,
+    pub(crate) truth_exact: bool,
+    pub(crate) leaks: Vec<String>,
+    pub(crate) panics: u32,
+}
+
+/// Reads every `holder-*.jsonl` in `dir`.
+fn read_histories(dir: &Path) -> io::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("holder-") && name.ends_with(".jsonl") {
+            events.extend(read_jsonl::<Event>(&path)?);
+        }
+    }
+    events.sort_by_key(|e| e.t);
+    Ok(events)
+}
+
+fn write_all<T: serde::Serialize>(path: &Path, items: &[T]) -> io::Result<()> {
+    let w = JsonlWriter::create(path)?;
+    for item in items {
+        w.write(item);
+    }
+    Ok(())
+}
+
+/// Checks, reports, writes the artefacts and removes them on a pass.
+pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
+    let events = read_histories(&cfg.out_dir)?;
+    let granted_ms = events
+        .iter()
+        .filter_map(|e| match e.op {
+            crate::history::Op::Lease { granted_ttl_ms, .. } => Some(granted_ttl_ms),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(cfg.ttl.as_millis() as u64);
+    c.info.granted_ttl_ms = granted_ms;
+    let input = Input {
+        events,
+        register: c.register,
+        faults: c.faults,
+        truth: c.truth,
+        truth_exact: c.truth_exact,
+        // The memory store stamps its events just after the change (its observers run
+        // after its lock is released); server reads may be slightly stale.
+        truth_tolerance_ns: if c.truth_exact {
+            5_000_000
+        } else {
+            100_000_000
+        },
+        leaks: c.leaks,
+        panics: c.panics,
+        granted_ttl_ns: granted_ms * 1_000_000,
+    };
+    let outcome = checker::check(&input);
+    let mut report = Report::new(c.info, outcome, &input);
+    write_all(&cfg.out_dir.join("register.jsonl"), &input.register)?;
+    write_all(&cfg.out_dir.join("faults.jsonl"), &input.faults)?;
+    write_all(&cfg.out_dir.join("truth.jsonl"), &input.truth)?;
+    if report.passed() && !cfg.keep {
+        let _ = std::fs::remove_dir_all(&cfg.out_dir);
+    } else {
+        report.histories = Some(cfg.out_dir.display().to_string());
+        let json = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
+        std::fs::write(cfg.out_dir.join("report.json"), json)?;
+    }
+    Ok(report)
+}
+
+/// The holder id in a lock's holder text (`fencecheck-ID`).
+pub(crate) fn holder_id(text: Option<&str>) -> Option<u32> {
+    text?.strip_prefix("fencecheck-")?.parse().ok()
+}

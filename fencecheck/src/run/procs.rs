@@ -1,0 +1,353 @@
+//! The etcd / ZooKeeper runner: holders are `fencecheck holder` processes, each
+//! reaching every server member through its own fault proxy; the nemesis signals
+//! them by PID, drives the proxies and fails the servers.
+
+use super::{finish, holder_id, servers::Servers, Collected, RunConfig};
+use crate::{
+    history::mono_ns,
+    nemesis::{FaultKind, FaultRecord, Schedule},
+    proxy::{Mode, Proxy},
+    register::Register,
+    report::{Report, RunInfo},
+    truth,
+};
+use fencelock::LockClient;
+use rand::Rng;
+use std::{io, net::SocketAddr, process::Stdio, time::Duration};
+use tokio::{
+    process::{Child, Command},
+    time::sleep,
+};
+
+const NAME: &str = "fc-lock";
+
+struct Slot {
+    id: u32,
+    child: Child,
+    proxies: Vec<Proxy>,
+}
+
+impl Slot {
+    fn pid(&self) -> Option<libc::pid_t> {
+        self.child.id().and_then(|p| libc::pid_t::try_from(p).ok())
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) has no memory-safety preconditions; the child is not
+            // reaped while we hold it, so the PID is still ours.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    fn set(&self, mode: Mode) {
+        for p in &self.proxies {
+            p.set(mode);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    cfg: &'a RunConfig,
+    servers: Servers,
+    register: Register,
+    root: String,
+    next_id: u32,
+}
+
+impl Ctx<'_> {
+    async fn spawn(&mut self, slot: u32, proxies: Vec<Proxy>) -> io::Result<Slot> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let bin = self.cfg.holder_bin.clone().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no fencecheck binary for holder processes",
+            )
+        })?;
+        let hosts: Vec<String> = proxies.iter().map(|p| p.addr().to_string()).collect();
+        let url = self.servers.url(&hosts, &self.root, self.cfg.ttl);
+        let direct = self
+            .servers
+            .url(&self.servers.endpoints(), &self.root, self.cfg.ttl);
+        let dir = &self.cfg.out_dir;
+        let stderr = std::fs::File::create(dir.join(format!("holder-{id}.stderr")))?;
+        let child = Command::new(bin)
+            .arg("holder")
+            .args(["--url", &url, "--direct-url", &direct])
+            .args(["--register", &self.register.addr().to_string()])
+            .args([
+                "--id",
+                &id.to_string(),
+                "--slot",
+                &slot.to_string(),
+                "--name",
+                NAME,
+            ])
+            .args(["--ttl-ms", &self.cfg.ttl.as_millis().to_string()])
+            .args([
+                "--writes",
+                &self.cfg.writes.to_string(),
+                "--seed",
+                &self.cfg.seed.to_string(),
+            ])
+            .arg("--out")
+            .arg(dir.join(format!("holder-{id}.jsonl")))
+            .args(["--token-mode", token_mode(self.cfg)])
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Slot { id, child, proxies })
+    }
+}
+
+fn token_mode(cfg: &RunConfig) -> &'static str {
+    match cfg.token_mode {
+        crate::holder::TokenMode::Real => "real",
+        crate::holder::TokenMode::Constant => "constant",
+        crate::holder::TokenMode::Lease => "lease",
+    }
+}
+
+async fn proxies_for(endpoints: &[String]) -> io::Result<Vec<Proxy>> {
+    let mut out = Vec::new();
+    for e in endpoints {
+        let addr: SocketAddr = e
+            .parse()
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}: {err}")))?;
+        out.push(Proxy::start(addr).await?);
+    }
+    Ok(out)
+}
+
+/// The slot whose holder owns the lock now (per the server), else a random one.
+async fn victim(admin: &LockClient, slots: &[Slot], rng: &mut impl Rng) -> (usize, Option<u64>) {
+    for _ in 0..20 {
+        if let Ok(Ok(Some(info))) =
+            tokio::time::timeout(Duration::from_secs(1), admin.inspect(NAME)).await
+        {
+            if let Some(i) = holder_id(info.holder.as_deref())
+                .and_then(|id| slots.iter().position(|s| s.id == id))
+            {
+                return (i, Some(info.token.get()));
+            }
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    (rng.gen_range(0..slots.len()), None)
+}
+
+async fn inject(
+    ctx: &mut Ctx<'_>,
+    slots: &mut [Slot],
+    admin: &LockClient,
+    kind: FaultKind,
+    rng: &mut impl Rng,
+) -> io::Result<FaultRecord> {
+    let ttl = ctx.cfg.ttl;
+    let (i, token) = if kind.is_targeted() {
+        victim(admin, slots, rng).await
+    } else {
+        (0, None)
+    };
+    let t = mono_ns();
+    let mut rec = FaultRecord {
+        kind,
+        t,
+        end: t,
+        target: kind.is_targeted().then_some(slots[i].id),
+        token: None,
+        detail: String::new(),
+    };
+    match kind {
+        FaultKind::Kill => {
+            rec.t = mono_ns();
+            slots[i].signal(libc::SIGKILL);
+            let _ = slots[i].child.wait().await;
+            let proxies = std::mem::take(&mut slots[i].proxies);
+            slots[i] = ctx.spawn(i as u32, proxies).await?;
+            rec.end = mono_ns();
+            sleep(ttl + Duration::from_millis(500)).await;
+        }
+        FaultKind::Pause => {
+            slots[i].signal(libc::SIGSTOP);
+            sleep(ttl * 2).await;
+            slots[i].signal(libc::SIGCONT);
+            rec.end = mono_ns();
+        }
+        FaultKind::Partition | FaultKind::PartitionShort => {
+            slots[i].set(Mode::Blackhole);
+            sleep(if kind == FaultKind::Partition {
+                ttl * 2
+            } else {
+                ttl / 3
+            })
+            .await;
+            slots[i].set(Mode::Pass);
+            rec.end = mono_ns();
+        }
+        FaultKind::Reset => {
+            for p in &slots[i].proxies {
+                p.reset();
+            }
+        }
+        FaultKind::Latency => {
+            slots[i].set(Mode::Latency(Duration::from_millis(100)));
+            rec.detail = "100 ms per chunk".into();
+            sleep(ttl * 2).await;
+            slots[i].set(Mode::Pass);
+            rec.end = mono_ns();
+        }
+        FaultKind::LeaderKill | FaultKind::FollowerKill => {
+            let leader = ctx.servers.leader().unwrap_or(0);
+            let m = if kind == FaultKind::LeaderKill {
+                leader
+            } else {
+                (leader + 1 + rng.gen_range(0..2)) % ctx.servers.size()
+            };
+            ctx.servers.kill(m);
+            rec.t = mono_ns();
+            sleep(Duration::from_secs(1)).await;
+            rec.detail = match ctx.servers.restart(m) {
+                Ok(()) => format!("member {m} (leader was {leader})"),
+                Err(e) => format!("member {m}: restart failed: {e}"),
+            };
+            rec.end = mono_ns();
+            sleep(Duration::from_secs(1)).await;
+        }
+        FaultKind::LeaderPause => {
+            let m = ctx.servers.leader().unwrap_or(0);
+            ctx.servers.pause(m);
+            rec.t = mono_ns();
+            sleep(ttl).await;
+            ctx.servers.resume(m);
+            rec.detail = format!("member {m}");
+            rec.end = mono_ns();
+            sleep(Duration::from_secs(1)).await;
+        }
+        FaultKind::Revoke | FaultKind::Delete => {
+            rec.t = mono_ns();
+            let r = if kind == FaultKind::Revoke {
+                ctx.servers.revoke(admin, NAME).await
+            } else {
+                ctx.servers.delete(admin, NAME).await
+            };
+            rec.end = mono_ns();
+            match r {
+                Ok(tok) => {
+                    rec.token = tok;
+                    if tok != token {
+                        rec.target = None;
+                        rec.detail = format!("owner changed: expected {token:?}, hit {tok:?}");
+                    }
+                }
+                Err(e) => rec.detail = format!("failed: {e}"),
+            }
+            sleep(Duration::from_millis(1500)).await;
+        }
+        FaultKind::Expire => {
+            // Hold the victim's own traffic so it cannot take its session back, expire
+            // it from a second connection inside the victim (it knows the password).
+            slots[i].set(Mode::Blackhole);
+            rec.token = token;
+            rec.t = mono_ns();
+            slots[i].signal(libc::SIGUSR1);
+            sleep(Duration::from_millis(1500)).await;
+            slots[i].set(Mode::Pass);
+            rec.end = mono_ns();
+            sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(rec)
+}
+
+pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
+    let servers = Servers::start(&cfg.backend, cfg.ttl)?;
+    let root = format!("fc{}x{}", cfg.seed, std::process::id());
+    let direct = servers.url(&servers.endpoints(), &root, cfg.ttl);
+    let admin = fencelock::connect(&direct)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut ctx = Ctx {
+        cfg,
+        servers,
+        register: Register::start(true).await?,
+        root: root.clone(),
+        next_id: 0,
+    };
+    let (truth, poller) =
+        truth::spawn_poller(admin.clone(), NAME.into(), Duration::from_millis(50));
+    let mut slots = Vec::new();
+    for s in 0..cfg.holders.max(1) {
+        let proxies = proxies_for(&ctx.servers.endpoints()).await?;
+        slots.push(ctx.spawn(s as u32, proxies).await?);
+    }
+    let started = std::time::Instant::now();
+    let mut schedule = Schedule::new(cfg.seed, cfg.faults.clone());
+    let mut faults = Vec::new();
+    sleep(cfg.ttl * 3).await;
+    while started.elapsed() < Duration::from_secs(cfg.seconds)
+        || schedule.min_count() < cfg.min_per_fault
+    {
+        let Some(kind) = schedule.next_fault() else {
+            sleep(Duration::from_secs(cfg.seconds)).await;
+            break;
+        };
+        let mut rng =
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(schedule.rng().gen());
+        faults.push(inject(&mut ctx, &mut slots, &admin, kind, &mut rng).await?);
+        sleep(Duration::from_millis(200 + rng.gen_range(0..300))).await;
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+    for s in &slots {
+        s.set(Mode::Pass);
+        s.signal(libc::SIGCONT);
+        s.signal(libc::SIGTERM);
+    }
+    let mut panics = 0;
+    for s in &mut slots {
+        if tokio::time::timeout(cfg.ttl * 3 + Duration::from_secs(2), s.child.wait())
+            .await
+            .is_err()
+        {
+            s.signal(libc::SIGKILL);
+            let _ = s.child.wait().await;
+        }
+    }
+    sleep(cfg.ttl + Duration::from_secs(2)).await;
+    poller.abort();
+    let leaks = ctx.servers.leaks(&admin, &root).await;
+    for entry in std::fs::read_dir(&cfg.out_dir)?.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "stderr") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            panics += text.matches("panicked at").count() as u32;
+        }
+    }
+    let info = RunInfo {
+        backend: cfg.backend.clone(),
+        server_version: ctx.servers.version(),
+        cluster_size: ctx.servers.size(),
+        requested_ttl_ms: cfg.ttl.as_millis() as u64,
+        granted_ttl_ms: 0,
+        seed: cfg.seed,
+        duration_s,
+        holders: cfg.holders,
+        token_mode: token_mode(cfg).into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), admin.close()).await;
+    let collected = Collected {
+        info,
+        register: ctx.register.log(),
+        faults,
+        truth: truth::snapshot(&truth),
+        truth_exact: false,
+        leaks,
+        panics,
+    };
+    drop(slots);
+    drop(ctx);
+    finish(cfg, collected)
+}

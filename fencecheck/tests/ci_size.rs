@@ -1,0 +1,117 @@
+//! The CI size of fencecheck: every backend (memory, etcd single + 3-member,
+//! ZooKeeper standalone + 3-server), every supported fault type at least 3 times.
+//! Fails on any safety violation, an inconclusive run (the unfenced control lost no
+//! update under pauses) or a recovery above its enforced bound. A deliberately broken
+//! variant (holders send a constant token) must be caught.
+//!
+//! `FENCECHECK_SECONDS` raises the minimum duration of each run (soak size).
+//! Without etcd or ZooKeeper installed those runs are skipped, except under `CI=true`.
+
+use fencecheck::{
+    holder::TokenMode,
+    run::{ci_config, run, RunConfig},
+};
+use fencelock_integration_tests::servers::{require, EtcdCluster, ZkEnsemble};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::{future::Future, time::Duration};
+
+type TestResult = Result<(), String>;
+
+/// A trial on its own multi-thread runtime, failing after the run's own length plus
+/// ten minutes (the shared `async_trial` stops at 120 s, too short for a soak).
+fn trial<Fut>(name: &str, case: impl FnOnce() -> Fut + Send + 'static) -> Trial
+where
+    Fut: Future<Output = TestResult>,
+{
+    let limit = Duration::from_secs(600 + config("memory").seconds * 2);
+    Trial::test(name, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failed::from(format!("cannot build runtime: {e}")))?;
+        let outcome = rt.block_on(async { tokio::time::timeout(limit, case()).await });
+        rt.shutdown_timeout(Duration::from_secs(2));
+        match outcome {
+            Ok(result) => result.map_err(Failed::from),
+            Err(_) => Err(Failed::from(format!("hung: no result within {limit:?}"))),
+        }
+    })
+}
+
+fn config(backend: &str) -> RunConfig {
+    let mut cfg = ci_config(backend, 1);
+    if let Some(secs) = std::env::var("FENCECHECK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        cfg.seconds = secs;
+    }
+    cfg.holder_bin = Some(env!("CARGO_BIN_EXE_fencecheck").into());
+    cfg
+}
+
+fn available(backend: &str) -> bool {
+    match backend {
+        "memory" => true,
+        b if b.starts_with("etcd") => require(EtcdCluster::available(), "etcd"),
+        _ => require(ZkEnsemble::available(), "ZooKeeper"),
+    }
+}
+
+async fn judged(cfg: RunConfig) -> TestResult {
+    let report = run(&cfg).await.map_err(|e| e.to_string())?;
+    println!("{}", report.table());
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} run {}: {}",
+            cfg.backend,
+            report.verdict,
+            report.reasons.join("; ")
+        ))
+    }
+}
+
+async fn broken_is_caught() -> TestResult {
+    let mut cfg = config("memory");
+    cfg.seconds = 8;
+    cfg.min_per_fault = 1;
+    cfg.token_mode = TokenMode::Constant;
+    let report = run(&cfg).await.map_err(|e| e.to_string())?;
+    let s3 = report.outcome.safety.get("S3").copied().unwrap_or(0);
+    let s5 = report.outcome.safety.get("S5").copied().unwrap_or(0);
+    if report.verdict == "fail" && s3 > 0 && s5 > 0 {
+        if let Some(dir) = &report.histories {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    } else {
+        println!("{}", report.table());
+        Err(format!(
+            "the checker missed the constant-token holders: S3={s3} S5={s5} verdict {}",
+            report.verdict
+        ))
+    }
+}
+
+fn main() {
+    let mut trials = vec![trial(
+        "checker_catches_constant_token_holders",
+        broken_is_caught,
+    )];
+    for backend in ["memory", "etcd", "etcd3", "zk", "zk3"] {
+        let name = format!("ci_size_{backend}");
+        trials.push(trial(&name, move || async move {
+            if !available(backend) {
+                return Ok(());
+            }
+            judged(config(backend)).await
+        }));
+    }
+    let mut args = Arguments::from_args();
+    // One run at a time: runs measure recovery times and share two cores.
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, trials).exit();
+}

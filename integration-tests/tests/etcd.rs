@@ -1,0 +1,717 @@
+//! The conformance suite on a real single-member etcd, through the facade's erased
+//! handle, plus etcd-specific cases: operator revoke/delete, fail-fast waiters, leader
+//! kill in a 3-member cluster, a SIGSTOPped holder process, cancellation storms, bad
+//! endpoints, fenced transactions and herd-free wake-ups.
+//!
+//! The binary re-executes itself as a lock holder child process when
+//! `FENCELOCK_ETCD_HOLDER` is set (see [`holder_child`]).
+
+use fencelock::{
+    etcd::{etcd_client::TxnOp, fenced_txn, EtcdBackend, EtcdConfig, FencedTxn},
+    ErrorKind, Fence, LockClient, LockName, LockState,
+};
+use fencelock_integration_tests::{
+    async_trial,
+    conformance::{self, within, Ctx},
+    etcd_harness::EtcdHarness,
+    run_main,
+    servers::{self, EtcdCluster},
+    Harness, TestResult,
+};
+use libtest_mimic::Trial;
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
+
+fn main() {
+    if let Ok(spec) = std::env::var(HOLDER_ENV) {
+        holder_child(&spec);
+        return;
+    }
+    // The leader kill gets its own 3-member cluster, so that it cannot disturb the
+    // cases running beside it.
+    let (single, triple, failover) = match (start(1), start(3), start(3)) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        partial => {
+            drop(partial); // run_main exits: stop what did start first
+            run_main(Vec::new(), || {});
+        }
+    };
+    eprintln!(
+        "etcd {} on {}",
+        single.version(),
+        single.endpoints().join(",")
+    );
+    let harness = Arc::new(EtcdHarness::new(single.endpoints()));
+    let mut trials = conformance::trials(harness.clone());
+    trials.extend(etcd_trials(harness));
+    // The suite again on 3 members: requests and streams spread over endpoints.
+    trials.extend(conformance::trials(Arc::new(EtcdHarness::new(
+        triple.endpoints(),
+    ))));
+    let failover = Arc::new(Mutex::new(failover));
+    trials.extend(failover_trials(failover.clone()));
+    run_main(trials, move || {
+        drop(single);
+        drop(triple);
+        drop(failover);
+    });
+}
+
+/// Starts a cluster, or says why the tests skip (a failure under CI).
+fn start(members: usize) -> Option<EtcdCluster> {
+    match EtcdCluster::start(members) {
+        Ok(cluster) => Some(cluster),
+        Err(e) if servers::ci() => panic!("etcd ({members} members) is required under CI: {e}"),
+        Err(e) => {
+            eprintln!("skipping the etcd tests: cannot start etcd ({members} members): {e}");
+            None
+        }
+    }
+}
+
+fn trial<F, Fut>(name: &str, h: &Arc<EtcdHarness>, case: F) -> Trial
+where
+    F: FnOnce(Arc<EtcdHarness>, Ctx) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = TestResult> + Send + 'static,
+{
+    let h = h.clone();
+    async_trial(format!("{}::etcd::{name}", h.name()), move || async move {
+        let ctx = Ctx::new(h.clone());
+        case(h, ctx.clone()).await?;
+        ctx.finish().await
+    })
+}
+
+fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
+    vec![
+        trial(
+            "revoked_lease_loses_guard_within_1s",
+            &h,
+            revoked_lease_loses_guard_within_1s,
+        ),
+        trial(
+            "deleted_own_key_loses_guard_but_not_lease",
+            &h,
+            deleted_own_key_loses_guard_but_not_lease,
+        ),
+        trial(
+            "waiter_with_revoked_lease_fails_fast",
+            &h,
+            waiter_with_revoked_lease_fails_fast,
+        ),
+        trial(
+            "sigstopped_holder_is_fenced_out",
+            &h,
+            sigstopped_holder_is_fenced_out,
+        ),
+        trial(
+            "cancelled_acquires_leave_no_key",
+            &h,
+            cancelled_acquires_leave_no_key,
+        ),
+        trial(
+            "bad_endpoints_and_ttls_are_typed_errors_in_time",
+            &h,
+            bad_endpoints_and_ttls,
+        ),
+        trial(
+            "fenced_txn_commits_only_while_held",
+            &h,
+            fenced_txn_commits_only_while_held,
+        ),
+        trial(
+            "a_release_wakes_exactly_one_waiter",
+            &h,
+            a_release_wakes_exactly_one_waiter,
+        ),
+        trial(
+            "one_lease_serves_many_locks",
+            &h,
+            one_lease_serves_many_locks,
+        ),
+    ]
+}
+
+async fn client(ctx: &Ctx) -> fencelock::Result<LockClient> {
+    ctx.client().await
+}
+
+fn backend(client: &LockClient) -> Result<EtcdBackend, &'static str> {
+    client
+        .backend::<EtcdBackend>()
+        .cloned()
+        .ok_or("not an etcd client")
+}
+
+async fn revoked_lease_loses_guard_within_1s(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let a = client(&ctx).await?;
+    let lease = a.lease_with_ttl(Duration::from_secs(30)).await?;
+    let guard = lease.lock("r")?.acquire().await?;
+    let started = Instant::now();
+    h.kill_lease(ctx.ns(), &lease).await?;
+    within(
+        Duration::from_secs(1),
+        "guard lost after revoke",
+        guard.watch().lost(),
+    )
+    .await?;
+    within(
+        Duration::from_secs(1),
+        "lease lost after revoke",
+        lease.watch().lost(),
+    )
+    .await?;
+    eprintln!(
+        "guard and lease lost {:?} after the revoke",
+        started.elapsed()
+    );
+    assert_eq!(
+        guard.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
+    Ok(())
+}
+
+async fn deleted_own_key_loses_guard_but_not_lease(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let a = client(&ctx).await?;
+    let lease = a.lease_with_ttl(Duration::from_secs(10)).await?;
+    let guard = lease.lock("k")?.acquire().await?;
+    h.delete_holder(ctx.ns(), &LockName::new("k")?).await?;
+    within(
+        Duration::from_secs(1),
+        "guard lost after key deletion",
+        guard.watch().lost(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        lease.state(),
+        LockState::Held,
+        "an operator's delete must not kill the lease"
+    );
+    let again = lease.lock("k")?.acquire().await?;
+    assert!(again.token() > guard.token());
+    assert_eq!(
+        guard.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
+    again.release().await?;
+    lease.close().await?;
+    Ok(())
+}
+
+async fn waiter_with_revoked_lease_fails_fast(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let (a, b) = (client(&ctx).await?, client(&ctx).await?);
+    let held = a.acquire("w").await?;
+    let lease = b.lease_with_ttl(Duration::from_secs(60)).await?;
+    let lock = lease.lock("w")?;
+    let waiter = tokio::spawn(async move { lock.acquire().await });
+    wait_for_waiters(&a, "w", 1).await?;
+    let started = Instant::now();
+    h.kill_lease(ctx.ns(), &lease).await?;
+    let err = within(Duration::from_secs(1), "waiter fails", waiter)
+        .await??
+        .expect_err("granted on a revoked lease");
+    assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    eprintln!("waiter failed {:?} after the revoke", started.elapsed());
+    held.release().await?;
+    Ok(())
+}
+
+async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResult {
+    within(
+        Duration::from_secs(10),
+        &format!("{n} waiters on {name}"),
+        async {
+            while !client.inspect(name).await?.is_some_and(|i| i.waiters == n) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, fencelock::Error>(())
+        },
+    )
+    .await??;
+    Ok(())
+}
+
+/// Child mode: `FENCELOCK_ETCD_HOLDER=<url> <lock>` acquires the lock with a 2 s
+/// lease, prints `TOKEN n`, then every 50 ms prints `STATE s` and, while held,
+/// `WRITE n` (a write it would send to the resource).
+fn holder_child(spec: &str) {
+    let Some((url, name)) = spec.split_once(' ') else {
+        eprintln!("bad {HOLDER_ENV}");
+        std::process::exit(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the child");
+    rt.block_on(async {
+        let client = fencelock::connect(url).await.expect("child connects");
+        let lease = client
+            .lease_with_ttl(Duration::from_secs(2))
+            .await
+            .expect("child lease");
+        let guard = lease
+            .lock(name)
+            .expect("valid name")
+            .acquire()
+            .await
+            .expect("child acquires");
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "TOKEN {}", guard.token());
+        loop {
+            let state = guard.state();
+            let mut report = format!("STATE {state}\n");
+            if state.is_held() {
+                report.push_str(&format!("WRITE {}\n", guard.token()));
+            }
+            if out
+                .write_all(report.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                std::process::exit(0); // the parent is gone
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// Kills the child holder (continuing it first) however the case ends.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        signal(self.0.id(), libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the child is ours and unreaped.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// The seed scenario with a real process pause: a holder SIGSTOPped for twice its
+/// TTL loses the lock to the next holder, reports lost as soon as it runs again, and
+/// every write it still sends is rejected by the fence.
+async fn sigstopped_holder_is_fenced_out(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let url = h.url(ctx.ns());
+    let mut child = ChildGuard(
+        Command::new(std::env::current_exe()?)
+            .env(HOLDER_ENV, format!("{url} report"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let pid = child.0.id();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = child.0.stdout.take().ok_or("no child stdout")?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let result = async {
+        let fence = Fence::new();
+        let first = within(Duration::from_secs(10), "child token", rx.recv())
+            .await?
+            .ok_or("child exited")?;
+        let stale: u64 = first.strip_prefix("TOKEN ").ok_or("no TOKEN line")?.parse()?;
+        let write = |line: &str| -> Result<Option<fencelock::Result<()>>, std::num::ParseIntError> {
+            match line.strip_prefix("WRITE ") {
+                Some(t) => Ok(Some(fence.check("report", fencelock::FencingToken::new(t.parse()?)))),
+                None => Ok(None),
+            }
+        };
+        // While it holds the lock, the child's writes are accepted; those of its
+        // last 100 ms before the pause are still "in flight" on a slow network.
+        let (mut accepted, mut in_flight) = (0, Vec::new());
+        let start = Instant::now();
+        let until = start + Duration::from_millis(300);
+        while let Ok(Some(line)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
+            if start.elapsed() > Duration::from_millis(200) {
+                in_flight.push(line);
+            } else if let Some(result) = write(&line)? {
+                result?;
+                accepted += 1;
+            }
+        }
+        signal(pid, libc::SIGSTOP);
+        let paused = Instant::now();
+        let b = client(&ctx).await?;
+        let next = within(
+            Duration::from_secs(8),
+            "next holder while the child is paused",
+            b.acquire("report"),
+        )
+        .await??;
+        assert!(next.token().get() > stale);
+        fence.check("report", next.token())?;
+        tokio::time::sleep(Duration::from_secs(4).saturating_sub(paused.elapsed())).await;
+        // Writes still in flight from before the pause reach the resource late: rejected.
+        let mut rejected = 0;
+        for line in &in_flight {
+            if let Some(result) = write(line)? {
+                let err = result.expect_err("stale in-flight write accepted");
+                assert_eq!(err.kind(), ErrorKind::StaleToken);
+                rejected += 1;
+            }
+        }
+        assert!(rejected > 0, "no write was in flight: the fence was not exercised");
+        signal(pid, libc::SIGCONT);
+        let resumed = Instant::now();
+        let mut noticed = None;
+        let until = Instant::now() + Duration::from_millis(600);
+        while let Ok(Some(line)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
+            if let Some(result) = write(&line)? {
+                assert!(noticed.is_none(), "the child wrote after reporting lost");
+                let err = result.expect_err("stale write accepted");
+                assert_eq!(err.kind(), ErrorKind::StaleToken);
+                rejected += 1;
+            }
+            if line == "STATE lost" && noticed.is_none() {
+                noticed = Some(resumed.elapsed());
+            }
+        }
+        let noticed = noticed.ok_or("the paused holder never reported lost")?;
+        assert!(noticed < Duration::from_millis(500), "paused holder noticed its loss after {noticed:?}");
+        eprintln!(
+            "{accepted} writes accepted while held; paused holder reported lost {noticed:?} after SIGCONT; {rejected} stale writes rejected"
+        );
+        next.release().await?;
+        Ok::<_, fencelock_integration_tests::TestError>(())
+    }
+    .await;
+    drop(child);
+    result
+}
+
+async fn cancelled_acquires_leave_no_key(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let clients = [
+        client(&ctx).await?,
+        client(&ctx).await?,
+        client(&ctx).await?,
+        client(&ctx).await?,
+    ];
+    let holder = clients[0].acquire("storm").await?;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let client = clients[(i % 4) as usize].clone();
+        // Spread over the enqueue round trip and the wait.
+        let cancel_after = Duration::from_micros((i * 7919) % 8_000);
+        tasks.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(cancel_after, client.acquire("storm")).await;
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    holder.release().await?;
+    let probe = client(&ctx).await?;
+    let started = Instant::now();
+    let guard = within(
+        Duration::from_secs(3),
+        "lock free after 200 cancellations",
+        async {
+            loop {
+                if let Some(g) = probe.try_acquire("storm").await? {
+                    return Ok::<_, fencelock::Error>(g);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+    )
+    .await??;
+    eprintln!("lock free {:?} after the storm", started.elapsed());
+    let info = probe.inspect("storm").await?.ok_or("not held")?;
+    assert_eq!((info.token, info.waiters), (guard.token(), 0));
+    guard.release().await?;
+    let keys = h.operator(ctx.ns()).await?.stored_keys().await?;
+    assert!(keys.is_empty(), "keys left: {keys:?}");
+    Ok(())
+}
+
+async fn bad_endpoints_and_ttls(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    // Nothing listens: refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let refused = format!("etcd://{}/x?connect_timeout=1s", closed.local_addr()?);
+    drop(closed);
+    // Accepts TCP but never speaks HTTP/2: only the timeout can end it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let blackhole = format!("etcd://{}/x?connect_timeout=1s", silent.local_addr()?);
+    for url in [refused, blackhole] {
+        let started = Instant::now();
+        let err = within(
+            Duration::from_secs(3),
+            "connect fails",
+            fencelock::connect(&url),
+        )
+        .await?
+        .expect_err("connected to nothing");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{url}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{url}: took {:?}",
+            started.elapsed()
+        );
+    }
+    for url in [
+        "etcd://127.0.0.1:2379?ttl=0s",
+        "etcd://127.0.0.1:2379?ttl=-1s",
+        "etcd://127.0.0.1:2379?ttl=10y",
+        "etcd://127.0.0.1:2379?ttl=100000h",
+        "etcd://127.0.0.1:2379?request_timeout=0s",
+        "etcd://127.0.0.1:2379?colour=blue",
+        "etcd://127.0.0.1/x",
+        "etcd:///x",
+        "etcd://user:hunter2@127.0.0.1:99999",
+        "etcd://127.0.0.1:2379?ca=/nonexistent/ca.pem",
+        "etcd://127.0.0.1:2379?cert=/nonexistent/c.pem",
+    ] {
+        let err = fencelock::connect(url).await.expect_err(url);
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{url}: {err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+    let a = client(&ctx).await?;
+    for ttl in [Duration::ZERO, Duration::from_secs(86_400 * 365)] {
+        assert_eq!(
+            a.lease_with_ttl(ttl).await.map(drop).map_err(|e| e.kind()),
+            Err(ErrorKind::InvalidConfig)
+        );
+    }
+    // Sub-second TTLs are rounded up and clamped by etcd: granted is what counts.
+    let lease = a.lease_with_ttl(Duration::from_millis(100)).await?;
+    assert!(
+        lease.ttl() >= Duration::from_secs(1),
+        "granted {:?}",
+        lease.ttl()
+    );
+    lease.close().await?;
+    let config = EtcdConfig::new(["127.0.0.1:1"]).with_connect_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(
+        EtcdBackend::connect(config)
+            .await
+            .map(drop)
+            .map_err(|e| e.kind()),
+        Err(ErrorKind::Unavailable)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    Ok(())
+}
+
+async fn fenced_txn_commits_only_while_held(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let a = client(&ctx).await?;
+    let data = format!(
+        "{}/data",
+        fencelock_integration_tests::etcd_harness::prefix(ctx.ns())
+    );
+    let guard = a.acquire("f").await?;
+    let resp = fenced_txn(
+        &guard,
+        FencedTxn::new().and_then([TxnOp::put(data.clone(), "v1", None)]),
+    )
+    .await?;
+    assert!(resp.succeeded());
+    h.delete_holder(ctx.ns(), &LockName::new("f")?).await?;
+    let err = fenced_txn(
+        &guard,
+        FencedTxn::new().and_then([TxnOp::put(data.clone(), "v2", None)]),
+    )
+    .await
+    .expect_err("fenced write after the lock was broken");
+    assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
+    let op = h.operator(ctx.ns()).await?;
+    assert_eq!(op.stored_keys().await?, std::slice::from_ref(&data));
+    // Clean up the data key with a fenced txn of a new holder.
+    let next = a.acquire("f").await?;
+    fenced_txn(
+        &next,
+        FencedTxn::new().and_then([TxnOp::delete(data, None)]),
+    )
+    .await?;
+    next.release().await?;
+    drop(guard);
+    Ok(())
+}
+
+async fn a_release_wakes_exactly_one_waiter(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let holder = client(&ctx).await?;
+    let mut waiters = Vec::new();
+    let mut backends = vec![backend(&holder)?];
+    let first = holder.acquire("herd").await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..6 {
+        let c = client(&ctx).await?;
+        backends.push(backend(&c)?);
+        let tx = tx.clone();
+        waiters.push(tokio::spawn(async move {
+            let guard = c.acquire("herd").await?;
+            let _ = tx.send((i, guard));
+            Ok::<_, fencelock::Error>(())
+        }));
+        wait_for_waiters(&holder, "herd", i + 1).await?;
+    }
+    let events = |bs: &[EtcdBackend]| {
+        bs.iter()
+            .map(EtcdBackend::watch_events_delivered)
+            .sum::<u64>()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = events(&backends);
+    first.release().await?;
+    for expect in 0..6 {
+        let (i, guard) = within(Duration::from_secs(5), "next waiter", rx.recv())
+            .await?
+            .ok_or("waiter died")?;
+        assert_eq!(i, expect, "served out of order");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        guard.release().await?;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let delivered = events(&backends) - before;
+    eprintln!("{delivered} watch events for 6 releases");
+    // One wake-up per release handed to a waiter (the last release has nobody to wake).
+    assert!(
+        delivered <= 6,
+        "{delivered} watch events for 6 releases: a herd"
+    );
+    for w in waiters {
+        w.await??;
+    }
+    Ok(())
+}
+
+async fn one_lease_serves_many_locks(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let a = client(&ctx).await?;
+    let lease = a.lease().await?;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let lock = lease.lock(format!("many/{i}"))?;
+        tasks.push(tokio::spawn(async move { lock.acquire().await }));
+    }
+    let mut guards = Vec::new();
+    for t in tasks {
+        guards.push(t.await??);
+    }
+    assert!(guards.iter().all(|g| g.lease().id() == lease.id()));
+    assert_eq!(backend(&a)?.live_leases(), [lease.id()]);
+    assert_eq!(a.list("many/").await?.len(), 100);
+    for g in guards {
+        g.release().await?;
+    }
+    lease.close().await?;
+    Ok(())
+}
+
+fn failover_trials(cluster: Arc<Mutex<EtcdCluster>>) -> Vec<Trial> {
+    let endpoints = cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .endpoints();
+    let h = Arc::new(EtcdHarness::new(endpoints));
+    vec![async_trial(
+        format!(
+            "{}::etcd::leader_kill_keeps_locks_and_queue_order",
+            h.name()
+        ),
+        move || async move {
+            let ctx = Ctx::new(h.clone());
+            leader_kill(cluster, ctx.clone()).await?;
+            ctx.finish().await
+        },
+    )]
+}
+
+/// Kills the leader while locks are held and waiters queue: no spurious loss with a
+/// 6 s TTL, and the waiters are still served in order.
+async fn leader_kill(cluster: Arc<Mutex<EtcdCluster>>, ctx: Ctx) -> TestResult {
+    let a = ctx.client().await?;
+    let lease = a.lease_with_ttl(Duration::from_secs(6)).await?;
+    let held = [
+        lease.lock("f1")?.acquire().await?,
+        lease.lock("f2")?.acquire().await?,
+    ];
+    let watches: Vec<_> = held.iter().map(|g| g.watch()).collect();
+    let lost = Arc::new(Mutex::new(Vec::new()));
+    for (i, mut w) in watches.into_iter().enumerate() {
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            w.lost().await;
+            lost.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        });
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let c = ctx.client().await?;
+        let tx = tx.clone();
+        waiters.push(tokio::spawn(async move {
+            let guard = c.acquire("f1").await?;
+            let _ = tx.send((i, guard));
+            Ok::<_, fencelock::Error>(())
+        }));
+        wait_for_waiters(&a, "f1", i + 1).await?;
+    }
+    let victim = tokio::task::spawn_blocking({
+        let cluster = cluster.clone();
+        move || {
+            let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
+            let leader = c.leader()?;
+            c.kill(leader);
+            Some(leader)
+        }
+    })
+    .await?
+    .ok_or("no leader to kill")?;
+    let killed = Instant::now();
+    eprintln!("killed leader member {victim}");
+    // Ride out the election and more than a TTL: no spurious loss.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        lost.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
+        "spurious loss after the leader kill"
+    );
+    for g in &held {
+        within(Duration::from_secs(5), "guard back to held", async {
+            while g.state() != LockState::Held {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await?;
+    }
+    eprintln!("locks held {:?} after the kill", killed.elapsed());
+    let [f1, f2] = held;
+    f1.release().await?;
+    for expect in 0..3 {
+        let (i, guard) = within(Duration::from_secs(10), "next waiter", rx.recv())
+            .await?
+            .ok_or("waiter died")?;
+        assert_eq!(i, expect, "served out of order after failover");
+        guard.release().await?;
+    }
+    for w in waiters {
+        w.await??;
+    }
+    f2.release().await?;
+    lease.close().await?;
+    let restarted = tokio::task::spawn_blocking(move || {
+        cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restart(victim)
+    })
+    .await?;
+    restarted?;
+    Ok(())
+}

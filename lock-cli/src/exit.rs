@@ -1,0 +1,54 @@
+//! Exit codes, documented in `fencelock --help`.
+
+use fencelock::{Error, ErrorKind};
+
+/// Bad usage: invalid flags, name, URL or TTL (clap uses 2 as well).
+pub(crate) const USAGE: u8 = 2;
+/// The backend could not be reached (sysexits EX_UNAVAILABLE).
+pub(crate) const UNAVAILABLE: u8 = 69;
+/// Any other failure of fencelock itself (sysexits EX_SOFTWARE).
+pub(crate) const SOFTWARE: u8 = 70;
+/// The lock became suspect or lost while the command ran; the command was terminated
+/// (sysexits EX_TEMPFAIL).
+pub(crate) const LOCK_LOST: u8 = 75;
+
+/// A failure that ends the program with a one-line message and a code.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Exit {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Exit {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Exit::new(USAGE, message)
+    }
+}
+
+impl From<Error> for Exit {
+    fn from(err: Error) -> Self {
+        let code = match err.kind() {
+            ErrorKind::InvalidName
+            | ErrorKind::InvalidConfig
+            | ErrorKind::UnsupportedScheme
+            | ErrorKind::FeatureDisabled => USAGE,
+            ErrorKind::Unavailable | ErrorKind::Timeout => UNAVAILABLE,
+            ErrorKind::LeaseLost => LOCK_LOST,
+            _ => SOFTWARE,
+        };
+        Exit::new(code, err.to_string())
+    }
+}
+
+impl From<std::io::Error> for Exit {
+    fn from(err: std::io::Error) -> Self {
+        Exit::new(SOFTWARE, err.to_string())
+    }
+}

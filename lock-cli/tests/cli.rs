@@ -1,0 +1,652 @@
+//! The real `fencelock` binary against real etcd and ZooKeeper started by the harness.
+
+use fencelock_integration_tests::servers::{require, EtcdCluster, ZkEnsemble};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::{
+    fs,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    sync::Arc,
+    thread::sleep,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+type Check = Result<(), Failed>;
+
+fn ensure(cond: bool, msg: impl Into<String>) -> Check {
+    if cond {
+        Ok(())
+    } else {
+        Err(Failed::from(msg.into()))
+    }
+}
+
+/// The binary under test, with no backend from the environment.
+fn fencelock() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fencelock"));
+    cmd.env_remove("FENCELOCK_BACKEND");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().expect("the fencelock binary runs")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// A backend under test: how to name a fresh, isolated URL and how to force a
+/// holder's lease lost from outside.
+trait Server: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn url(&self) -> String;
+    /// Forces the lease of the current holder of `name` at `url` lost.
+    fn force_loss(&self, url: &str, name: &str) -> Check;
+    /// How long after a holder's death its lock may stay taken (granted TTL + 1 s).
+    fn free_bound(&self, ttl: Duration) -> Duration;
+}
+
+fn uid() -> String {
+    format!("cli{}", &uuid_like()[..10])
+}
+
+fn uuid_like() -> String {
+    format!("{:x}{:x}", now_nanos(), std::process::id())
+        .chars()
+        .rev()
+        .collect()
+}
+
+struct Etcd(EtcdCluster);
+
+impl Server for Etcd {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+    fn url(&self) -> String {
+        self.0.url(&uid())
+    }
+    fn force_loss(&self, url: &str, name: &str) -> Check {
+        let status = status_json(url, name)?;
+        let lease = status["lease"]
+            .as_str()
+            .ok_or("status has no lease")?
+            .to_owned();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.0.endpoints().join(","),
+                "lease",
+                "revoke",
+                &lease,
+            ])
+            .output()
+            .map_err(|e| format!("etcdctl: {e}"))?;
+        ensure(
+            out.status.success(),
+            format!(
+                "lease revoke failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+    fn free_bound(&self, ttl: Duration) -> Duration {
+        ttl + Duration::from_secs(1)
+    }
+}
+
+struct Zk(ZkEnsemble);
+
+impl Server for Zk {
+    fn name(&self) -> &'static str {
+        "zk"
+    }
+    fn url(&self) -> String {
+        self.0.url(&format!("/{}", uid()))
+    }
+    /// Deletes the holder's lock node as an operator would: its guard turns lost.
+    fn force_loss(&self, url: &str, name: &str) -> Check {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = fencelock::connect(url).await?;
+            let zk = client
+                .backend::<fencelock::zk::ZkBackend>()
+                .ok_or("not a zk client")?;
+            zk.delete_holder(&fencelock::LockName::new(name)?).await?;
+            client.close().await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })
+        .map_err(|e| Failed::from(e.to_string()))
+    }
+    fn free_bound(&self, ttl: Duration) -> Duration {
+        ttl + Duration::from_secs(1)
+    }
+}
+
+/// With the server unreachable (paused), the holder must kill its command and give
+/// up before the session could expire on the server.
+fn unreachable_server_kills_command_within_session_timeout(zk: &ZkEnsemble, dir: &Path) -> Check {
+    let url = zk.url(&format!("/{}", uid()));
+    let pid = dir.join("cut.pid");
+    let mut a = spawn_run(
+        &url,
+        "3",
+        "cut",
+        &format!("echo $$ > {}; exec sleep 30", pid.display()),
+    );
+    wait_held(&url, "cut")?;
+    let child = fs::read_to_string(&pid)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .ok_or("no pid")?;
+    zk.pause(0);
+    let paused = Instant::now();
+    while pid_alive(child) && paused.elapsed() < Duration::from_secs(10) {
+        sleep(Duration::from_millis(10));
+    }
+    let killed_after = paused.elapsed();
+    let status = loop {
+        if let Some(status) = a.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if paused.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        sleep(Duration::from_millis(20));
+    };
+    zk.resume(0);
+    let Some(status) = status else {
+        let _ = a.kill();
+        kill_pid_file(&pid);
+        return Err("holder kept running with the server unreachable".into());
+    };
+    ensure(killed_after < Duration::from_secs(3), format!("command killed {killed_after:?} after the server became unreachable, not within the 3 s session timeout"))?;
+    ensure(
+        status.code() == Some(75),
+        format!("exit {:?}", status.code()),
+    )?;
+    ensure(!pid_alive(child), "command still alive")
+}
+
+fn status_json(url: &str, name: &str) -> Result<serde_json::Value, Failed> {
+    let out = output(fencelock().args(["--backend", url, "status", "--json", name]));
+    ensure(
+        out.status.success(),
+        format!("status failed: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    serde_json::from_slice(&out.stdout).map_err(|e| Failed::from(format!("status --json: {e}")))
+}
+
+fn wait_held(url: &str, name: &str) -> Result<serde_json::Value, Failed> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let status = status_json(url, name)?;
+        if status["held"] == true {
+            return Ok(status);
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err("lock never became held".into())
+}
+
+/// A `fencelock run` process; killed and reaped on drop, so no early return leaves
+/// one behind.
+struct Running(Option<Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("only finish() takes the child")
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child().try_wait()
+    }
+
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.child().kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child().wait()
+    }
+
+    fn finish(mut self) -> std::io::Result<Output> {
+        self.0
+            .take()
+            .expect("finish() runs once")
+            .wait_with_output()
+    }
+
+    fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut e) = self.child().stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_run(url: &str, ttl: &str, name: &str, script: &str) -> Running {
+    let child = fencelock()
+        .args([
+            "--backend",
+            url,
+            "run",
+            "--ttl",
+            ttl,
+            "--holder",
+            "cli-test",
+            name,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fencelock starts");
+    Running(Some(child))
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn kill_pid_file(path: &Path) {
+    if let Some(pid) = fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // SAFETY: the pid is the test's own orphaned child shell, read from its pid file.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn serialized_runs(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let log = dir.join("serial.log");
+    let script = format!(
+        "echo \"start $(date +%s%N) $FENCELOCK_TOKEN\" >> {0}; sleep 0.3; echo \"end $(date +%s%N) $FENCELOCK_TOKEN\" >> {0}",
+        log.display()
+    );
+    let runs: Vec<Running> = (0..3)
+        .map(|_| spawn_run(&url, "5", "serial", &script))
+        .collect();
+    for run in runs {
+        let out = run.finish().expect("wait");
+        ensure(
+            out.status.success(),
+            format!("run failed: {}", String::from_utf8_lossy(&out.stderr)),
+        )?;
+    }
+    let text = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+    let mut spans: Vec<(u128, u128, u64)> = Vec::new();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    for start in lines.iter().filter(|l| l[0] == "start") {
+        let end = lines
+            .iter()
+            .find(|l| l[0] == "end" && l[2] == start[2])
+            .ok_or("missing end")?;
+        let parse = |s: &str| s.parse::<u128>().map_err(|e| e.to_string());
+        spans.push((
+            parse(start[1])?,
+            parse(end[1])?,
+            start[2].parse::<u64>().map_err(|e| e.to_string())?,
+        ));
+    }
+    spans.sort();
+    ensure(spans.len() == 3, format!("expected 3 runs: {text}"))?;
+    for w in spans.windows(2) {
+        ensure(w[0].1 <= w[1].0, format!("children overlapped: {text}"))?;
+        ensure(w[0].2 < w[1].2, format!("tokens not increasing: {text}"))?;
+    }
+    Ok(())
+}
+
+fn nonblock_and_wait(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let pidfile = dir.join("holder.pid");
+    let mut holder = spawn_run(
+        &url,
+        "5",
+        "busy",
+        &format!("echo $$ > {}; sleep 6", pidfile.display()),
+    );
+    wait_held(&url, "busy")?;
+    let out = output(fencelock().args(["--backend", &url, "run", "-n", "busy", "--", "true"]));
+    ensure(
+        code(&out) == 1,
+        format!(
+            "-n exit {}: {}",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    ensure(
+        String::from_utf8_lossy(&out.stderr).contains("cli-test"),
+        "conflict message names the holder",
+    )?;
+    let out = output(fencelock().args([
+        "--backend",
+        &url,
+        "run",
+        "-n",
+        "-E",
+        "9",
+        "busy",
+        "--",
+        "true",
+    ]));
+    ensure(code(&out) == 9, "-E sets the conflict code")?;
+    let start = Instant::now();
+    let out = output(fencelock().args(["--backend", &url, "run", "-w", "1", "busy", "--", "true"]));
+    let took = start.elapsed();
+    ensure(code(&out) == 1, format!("-w 1 exit {}", code(&out)))?;
+    ensure(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        format!("-w 1 took {took:?}"),
+    )?;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    kill_pid_file(&pidfile);
+    Ok(())
+}
+
+fn sigkilled_holder_frees_lock(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let pidfile = dir.join("orphan.pid");
+    let mut holder = spawn_run(
+        &url,
+        "2",
+        "crash",
+        &format!("echo $$ > {}; sleep 30", pidfile.display()),
+    );
+    wait_held(&url, "crash")?;
+    holder.kill().map_err(|e| e.to_string())?;
+    let killed = Instant::now();
+    let _ = holder.wait();
+    let out =
+        output(fencelock().args(["--backend", &url, "run", "-w", "10", "crash", "--", "true"]));
+    let freed = killed.elapsed();
+    kill_pid_file(&pidfile);
+    ensure(
+        out.status.success(),
+        format!("next run failed: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    let bound = s.free_bound(Duration::from_secs(2));
+    ensure(
+        freed <= bound,
+        format!("lock freed {freed:?} after the holder died; bound {bound:?}"),
+    )
+}
+
+fn lost_lease_kills_child_first(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let a_pid = dir.join("a.pid");
+    let log = dir.join("loss.log");
+    let mut a = spawn_run(
+        &url,
+        "3",
+        "lossy",
+        &format!("echo $$ > {}; exec sleep 30", a_pid.display()),
+    );
+    wait_held(&url, "lossy")?;
+    let b_script = format!(
+        "if kill -0 $(cat {}) 2>/dev/null; then echo OVERLAP >> {1}; else echo CLEAN >> {1}; fi",
+        a_pid.display(),
+        log.display()
+    );
+    let b = spawn_run(&url, "3", "lossy", &b_script);
+    sleep(Duration::from_millis(300));
+    s.force_loss(&url, "lossy")?;
+    let started = Instant::now();
+    let a_status = loop {
+        if let Some(status) = a.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = a.kill();
+            return Err("holder did not give up after the loss".into());
+        }
+        sleep(Duration::from_millis(20));
+    };
+    let b_out = b.finish().map_err(|e| e.to_string())?;
+    let a_err = a.stderr();
+    ensure(
+        a_status.code() == Some(75),
+        format!("holder exit {:?}: {a_err}", a_status.code()),
+    )?;
+    ensure(
+        a_err.contains("terminating the command"),
+        format!("no loss message: {a_err}"),
+    )?;
+    let a_child = fs::read_to_string(&a_pid)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .ok_or("no pid")?;
+    ensure(!pid_alive(a_child), "holder's command still alive")?;
+    ensure(
+        b_out.status.success(),
+        format!("waiter failed: {}", String::from_utf8_lossy(&b_out.stderr)),
+    )?;
+    let text = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+    ensure(
+        text.trim() == "CLEAN",
+        format!("waiter's command started while the old one ran: {text}"),
+    )
+}
+
+fn status_and_list(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let pidfile = dir.join("status.pid");
+    let mut holder = spawn_run(
+        &url,
+        "5",
+        "jobs/report",
+        &format!("echo $$ > {}; sleep 5", pidfile.display()),
+    );
+    let status = wait_held(&url, "jobs/report")?;
+    ensure(status["holder"] == "cli-test", format!("{status}"))?;
+    ensure(
+        status["token"].as_u64().is_some_and(|t| t > 0),
+        format!("{status}"),
+    )?;
+    ensure(
+        status["waiters"] == 0 && status["held_for_ms"].is_u64(),
+        format!("{status}"),
+    )?;
+    let text = output(fencelock().args(["--backend", &url, "status", "jobs/report"]));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    ensure(
+        text.contains("cli-test") && text.contains(&format!("token {}", status["token"])),
+        text.clone(),
+    )?;
+    let list = output(fencelock().args(["--backend", &url, "list", "--json", "jobs/"]));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    ensure(
+        lines.len() == 1 && lines[0]["name"] == "jobs/report",
+        format!("{lines:?}"),
+    )?;
+    let free = output(fencelock().args(["--backend", &url, "status", "other"]));
+    ensure(
+        String::from_utf8_lossy(&free.stdout).contains("free"),
+        "free lock shown free",
+    )?;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    kill_pid_file(&pidfile);
+    Ok(())
+}
+
+fn bad_input(unreachable: &str) -> Check {
+    let cases: [(&[&str], i32); 7] = [
+        (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
+        (&["--backend", "nope", "status", "x"], 2),
+        (&["--backend", "redis://127.0.0.1:1", "status", "x"], 2),
+        (&["--backend", "memory://", "run", "x", "true"], 2),
+        (&["--backend", "memory://", "run", "x"], 2),
+        (
+            &[
+                "--backend",
+                "memory://",
+                "run",
+                "--ttl",
+                "0",
+                "x",
+                "--",
+                "true",
+            ],
+            2,
+        ),
+        (&["run", "x", "--", "true"], 2),
+    ];
+    for (args, want) in cases {
+        let out = output(fencelock().args(args));
+        ensure(
+            code(&out) == want,
+            format!(
+                "{args:?}: exit {} (want {want}): {}",
+                code(&out),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            !err.contains("panicked"),
+            format!("{args:?} panicked: {err}"),
+        )?;
+    }
+    let start = Instant::now();
+    let out = output(fencelock().args(["--backend", unreachable, "status", "x"]));
+    ensure(
+        code(&out) == 69,
+        format!(
+            "unreachable: exit {}: {}",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    ensure(
+        start.elapsed() < Duration::from_secs(15),
+        format!("unreachable took {:?}", start.elapsed()),
+    )?;
+    let out = output(fencelock().args([
+        "--backend",
+        "memory://",
+        "run",
+        "x",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]));
+    ensure(code(&out) == 7, "exit status of the command passed through")?;
+    ensure(
+        String::from_utf8_lossy(&out.stderr).contains("cannot coordinate separate processes"),
+        "memory warning",
+    )
+}
+
+/// A scenario run against one server.
+type ServerCase = fn(&dyn Server, &Path) -> Check;
+
+fn trial(name: String, s: Arc<dyn Server>, f: ServerCase) -> Trial {
+    Trial::test(name, move || {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        f(&*s, dir.path())
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = vec![Trial::test(
+        "errors::bad_input_gives_usage_or_unavailable_codes",
+        || bad_input("etcd://127.0.0.1:1?connect_timeout=2s"),
+    )];
+    let mut servers: Vec<Arc<dyn Server>> = Vec::new();
+    if require(EtcdCluster::available(), "etcd") {
+        servers.push(Arc::new(Etcd(EtcdCluster::start(1).expect("etcd starts"))));
+    }
+    if require(ZkEnsemble::available(), "zookeeper") {
+        servers.push(Arc::new(
+            Zk(ZkEnsemble::start(1).expect("zookeeper starts")),
+        ));
+    }
+    let cases: [(&str, ServerCase); 4] = [
+        (
+            "two_runs_are_serialized_with_increasing_tokens",
+            serialized_runs,
+        ),
+        (
+            "nonblock_and_wait_give_up_with_the_conflict_code",
+            nonblock_and_wait,
+        ),
+        (
+            "sigkilled_holder_frees_the_lock_within_ttl",
+            sigkilled_holder_frees_lock,
+        ),
+        ("status_and_list_show_holder_and_token", status_and_list),
+    ];
+    for s in &servers {
+        for (name, f) in cases {
+            trials.push(trial(format!("{}::{name}", s.name()), s.clone(), f));
+        }
+    }
+    // Each of these forces a loss on its own server, so a pause cannot touch other tests.
+    if require(EtcdCluster::available(), "etcd") {
+        let s: Arc<dyn Server> = Arc::new(Etcd(EtcdCluster::start(1).expect("etcd starts")));
+        trials.push(trial(
+            "etcd::lost_lease_kills_the_command_before_the_next_holder_starts".into(),
+            s,
+            lost_lease_kills_child_first,
+        ));
+    }
+    if require(ZkEnsemble::available(), "zookeeper") {
+        let s: Arc<dyn Server> = Arc::new(Zk(ZkEnsemble::start(1).expect("zookeeper starts")));
+        trials.push(trial(
+            "zk::deleted_node_kills_the_command_before_the_next_holder_starts".into(),
+            s,
+            lost_lease_kills_child_first,
+        ));
+        let zk = ZkEnsemble::start(1).expect("zookeeper starts");
+        trials.push(Trial::test(
+            "zk::unreachable_server_kills_the_command_within_the_session_timeout",
+            move || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                unreachable_server_kills_command_within_session_timeout(&zk, dir.path())
+            },
+        ));
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(servers);
+    conclusion.exit();
+}

@@ -1,0 +1,414 @@
+//! Benchmarks of the etcd backend against the raw requests it needs, etcd's own
+//! Lock service, a contended handoff and many locks on one session.
+//!
+//! Uses the etcd at `FENCELOCK_BENCH_ETCD` (`host:port`) if set; otherwise starts
+//! `etcd` (from `FENCELOCK_ETCD_BIN` or `PATH`) on free loopback ports in a temp
+//! dir (under `FENCELOCK_BENCH_DIR` if set, e.g. `/dev/shm` to take disk fsync
+//! noise out) and kills it at the end. Run: `cargo bench -p lock-etcd --bench etcd_cycle`.
+
+use etcd_client::{Client, Compare, CompareOp, LockOptions, PutOptions, Txn, TxnOp};
+use lock_core::LockClient;
+use lock_etcd::{EtcdBackend, EtcdConfig};
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+const CYCLES: usize = 2000;
+const ROUNDS: usize = 4;
+
+struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.child.is_none() && self.dir.as_os_str().len() > 1 {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn server() -> Server {
+    if let Ok(endpoint) = std::env::var("FENCELOCK_BENCH_ETCD") {
+        return Server {
+            child: None,
+            dir: PathBuf::new(),
+            endpoint,
+        };
+    }
+    let bin = std::env::var("FENCELOCK_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let base =
+        std::env::var_os("FENCELOCK_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(format!("fencelock-bench-{}", std::process::id()));
+    let (client, peer) = (free_port(), free_port());
+    let mut command = Command::new(bin);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCD_") {
+            command.env_remove(k);
+        }
+    }
+    let child = command
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd starts (set FENCELOCK_ETCD_BIN or FENCELOCK_BENCH_ETCD)");
+    Server {
+        child: Some(child),
+        dir,
+        endpoint: format!("127.0.0.1:{client}"),
+    }
+}
+
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let mean = v.iter().sum::<Duration>() / v.len().max(1) as u32;
+    let at = |q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    (mean, at(0.5), at(0.99))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn fencelock_cycles(client: &LockClient, n: usize) -> Vec<Duration> {
+    let lock = client.lock("bench/uncontended").await.expect("lock");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let guard = lock.acquire().await.expect("acquire");
+        guard.release().await.expect("release");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn raw_cycles(client: &Client, lease: i64, n: usize) -> Vec<Duration> {
+    let mut kv = client.kv_client();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("/bench-raw/uncontended/{lease:x}-{i}");
+        let t = Instant::now();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                "",
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        kv.txn(txn).await.expect("raw txn");
+        kv.delete(key, None).await.expect("raw delete");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+/// fencelock's own two requests, issued raw: the enqueue Txn (put if absent + read
+/// of the two newest waiters) and the fenced delete, on one reused key.
+async fn recipe_cycles(client: &Client, lease: i64, n: usize) -> Vec<Duration> {
+    use etcd_client::{GetOptions, SortOrder, SortTarget};
+    let mut kv = client.kv_client();
+    let range = "/bench-recipe/uncontended/";
+    let key = format!("{range}{lease:x}-0");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let newest = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(2);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    "0\n",
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::get(range, Some(newest)),
+            ])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = kv.txn(txn).await.expect("recipe txn");
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let release = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
+            .and_then([TxnOp::delete(key.clone(), None)]);
+        kv.txn(release).await.expect("recipe release");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn service_cycles(client: &Client, lease: i64, n: usize) -> Vec<Duration> {
+    let mut locks = client.lock_client();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let resp = locks
+            .lock(
+                "/bench-service/uncontended",
+                Some(LockOptions::new().with_lease(lease)),
+            )
+            .await
+            .expect("lock service");
+        locks.unlock(resp.key()).await.expect("unlock service");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn connect(endpoint: &str, prefix: &str) -> (EtcdBackend, LockClient) {
+    let config = EtcdConfig::new([endpoint])
+        .with_prefix(prefix)
+        .with_default_ttl(Duration::from_secs(10));
+    let backend = EtcdBackend::connect(config).await.expect("connect");
+    (backend.clone(), LockClient::new(backend))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let server = server();
+    let endpoint = server.endpoint.clone();
+    let started = Instant::now();
+    let (_, client) = loop {
+        match EtcdBackend::connect(EtcdConfig::new([endpoint.as_str()]).with_prefix("/bench")).await
+        {
+            Ok(b) => break (b.clone(), LockClient::new(b)),
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd at {endpoint} did not come up: {e}"),
+        }
+    };
+    let raw = Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("raw client");
+    let raw_lease = raw.clone().lease_grant(10, None).await.expect("lease").id();
+    let mut keeper = raw
+        .clone()
+        .lease_keep_alive(raw_lease)
+        .await
+        .expect("keep-alive")
+        .0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_keeper = stop.clone();
+    tokio::spawn(async move {
+        while !stop_keeper.load(Ordering::Relaxed) {
+            let _ = keeper.keep_alive().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    });
+    let version = raw
+        .clone()
+        .status()
+        .await
+        .map(|s| s.version().to_owned())
+        .unwrap_or_default();
+
+    // Warm up every path, then interleave rounds so drift hits all three alike.
+    fencelock_cycles(&client, 200).await;
+    raw_cycles(&raw, raw_lease, 200).await;
+    service_cycles(&raw, raw_lease, 200).await;
+    recipe_cycles(&raw, raw_lease, 200).await;
+    let (mut fl, mut rw, mut sv, mut rc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        fl.extend(fencelock_cycles(&client, CYCLES / ROUNDS).await);
+        rw.extend(raw_cycles(&raw, raw_lease, CYCLES / ROUNDS).await);
+        sv.extend(service_cycles(&raw, raw_lease, CYCLES / ROUNDS).await);
+        rc.extend(recipe_cycles(&raw, raw_lease, CYCLES / ROUNDS).await);
+    }
+    let (fl, rw, sv, rc) = (stats(fl), stats(rw), stats(sv), stats(rc));
+
+    // Contended handoff: 8 sessions, one lock, 10 s.
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(connect(&endpoint, "/bench").await);
+    }
+    let events_before: u64 = sessions
+        .iter()
+        .map(|(b, _)| b.watch_events_delivered())
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for (_, c) in &sessions {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let lock = c.lock("bench/contended").await.expect("lock");
+            let (mut waits, mut cycles) = (Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let guard = lock.acquire().await.expect("acquire");
+                waits.push(t.elapsed());
+                cycles += 1;
+                guard.release().await.expect("release");
+            }
+            (waits, cycles)
+        }));
+    }
+    let (mut waits, mut per_session) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (w, c) = t.await.expect("session task");
+        waits.extend(w);
+        per_session.push(c);
+    }
+    let events: u64 = sessions
+        .iter()
+        .map(|(b, _)| b.watch_events_delivered())
+        .sum::<u64>()
+        - events_before;
+    let total: usize = per_session.iter().sum();
+    let (_, wait_p50, wait_p99) = stats(waits);
+
+    // The same contention through etcd's server-side Lock service, for reference.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("client");
+        tasks.push(tokio::spawn(async move {
+            let lease = c.lease_grant(10, None).await.expect("lease").id();
+            let mut cycles = 0usize;
+            while Instant::now() < deadline {
+                let resp = c
+                    .lock(
+                        "/bench-service/contended",
+                        Some(LockOptions::new().with_lease(lease)),
+                    )
+                    .await
+                    .expect("lock");
+                cycles += 1;
+                c.unlock(resp.key()).await.expect("unlock");
+            }
+            let _ = c.lease_revoke(lease).await;
+            cycles
+        }));
+    }
+    let mut service_total = 0;
+    for t in tasks {
+        service_total += t.await.expect("service task");
+    }
+
+    // Many locks: one session, 1000 distinct locks acquired concurrently, then released.
+    let (many_backend, many) = connect(&endpoint, "/bench-many").await;
+    let lease = many.lease().await.expect("lease");
+    let t = Instant::now();
+    let guards = futures::future::join_all((0..1000).map(|i| {
+        let lock = lease.lock(format!("lock-{i}")).expect("name");
+        async move { lock.acquire().await.expect("acquire") }
+    }))
+    .await;
+    let acquired = t.elapsed();
+    let leases: std::collections::BTreeSet<_> = guards.iter().map(|g| g.lease().id()).collect();
+    let live = many_backend.live_leases().len();
+    futures::future::join_all(guards.into_iter().map(|g| g.release())).await;
+    let many_total = t.elapsed();
+
+    println!(
+        "\netcd {version} at {endpoint}; {CYCLES} cycles per path, {ROUNDS} interleaved rounds\n"
+    );
+    println!("| benchmark | mean | p50 | p99 | mean ratio vs raw |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, s: (Duration, Duration, Duration)| {
+        println!(
+            "| {name} | {} | {} | {} | {:.3} |",
+            us(s.0),
+            us(s.1),
+            us(s.2),
+            s.0.as_secs_f64() / rw.0.as_secs_f64()
+        );
+    };
+    row("fencelock acquire+release (uncontended)", fl);
+    row("raw Txn put-if-absent + delete", rw);
+    row("etcd Lock/Unlock service", sv);
+    row("fencelock's two requests, issued raw", rc);
+    let ratio = |a: (Duration, Duration, Duration), b: (Duration, Duration, Duration)| {
+        format!(
+            "{:.3} (p50 {:.3})",
+            a.0.as_secs_f64() / b.0.as_secs_f64(),
+            a.1.as_secs_f64() / b.1.as_secs_f64()
+        )
+    };
+    println!("\nfencelock / raw = {} (target <= 1.15)", ratio(fl, rw));
+    println!("fencelock / etcd Lock service = {}", ratio(fl, sv));
+    println!(
+        "fencelock / its own two requests issued raw = {} (client-side overhead)",
+        ratio(fl, rc)
+    );
+    println!("\n| contended: 8 sessions, 1 lock, 10 s | value |");
+    println!("|---|---|");
+    println!("| cycles/s | {:.0} |", total as f64 / 10.0);
+    println!(
+        "| cycles/s through etcd's Lock service, same setup | {:.0} |",
+        service_total as f64 / 10.0
+    );
+    println!("| wait p50 / p99 | {} / {} |", us(wait_p50), us(wait_p99));
+    println!(
+        "| fairness min / max cycles per session | {} / {} |",
+        per_session.iter().min().unwrap_or(&0),
+        per_session.iter().max().unwrap_or(&0)
+    );
+    println!(
+        "| watch events per release | {:.2} |",
+        events as f64 / total.max(1) as f64
+    );
+    println!("\n| many locks: 1000 on one session | value |");
+    println!("|---|---|");
+    println!(
+        "| acquire all (concurrent) | {:.0} ms |",
+        acquired.as_secs_f64() * 1e3
+    );
+    println!(
+        "| acquire + release all | {:.0} ms |",
+        many_total.as_secs_f64() * 1e3
+    );
+    println!(
+        "| leases used | {} (live on the backend: {live}) |",
+        leases.len()
+    );
+    stop.store(true, Ordering::Relaxed);
+    lease.close().await.ok();
+    drop(server);
+}

@@ -1,0 +1,150 @@
+//! Every etcd-client error mapped into fencelock's [`Error`], in this one place.
+//!
+//! The original error stays reachable as [`source`](std::error::Error::source); no
+//! etcd-client or tonic type appears in a public signature.
+
+use lock_core::{Error, ErrorKind};
+use std::{fmt, time::Duration};
+use tonic::Code;
+
+/// Maps `err`, met while doing `what` (a lowercase phrase naming the lock or the
+/// lease, never a credential), into a fencelock error.
+pub(crate) fn map(err: etcd_client::Error, what: impl fmt::Display) -> Error {
+    let kind = kind_of(&err);
+    Error::new(kind, format!("{what}: {}", describe(&err))).with_source(err)
+}
+
+/// A request got no answer within `after`: its effect on the server is unknown.
+pub(crate) fn timed_out(what: impl fmt::Display, after: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("{what}: no answer from etcd within {after:?}"),
+    )
+}
+
+/// The kind of an etcd-client error.
+pub(crate) fn kind_of(err: &etcd_client::Error) -> ErrorKind {
+    use etcd_client::Error as E;
+    match err {
+        E::GRpcStatus(status) => status_kind(status.code(), status.message()),
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) => ErrorKind::Unavailable,
+        E::LeaseKeepAliveError(msg) if msg.contains("not found") => ErrorKind::LeaseLost,
+        E::LeaseKeepAliveError(_) => ErrorKind::Unavailable,
+        E::InvalidUri(_) | E::InvalidArgs(_) | E::EndpointError(_) | E::InvalidMetadataValue(_) => {
+            ErrorKind::InvalidConfig
+        }
+        _ => ErrorKind::Backend,
+    }
+}
+
+fn status_kind(code: Code, message: &str) -> ErrorKind {
+    match code {
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Cancelled => {
+            ErrorKind::Unavailable
+        }
+        // tonic reports broken HTTP/2 connections (reset, GOAWAY) as Unknown/Internal.
+        Code::Unknown | Code::Internal
+            if ["transport", "h2", "connection", "reset", "broken pipe"]
+                .iter()
+                .any(|m| message.contains(m)) =>
+        {
+            ErrorKind::Unavailable
+        }
+        Code::DeadlineExceeded => ErrorKind::Timeout,
+        Code::NotFound if message.contains("lease not found") => ErrorKind::LeaseLost,
+        Code::InvalidArgument | Code::Unauthenticated if message.contains("authentication") => {
+            ErrorKind::InvalidConfig
+        }
+        _ => ErrorKind::Backend,
+    }
+}
+
+/// A short description: the gRPC message without tonic's decoration.
+fn describe(err: &etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {
+            status.message().to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Status;
+
+    fn kind(status: Status) -> ErrorKind {
+        map(etcd_client::Error::GRpcStatus(status), "lock x").kind()
+    }
+
+    #[test]
+    fn grpc_codes_map_to_situations() {
+        assert_eq!(
+            kind(Status::unavailable("etcdserver: leader changed")),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Status::unavailable("etcdserver: no leader")),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Status::resource_exhausted("too many requests")),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Status::deadline_exceeded("deadline")),
+            ErrorKind::Timeout
+        );
+        assert_eq!(
+            kind(Status::not_found("etcdserver: requested lease not found")),
+            ErrorKind::LeaseLost
+        );
+        assert_eq!(
+            kind(Status::invalid_argument(
+                "etcdserver: authentication failed, invalid user ID or password"
+            )),
+            ErrorKind::InvalidConfig
+        );
+        assert_eq!(
+            kind(Status::unknown("h2 protocol error: connection reset")),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Status::permission_denied("etcdserver: permission denied")),
+            ErrorKind::Backend
+        );
+        assert_eq!(
+            kind(Status::out_of_range(
+                "etcdserver: mvcc: required revision has been compacted"
+            )),
+            ErrorKind::Backend
+        );
+    }
+
+    #[test]
+    fn client_errors_map_and_keep_source() {
+        use std::error::Error as _;
+        let err = map(
+            etcd_client::Error::LeaseKeepAliveError("lease not found".into()),
+            "lease 7",
+        );
+        assert_eq!(err.kind(), ErrorKind::LeaseLost);
+        assert!(err.source().is_some());
+        assert_eq!(
+            err.to_string(),
+            "lease lost: lease 7: lease keep alive error: lease not found"
+        );
+        let err = map(
+            etcd_client::Error::InvalidArgs("empty endpoints".into()),
+            "connect",
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        let err = map(etcd_client::Error::WatchError("closed".into()), "watch");
+        assert!(err.is_retryable());
+        assert_eq!(
+            timed_out("release of lock a", Duration::from_secs(1)).kind(),
+            ErrorKind::Timeout
+        );
+    }
+}

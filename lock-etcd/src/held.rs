@@ -1,0 +1,257 @@
+//! The held lock: a watch on its own key (shared stream) for loss detection, and
+//! the fenced release.
+
+use crate::{
+    lock::{fenced_delete, spawn_delete},
+    session::{next_backoff, Conn, LeaseShared},
+    slot::Slot,
+    watch::Signal,
+};
+use lock_core::{Error, ErrorKind, Liveness, LockName, Result};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// How long a guard is held before its key gets a watch (see [`watch_own_key`]).
+pub(crate) const OWN_KEY_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Marks `liveness` lost as soon as `key` is deleted or replaced (or its lease
+/// changed), re-reading the key whenever the watch resets.
+pub(crate) async fn watch_own_key(
+    conn: Arc<Conn>,
+    lease: Arc<LeaseShared>,
+    key: String,
+    token: i64,
+    liveness: Liveness,
+    mut from: i64,
+) {
+    let mut lease_lost = lease.liveness.watch();
+    // Short critical sections end before this: they cost no watch at all. Nothing is
+    // missed, since the watch starts at the grant's revision and replays from there.
+    tokio::select! {
+        _ = tokio::time::sleep(OWN_KEY_WATCH_DELAY) => {}
+        _ = lease_lost.lost() => return,
+    }
+    let mut backoff = next_backoff(std::time::Duration::ZERO);
+    loop {
+        let mut sub = conn.watches.watch(key.as_bytes(), from);
+        loop {
+            let signal = tokio::select! {
+                s = sub.next() => s,
+                _ = lease_lost.lost() => return,
+            };
+            match signal {
+                Signal::Put {
+                    create_revision,
+                    lease: l,
+                } if create_revision == token && l == lease.id => {}
+                Signal::Put { .. } | Signal::Delete => {
+                    tracing::debug!(key, "lock key deleted or replaced; the lock is lost");
+                    liveness.lose();
+                    lease.poke();
+                    return;
+                }
+                Signal::Reset => break,
+            }
+        }
+        drop(sub);
+        tokio::time::sleep(backoff).await;
+        backoff = next_backoff(backoff);
+        let what = || format!("re-reading lock key {key}");
+        match conn
+            .call(&what, |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await
+        {
+            Ok(resp) => {
+                let held = resp
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == token && kv.lease() == lease.id);
+                if !held {
+                    liveness.lose();
+                    return;
+                }
+                from = resp.header().map_or(from, |h| h.revision() + 1);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot re-read own lock key; watching again"),
+        }
+    }
+}
+
+/// Deletes `key` only while its create revision is `token`. `Ok(true)`: deleted;
+/// `Ok(false)`: it was already gone.
+pub(crate) async fn release(
+    conn: &Conn,
+    name: &LockName,
+    key: &str,
+    token: i64,
+    lost_before: bool,
+) -> Result<()> {
+    let what = || format!("releasing lock {name} (token {token})");
+    let (resp, retried) = conn
+        .call_counted(&what, None, |mut c| {
+            let txn = fenced_delete(key, token);
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    // A retried release may find the key deleted by its own earlier attempt.
+    if resp.succeeded() || (retried && !lost_before) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::NotHeld,
+            format!("lock {name} (token {token}) was lost before release"),
+        ))
+    }
+}
+
+/// Stops a task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A granted acquisition on etcd: its key, whose create revision is the fencing
+/// token, and a watch (on the backend's shared watch stream) that turns it `Lost`
+/// as soon as the key is deleted or replaced by someone else.
+///
+/// The watch is opened once the lock has been held for 50 ms, starting at the grant's
+/// revision: short critical sections cost no watch, and a deletion in the first 50 ms
+/// is still reported (at 50 ms).
+///
+/// Reach it from a guard with
+/// [`LockGuard::backend_lock`](lock_core::LockGuard::backend_lock) to run fenced
+/// transactions on your own keys (see [`fenced_txn`](crate::fenced_txn)).
+pub struct EtcdHeldLock {
+    conn: Arc<Conn>,
+    name: LockName,
+    key: String,
+    token: i64,
+    lease: lock_core::LeaseId,
+    liveness: Liveness,
+    watcher: Option<AbortOnDrop>,
+    slot: Option<Slot>,
+    released: bool,
+}
+
+impl EtcdHeldLock {
+    pub(crate) fn start(
+        lease: &Arc<LeaseShared>,
+        name: LockName,
+        key: String,
+        token: i64,
+        seen_at: i64,
+        slot: Option<Slot>,
+    ) -> Self {
+        let liveness = Liveness::new(None);
+        let task = watch_own_key(
+            lease.conn.clone(),
+            lease.clone(),
+            key.clone(),
+            token,
+            liveness.clone(),
+            seen_at + 1,
+        );
+        EtcdHeldLock {
+            conn: lease.conn.clone(),
+            name,
+            key,
+            token,
+            lease: lease.lease_id(),
+            liveness,
+            watcher: Some(AbortOnDrop(tokio::spawn(task))),
+            slot,
+            released: false,
+        }
+    }
+
+    /// The lock's key in etcd.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The create revision of the key: the fencing token's value.
+    pub fn create_revision(&self) -> i64 {
+        self.token
+    }
+
+    /// The lease the key is attached to.
+    pub fn lease(&self) -> lock_core::LeaseId {
+        self.lease
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &LockName {
+        &self.name
+    }
+
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::fmt::Debug for EtcdHeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdHeldLock")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .field("lease", &self.lease)
+            .field("state", &self.liveness.state())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl lock_core::backend::HeldLock for EtcdHeldLock {
+    fn token(&self) -> lock_core::FencingToken {
+        lock_core::FencingToken::new(self.token.unsigned_abs())
+    }
+
+    fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    async fn release(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.watcher = None;
+        let lost_before = self.liveness.state().is_lost();
+        let result = release(&self.conn, &self.name, &self.key, self.token, lost_before).await;
+        self.liveness.lose();
+        // Gone for sure (deleted now, or before): the key slot may be reused. An
+        // unconfirmed release is retried once more in the background on drop.
+        self.released = result
+            .as_ref()
+            .map_or_else(|e| e.kind() == ErrorKind::NotHeld, |()| true);
+        if self.released {
+            self.slot = None;
+        }
+        result
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for EtcdHeldLock {
+    fn drop(&mut self) {
+        if !self.released {
+            self.liveness.lose();
+            spawn_delete(
+                self.conn.clone(),
+                std::mem::take(&mut self.key),
+                Some(self.token),
+                self.slot.take(),
+            );
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The recipe (etcd's `concurrency` mutex, herd-free): enqueue with one Txn, wait
+//! for the key just ahead, verify, hold while watching the own key, release fenced.
+
+use crate::{
+    queue::{self, Position, Waiter},
+    session::{next_backoff, Conn, LeaseShared},
+    slot::Slot,
+    watch::Signal,
+};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+use lock_core::{backend::WaitMode, AcquireOptions, Error, ErrorKind, LockName, Result};
+use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
+
+type Enqueued = Result<(TxnResponse, bool)>;
+type Request = Pin<Box<dyn Future<Output = Enqueued> + Send>>;
+
+/// Deletes the waiter key unless disarmed: a dropped, failed or timed-out acquire
+/// leaves nothing behind. The enqueueing request is polled in place; when the
+/// acquire is dropped mid-request, a background task finishes it first and deletes
+/// the key only once its outcome is known (a delete racing ahead of its put would
+/// leave a ghost waiter).
+struct Cleanup {
+    conn: Arc<Conn>,
+    key: Option<String>,
+    slot: Option<Slot>,
+    pending: Option<Request>,
+    indeterminate: bool,
+}
+
+impl Cleanup {
+    /// Awaits the enqueueing request. Cancel safe: a drop hands it to the cleanup.
+    async fn join(&mut self) -> Enqueued {
+        let Some(request) = self.pending.as_mut() else {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "no enqueue request in flight",
+            ));
+        };
+        let outcome = request.await;
+        self.pending = None;
+        // A failed or retried request may still apply (or have applied) its put.
+        self.indeterminate = outcome.as_ref().map_or(true, |(_, retried)| *retried);
+        outcome
+    }
+
+    /// The key is ours to keep (granted) or was never created: hand back its slot.
+    fn disarm(mut self) -> Option<Slot> {
+        self.key = None;
+        self.slot.take()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                key,
+                "no tokio runtime to delete a waiter key; it expires with its lease"
+            );
+            return;
+        };
+        let (conn, pending, indeterminate) =
+            (self.conn.clone(), self.pending.take(), self.indeterminate);
+        let slot = self.slot.take();
+        rt.spawn(async move {
+            // Wait for a request still in flight: its outcome decides what to delete.
+            let indeterminate = match pending {
+                Some(pending) => !matches!(pending.await, Ok((_, false))),
+                None => indeterminate,
+            };
+            let deleted = delete(&conn, &key, None).await;
+            match slot {
+                Some(slot) if !deleted => slot.keep_reserved(),
+                // The put may still be applied late: sweep before the slot is reused.
+                Some(mut slot) if indeterminate => slot.taint(key, 0),
+                _ => {}
+            }
+        });
+    }
+}
+
+/// Deletes `key` in the background (only if its create revision is `fence`, when
+/// given), bounded by the request timeout; frees `slot` once the key is gone.
+pub(crate) fn spawn_delete(conn: Arc<Conn>, key: String, fence: Option<i64>, slot: Option<Slot>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(
+            key,
+            "no tokio runtime to delete a lock key; it expires with its lease"
+        );
+        if let Some(slot) = slot {
+            slot.keep_reserved();
+        }
+        return;
+    };
+    rt.spawn(async move {
+        if let (false, Some(slot)) = (delete(&conn, &key, fence).await, slot) {
+            slot.keep_reserved();
+        }
+    });
+}
+
+/// Deletes `key`; `false` if that could not be confirmed.
+async fn delete(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
+    let what = || format!("deleting lock key {key}");
+    let result = match fence {
+        None => conn
+            .call(&what, |mut c| {
+                let key = key.to_owned();
+                async move { c.delete(key, None).await }
+            })
+            .await
+            .map(drop),
+        Some(rev) => conn
+            .call(&what, |mut c| {
+                let txn = fenced_delete(key, rev);
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map(drop),
+    };
+    if let Err(e) = &result {
+        tracing::debug!(error = %e, "background delete failed; the key expires with its lease");
+    }
+    result.is_ok()
+}
+
+pub(crate) fn fenced_delete(key: impl Into<Vec<u8>>, create_revision: i64) -> Txn {
+    let key = key.into();
+    Txn::new()
+        .when([Compare::create_revision(
+            key.clone(),
+            CompareOp::Equal,
+            create_revision,
+        )])
+        .and_then([TxnOp::delete(key, None)])
+}
+
+fn header_revision(resp: &TxnResponse) -> i64 {
+    resp.header().map_or(0, |h| h.revision())
+}
+
+/// The key-values of the `index`th range response of a txn.
+fn range(resp: &TxnResponse, index: usize) -> Vec<Waiter> {
+    match resp.op_responses().into_iter().nth(index) {
+        Some(TxnOpResponse::Get(get)) => get
+            .kvs()
+            .iter()
+            .map(|kv| Waiter {
+                key: kv.key().to_vec(),
+                create_revision: kv.create_revision(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn lost_while_waiting(name: &LockName) -> Error {
+    Error::new(
+        ErrorKind::LeaseLost,
+        format!("the waiter entry of lock {name} was deleted (lease expired or revoked, or removed by an operator)"),
+    )
+}
+
+/// Enqueues on `lease` and, with [`WaitMode::Wait`], waits for the turn.
+pub(crate) async fn acquire(
+    lease: &Arc<LeaseShared>,
+    name: &LockName,
+    mode: WaitMode,
+    options: &AcquireOptions,
+) -> Result<Option<crate::EtcdHeldLock>> {
+    if lease.liveness.state().is_lost() {
+        return Err(Error::new(
+            ErrorKind::LeaseLost,
+            format!("lease {} is lost; cannot acquire {name}", lease.lease_id()),
+        ));
+    }
+    let conn = &lease.conn;
+    let prefix = conn.config.prefix();
+    let range_key = queue::lock_range(prefix, name);
+    let slot = lease.take_slot(&range_key);
+    let key = queue::waiter_key(prefix, name, lease.id, slot.index());
+    let value = queue::encode_value(SystemTime::now(), options.holder());
+    let put = TxnOp::put(
+        key.clone(),
+        value,
+        Some(PutOptions::new().with_lease(lease.id)),
+    );
+    let txn = match mode {
+        // Put only if the lock's range is empty; else read the owner.
+        WaitMode::NoWait => Txn::new()
+            .when([Compare::create_revision(range_key.clone(), CompareOp::Equal, 0).with_prefix()])
+            .and_then([put])
+            .or_else([TxnOp::get(
+                range_key.clone(),
+                Some(by_create(SortOrder::Ascend, 1)),
+            )]),
+        // Put if our key does not exist yet (so a retry cannot move it to the back of
+        // the queue) and read the key just ahead of ours.
+        WaitMode::Wait => Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                put,
+                TxnOp::get(range_key.clone(), Some(by_create(SortOrder::Descend, 2))),
+            ])
+            .or_else([TxnOp::get(key.clone(), None)]),
+    };
+    let task_conn = conn.clone();
+    let what_name = name.clone();
+    let request: Request = Box::pin(async move {
+        let what = move || format!("acquiring lock {what_name}");
+        task_conn
+            .call_counted(&what, None, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+    });
+    let mut cleanup = Cleanup {
+        conn: conn.clone(),
+        key: Some(key.clone()),
+        slot: Some(slot),
+        pending: Some(request),
+        indeterminate: false,
+    };
+    let (resp, retried) = cleanup.join().await?;
+    let rev = header_revision(&resp);
+    let (token, seen_at) = match (mode, resp.succeeded()) {
+        (WaitMode::NoWait, true) => (rev, rev),
+        (WaitMode::NoWait, false) => match range(&resp, 0).first() {
+            // A retry may find the key an earlier attempt created: then it is ours.
+            Some(w) if w.key == key.as_bytes() => (w.create_revision, rev),
+            _ => {
+                if !retried {
+                    drop(cleanup.disarm());
+                }
+                return Ok(None);
+            }
+        },
+        (WaitMode::Wait, put) => {
+            let (own_rev, ahead) = if put {
+                (rev, Some(range(&resp, 1)))
+            } else {
+                let own = range(&resp, 0);
+                let own_rev = own
+                    .first()
+                    .map(|w| w.create_revision)
+                    .ok_or_else(|| lost_while_waiting(name))?;
+                (own_rev, None)
+            };
+            let seen_at = wait_for_turn(lease, name, &key, own_rev, ahead, rev).await?;
+            (own_rev, seen_at)
+        }
+    };
+    let mut slot = cleanup.disarm();
+    if retried {
+        if let Some(slot) = slot.as_mut() {
+            slot.taint(key.clone(), token);
+        }
+    }
+    Ok(Some(crate::EtcdHeldLock::start(
+        lease,
+        name.clone(),
+        key,
+        token,
+        seen_at,
+        slot,
+    )))
+}
+
+fn by_create(order: SortOrder, limit: i64) -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, order)
+        .with_limit(limit)
+}
+
+/// Waits until no key of the lock has a create revision below `own_rev`, watching
+/// only the key just ahead (so a release wakes one waiter) and our own key (so a
+/// revoked lease or deleted entry fails the wait at once). `ahead` is what the
+/// enqueueing Txn read at `read_rev`, if anything. Returns the revision at which the
+/// lock was seen granted.
+async fn wait_for_turn(
+    lease: &LeaseShared,
+    name: &LockName,
+    key: &str,
+    own_rev: i64,
+    mut ahead: Option<Vec<Waiter>>,
+    mut read_rev: i64,
+) -> Result<i64> {
+    let conn = &lease.conn;
+    let range_key = queue::lock_range(conn.config.prefix(), name);
+    let own = Waiter {
+        key: key.as_bytes().to_vec(),
+        create_revision: own_rev,
+    };
+    let mut own_watch = None;
+    let mut backoff = next_backoff(std::time::Duration::ZERO);
+    loop {
+        let mut waiters = match ahead.take() {
+            Some(w) => w,
+            None => {
+                // Read our key and the one just ahead of it, in one round trip.
+                let before = by_create(SortOrder::Descend, 1).with_max_create_revision(own_rev - 1);
+                let txn = Txn::new().and_then([
+                    TxnOp::get(key, None),
+                    TxnOp::get(range_key.clone(), Some(before)),
+                ]);
+                let what = || format!("waiting for lock {name}");
+                let resp = match conn
+                    .call(&what, |mut c| {
+                        let txn = txn.clone();
+                        async move { c.txn(txn).await }
+                    })
+                    .await
+                {
+                    Ok(resp) => resp,
+                    Err(e) if e.is_retryable() && !lease.liveness.state().is_lost() => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = next_backoff(backoff);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                read_rev = header_revision(&resp);
+                if !range(&resp, 0).iter().any(|w| w.create_revision == own_rev) {
+                    lease.poke();
+                    return Err(lost_while_waiting(name));
+                }
+                range(&resp, 1)
+            }
+        };
+        waiters.push(own.clone());
+        let ahead_key = match queue::position(&waiters, key.as_bytes()) {
+            Position::Owner => return Ok(read_rev),
+            Position::WaitFor(k) => k,
+            Position::Missing => return Err(lost_while_waiting(name)),
+        };
+        tracing::trace!(lock = %name, ahead = %String::from_utf8_lossy(&ahead_key), "waiting for the key ahead");
+        let mut ahead_watch = conn.watches.watch(&ahead_key, read_rev + 1);
+        let own_sub =
+            own_watch.get_or_insert_with(|| conn.watches.watch(key.as_bytes(), read_rev + 1));
+        let reset = loop {
+            tokio::select! {
+                signal = ahead_watch.next() => match signal {
+                    Signal::Delete => break false,
+                    Signal::Reset => break true,
+                    Signal::Put { .. } => {}
+                },
+                signal = own_sub.next() => match signal {
+                    Signal::Put { create_revision, .. } if create_revision == own_rev => {}
+                    Signal::Reset => break true,
+                    Signal::Put { .. } | Signal::Delete => {
+                        lease.poke();
+                        return Err(lost_while_waiting(name));
+                    }
+                },
+            }
+        };
+        if reset {
+            own_watch = None;
+            tokio::time::sleep(backoff).await;
+            backoff = next_backoff(backoff);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Operator actions, as another process would do them with `etcdctl`: revoke a lease,
+//! break a lock, list what is stored. Used by tests and tools.
+
+use crate::EtcdBackend;
+use etcd_client::{GetOptions, SortOrder, SortTarget};
+use lock_core::{FencingToken, LeaseId, LockName, Result};
+
+impl EtcdBackend {
+    /// **Operator action**: revokes lease `lease` (any lease, not only this
+    /// backend's), deleting every key attached to it. Returns `false` if it did not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors ([`ErrorKind::Unavailable`](lock_core::ErrorKind::Unavailable), …).
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may or may not have revoked the lease.
+    pub async fn revoke_lease(&self, lease: LeaseId) -> Result<bool> {
+        let id = i64::try_from(lease.get()).unwrap_or(-1);
+        let result = self
+            .conn
+            .call(&|| format!("revoking lease {lease}"), |mut c| async move {
+                c.lease_revoke(id).await
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == lock_core::ErrorKind::LeaseLost => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// **Operator action**: deletes the current holder's key of `name` (as
+    /// `etcdctl del` would), so the holder's guard turns `Lost` and the next waiter
+    /// is granted. Returns the deleted holder's token, `None` if nobody held it.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may or may not have deleted the key.
+    pub async fn break_lock(&self, name: &LockName) -> Result<Option<FencingToken>> {
+        let range = self.lock_range(name);
+        let owner = self
+            .conn
+            .call(&|| format!("reading the holder of lock {name}"), |mut c| {
+                let range = range.clone();
+                let first = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_limit(1);
+                async move { c.get(range, Some(first)).await }
+            })
+            .await?;
+        let Some(kv) = owner.kvs().first() else {
+            return Ok(None);
+        };
+        let (key, rev) = (kv.key().to_vec(), kv.create_revision());
+        let txn = crate::lock::fenced_delete(key, rev);
+        let resp = self
+            .conn
+            .call(&|| format!("breaking lock {name}"), |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp
+            .succeeded()
+            .then(|| FencingToken::new(rev.unsigned_abs())))
+    }
+
+    /// Every key stored under this backend's prefix (lock keys and anything else),
+    /// for leak checks.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn stored_keys(&self) -> Result<Vec<String>> {
+        let prefix = format!("{}/", self.conn.config.prefix());
+        let resp = self
+            .conn
+            .call(&|| format!("listing keys under {prefix:?}"), |mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(
+                        prefix,
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
+    }
+
+    /// Whether lease `lease` still exists on the server (any lease).
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn lease_exists(&self, lease: LeaseId) -> Result<bool> {
+        let id = i64::try_from(lease.get()).unwrap_or(-1);
+        let resp = self
+            .conn
+            .call(&|| format!("reading lease {lease}"), |mut c| async move {
+                c.lease_time_to_live(id, None).await
+            })
+            .await?;
+        Ok(resp.ttl() > 0)
+    }
+
+    /// The most recent leases (up to 1024) this backend granted, live or not.
+    #[doc(hidden)]
+    pub fn granted_leases(&self) -> Vec<LeaseId> {
+        self.conn.granted_leases()
+    }
+}

@@ -1,0 +1,264 @@
+//! The per-client watch multiplexer: every watch of one backend (waiters watching
+//! their predecessor, guards watching their own key) shares ONE etcd watch stream.
+//!
+//! A subscriber gets the events of one key from a start revision. When the stream
+//! breaks, or etcd cancels the watch (compaction, lost leader), the subscriber gets
+//! [`Signal::Reset`] and re-reads the state itself instead of hanging.
+
+use etcd_client::{
+    Client, EventType, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream,
+};
+use futures::StreamExt;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    sync::Arc,
+    time::Duration,
+};
+use tokio::sync::mpsc;
+
+/// What a subscriber learns about its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// The key was written (created or overwritten).
+    Put { create_revision: i64, lease: i64 },
+    /// The key was deleted (released, expired or deleted by someone else).
+    Delete,
+    /// The watch is gone (stream broken, watch cancelled): re-read the state.
+    Reset,
+}
+
+enum Command {
+    Add {
+        id: i64,
+        key: Vec<u8>,
+        start_revision: i64,
+        tx: mpsc::UnboundedSender<Signal>,
+    },
+    Cancel(i64),
+    Shutdown,
+}
+
+/// Handle to the multiplexer task. Cheap to share.
+#[derive(Debug)]
+pub(crate) struct WatchMux {
+    tx: mpsc::UnboundedSender<Command>,
+    next_id: AtomicI64,
+    events: Arc<AtomicU64>,
+}
+
+/// One watched key. Dropping it cancels the watch.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    id: i64,
+    rx: mpsc::UnboundedReceiver<Signal>,
+    mux: mpsc::UnboundedSender<Command>,
+}
+
+impl Subscription {
+    /// The next signal; `Reset` if the multiplexer has shut down.
+    pub(crate) async fn next(&mut self) -> Signal {
+        self.rx.recv().await.unwrap_or(Signal::Reset)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.mux.send(Command::Cancel(self.id));
+    }
+}
+
+impl WatchMux {
+    /// Starts the multiplexer task on the current runtime. The stream is opened on
+    /// the first watch.
+    pub(crate) fn start(client: Client, request_timeout: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(client, request_timeout, rx, events.clone()));
+        WatchMux {
+            tx,
+            next_id: AtomicI64::new(1),
+            events,
+        }
+    }
+
+    /// Watches `key` from `start_revision` (inclusive).
+    pub(crate) fn watch(&self, key: &[u8], start_revision: i64) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self
+            .tx
+            .send(Command::Add {
+                id,
+                key: key.to_vec(),
+                start_revision,
+                tx: tx.clone(),
+            })
+            .is_err()
+        {
+            let _ = tx.send(Signal::Reset);
+        }
+        Subscription {
+            id,
+            rx,
+            mux: self.tx.clone(),
+        }
+    }
+
+    /// How many watch events were delivered to subscribers so far.
+    pub(crate) fn events_delivered(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Stops the task; every subscriber gets `Reset`.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+}
+
+type Stream = (WatchRequestSender, WatchResponseStream);
+
+struct State {
+    client: Client,
+    request_timeout: Duration,
+    stream: Option<Stream>,
+    subs: HashMap<i64, mpsc::UnboundedSender<Signal>>,
+    events: Arc<AtomicU64>,
+    failures: u32,
+}
+
+async fn run(
+    client: Client,
+    request_timeout: Duration,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: Arc<AtomicU64>,
+) {
+    let mut st = State {
+        client,
+        request_timeout,
+        stream: None,
+        subs: HashMap::new(),
+        events,
+        failures: 0,
+    };
+    loop {
+        let message = async {
+            match st.stream.as_mut() {
+                Some((_, responses)) => responses.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            command = commands.recv() => match command {
+                None | Some(Command::Shutdown) => break,
+                Some(Command::Add { id, key, start_revision, tx }) => {
+                    st.add(id, key, start_revision, tx).await;
+                }
+                Some(Command::Cancel(id)) => st.cancel(id).await,
+            },
+            message = message => match message {
+                Some(Ok(response)) => st.dispatch(&response),
+                Some(Err(e)) => st.reset(&format!("watch stream failed: {e}")),
+                None => st.reset("watch stream closed by etcd"),
+            },
+        }
+    }
+    st.reset("watch multiplexer shut down");
+}
+
+impl State {
+    async fn add(
+        &mut self,
+        id: i64,
+        key: Vec<u8>,
+        start_revision: i64,
+        tx: mpsc::UnboundedSender<Signal>,
+    ) {
+        if tx.is_closed() {
+            return;
+        }
+        let options = WatchOptions::new()
+            .with_start_revision(start_revision)
+            .with_watch_id(id);
+        self.subs.insert(id, tx);
+        if let Some((sender, _)) = self.stream.as_mut() {
+            if sender.watch(key, Some(options)).await.is_err() {
+                self.reset("watch stream closed");
+            }
+            return;
+        }
+        if self.failures > 0 {
+            // Do not hammer a cluster that just refused a stream.
+            let backoff = Duration::from_millis(50 << self.failures.min(4));
+            tokio::time::sleep(backoff).await;
+        }
+        let mut watch = self.client.watch_client();
+        match tokio::time::timeout(self.request_timeout, watch.watch(key, Some(options))).await {
+            Ok(Ok(stream)) => {
+                self.failures = 0;
+                self.stream = Some(stream.split());
+            }
+            Ok(Err(e)) => {
+                self.failures += 1;
+                self.reset(&format!("cannot open watch stream: {e}"));
+            }
+            Err(_) => {
+                self.failures += 1;
+                self.reset("opening the watch stream timed out");
+            }
+        }
+    }
+
+    async fn cancel(&mut self, id: i64) {
+        if self.subs.remove(&id).is_none() {
+            return;
+        }
+        if let Some((sender, _)) = self.stream.as_mut() {
+            if sender.cancel(id).await.is_err() {
+                self.reset("watch stream closed");
+            }
+        }
+    }
+
+    fn dispatch(&mut self, response: &WatchResponse) {
+        let id = response.watch_id();
+        if response.canceled() {
+            tracing::debug!(
+                id,
+                reason = response.cancel_reason(),
+                compacted = response.compact_revision(),
+                "watch cancelled by etcd"
+            );
+            if let Some(tx) = self.subs.remove(&id) {
+                let _ = tx.send(Signal::Reset);
+            }
+            return;
+        }
+        let Some(tx) = self.subs.get(&id) else {
+            return;
+        };
+        for event in response.events() {
+            let signal = match (event.event_type(), event.kv()) {
+                (EventType::Delete, _) => Signal::Delete,
+                (EventType::Put, Some(kv)) => Signal::Put {
+                    create_revision: kv.create_revision(),
+                    lease: kv.lease(),
+                },
+                (EventType::Put, None) => Signal::Reset,
+            };
+            self.events.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(signal);
+        }
+    }
+
+    /// Drops the stream and tells every subscriber to re-read.
+    fn reset(&mut self, why: &str) {
+        if !self.subs.is_empty() || self.stream.is_some() {
+            tracing::debug!(subscribers = self.subs.len(), "{why}");
+        }
+        self.stream = None;
+        for (_, tx) in self.subs.drain() {
+            let _ = tx.send(Signal::Reset);
+        }
+    }
+}

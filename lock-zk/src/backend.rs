@@ -1,0 +1,251 @@
+//! [`ZkBackend`]: connecting, granting leases (sessions) and inspecting locks. The
+//! fault controls and leak checks are in `faults.rs`.
+
+use crate::{
+    config::ZkConfig,
+    error, queue,
+    session::{self, Session, ZkLease},
+};
+use async_trait::async_trait;
+use lock_core::{
+    backend::{Backend, LeaseBackend},
+    Capabilities, Error, ErrorKind, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
+};
+use std::{
+    any::Any,
+    fmt,
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, UNIX_EPOCH},
+};
+use zookeeper_client::{Client, CreateMode, Error as ZkError};
+
+/// The capabilities of the ZooKeeper backend.
+pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Czxid)
+    .with_fifo(true)
+    .with_herd_free(true)
+    .with_detects_external_deletion(true)
+    .with_native_fenced_writes(true)
+    .with_distributed(true);
+
+/// How often `inspect` re-reads when the owner leaves between two reads.
+const INSPECT_RETRIES: usize = 5;
+
+struct Inner {
+    config: ZkConfig,
+    /// The backend's own session (under the chroot) for `inspect`, `list` and the
+    /// fault controls; reopened if it ends.
+    admin: tokio::sync::Mutex<Option<Client>>,
+    /// Every lease granted, for [`ZkBackend::expire_session`] and [`Backend::close`].
+    sessions: Mutex<Vec<Weak<Session>>>,
+}
+
+/// The ZooKeeper lock service: connect with [`ZkBackend::from_url`] or
+/// [`ZkBackend::connect`] and wrap it in a [`LockClient`](lock_core::LockClient) (the
+/// facade's `fencelock::connect("zk://…")` does both). Cheap to clone.
+///
+/// Each [lease](lock_core::Lease) it grants is a **new ZooKeeper session** with its own
+/// connection, whose timeout is the requested TTL as clamped by the server. The
+/// backend keeps one more session of its own for `inspect` and `list`. Background
+/// tasks run on the tokio runtime the backend and its leases were created on.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lock_core::LockClient;
+/// use lock_zk::ZkBackend;
+///
+/// # async fn run() -> lock_core::Result<()> {
+/// let client = LockClient::new(ZkBackend::from_url("zk://127.0.0.1:2181/app?session_timeout=6s").await?);
+/// let guard = client.acquire("nightly-report").await?;
+/// println!("fencing token (czxid): {}", guard.token());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ZkBackend {
+    inner: Arc<Inner>,
+}
+
+impl ZkBackend {
+    /// Parses `url` (see [`ZkConfig`]) and connects.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for a bad URL or rejected credentials;
+    /// [`ErrorKind::Unavailable`] when no server answers within the connect timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped connect leaves at most a session that closes at once.
+    pub async fn from_url(url: &str) -> Result<ZkBackend> {
+        Self::connect(ZkConfig::from_url(url)?).await
+    }
+
+    /// Connects with `config`, creating its chroot (persistent nodes) if missing.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_url`](Self::from_url).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`from_url`](Self::from_url).
+    pub async fn connect(config: ZkConfig) -> Result<ZkBackend> {
+        config.validate()?;
+        let admin = open_admin(&config).await?;
+        Ok(ZkBackend {
+            inner: Arc::new(Inner {
+                config,
+                admin: tokio::sync::Mutex::new(Some(admin)),
+                sessions: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ZkConfig {
+        &self.inner.config
+    }
+
+    pub(crate) async fn admin(&self) -> Result<Client> {
+        let mut slot = self.inner.admin.lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.state().is_terminated()) {
+            return Ok(client.clone());
+        }
+        let client = open_admin(&self.inner.config).await?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub(crate) fn live_sessions(&self) -> Vec<Arc<Session>> {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|s| s.strong_count() > 0);
+        sessions.iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// Opens the backend's own session, creating the chroot if missing.
+async fn open_admin(config: &ZkConfig) -> Result<Client> {
+    let client = session::connect(config, config.session_timeout(), false, None).await?;
+    let chroot = config.chroot();
+    if chroot.is_empty() {
+        return Ok(client);
+    }
+    let mode = CreateMode::Persistent.with_acls(session::acls(config.acl()));
+    client
+        .mkdir(chroot, &mode)
+        .await
+        .map_err(|e| error::map(e, format_args!("creating the chroot {chroot}")))?;
+    client.chroot(chroot).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidConfig,
+            format!("zk chroot {chroot:?} is not a valid path"),
+        )
+    })
+}
+
+/// Reads the holder of `name` through `client`.
+async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
+    let dir = queue::dir_path(name);
+    let what = || format!("inspecting lock {name}");
+    for _ in 0..INSPECT_RETRIES {
+        let children = match client.list_children(&dir).await {
+            Ok(children) => children,
+            Err(ZkError::NoNode) => return Ok(None),
+            Err(e) => return Err(error::map(e, what())),
+        };
+        let nodes = queue::sorted(&children);
+        let Some(owner) = nodes.first() else {
+            return Ok(None);
+        };
+        let (data, stat) = match client.get_data(&format!("{dir}/{owner}")).await {
+            Ok(read) => read,
+            Err(ZkError::NoNode) => continue,
+            Err(e) => return Err(error::map(e, what())),
+        };
+        let (holder, at) = queue::decode_data(&data);
+        let mut info = LockInfo::new(
+            name.clone(),
+            FencingToken::new(stat.czxid as u64),
+            LeaseId::new(stat.ephemeral_owner as u64),
+        );
+        info.holder = holder;
+        info.acquired_at =
+            at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)));
+        info.waiters = nodes.len() - 1;
+        return Ok(Some(info));
+    }
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("{}: the holder kept changing", what()),
+    ))
+}
+
+#[async_trait]
+impl Backend for ZkBackend {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn default_ttl(&self) -> Duration {
+        self.inner.config.session_timeout()
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
+        let lease = ZkLease::grant(&self.inner.config, ttl).await?;
+        {
+            let mut sessions = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            sessions.retain(|s| s.strong_count() > 0);
+            sessions.push(Arc::downgrade(lease.session()));
+        }
+        Ok(Arc::new(lease))
+    }
+
+    async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
+        inspect(&self.admin().await?, name).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        let client = self.admin().await?;
+        let dirs = client
+            .list_children("/")
+            .await
+            .map_err(|e| error::map(e, "listing locks"))?;
+        let mut names: Vec<LockName> = dirs
+            .iter()
+            .filter_map(|d| queue::decode_name(d))
+            .filter(|n| n.as_str().starts_with(prefix))
+            .collect();
+        names.sort();
+        let infos = futures::future::join_all(names.iter().map(|n| inspect(&client, n))).await;
+        infos.into_iter().filter_map(Result::transpose).collect()
+    }
+
+    async fn close(&self) -> Result<()> {
+        drop(self.inner.admin.lock().await.take());
+        let limit = self.inner.config.connect_timeout();
+        let sessions = self.live_sessions();
+        let results = futures::future::join_all(sessions.iter().map(|s| s.close(limit))).await;
+        results.into_iter().collect()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl fmt::Debug for ZkBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZkBackend")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

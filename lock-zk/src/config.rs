@@ -1,0 +1,370 @@
+//! `zk://` URLs, the [`ZkConfig`] builder and defaults.
+
+use lock_core::{url::BackendUrl, validate_ttl, Error, ErrorKind, Result};
+use std::{fmt, time::Duration};
+
+/// The URL scheme of the ZooKeeper backend.
+pub const SCHEME: &str = "zk";
+
+/// The session timeout (lease TTL) requested when none is given.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting may take before it fails with
+/// [`ErrorKind::Unavailable`] when none is given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest connect timeout accepted.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Session timeouts below this are raised to it before asking the server (which then
+/// clamps to its `[2, 20] × tickTime`): zookeeper-client derives its connection
+/// timeouts from the requested value, and a few milliseconds make every connect fail.
+pub const MIN_REQUESTED_SESSION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The ACL of the znodes this backend creates (lock directories, lock nodes, the
+/// chroot if missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ZkAcl {
+    /// `world:anyone` may do everything (ZooKeeper's `OPEN_ACL_UNSAFE`). The default.
+    #[default]
+    Open,
+    /// Full rights only for the authenticated user that created the node
+    /// (`auth::` = ZooKeeper's `CREATOR_ALL_ACL`), read rights for everyone. Other
+    /// users cannot create, delete or change lock nodes; every client sharing the
+    /// locks must use the same credentials. Needs `user:password`.
+    Creator,
+}
+
+impl ZkAcl {
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "open" => Ok(ZkAcl::Open),
+            "creator" => Ok(ZkAcl::Creator),
+            other => Err(invalid(format!(
+                "acl {other:?} is not one of: open, creator"
+            ))),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidConfig, msg)
+}
+
+/// Configuration of a [`ZkBackend`](crate::ZkBackend): servers, chroot, timeouts,
+/// digest auth and ACL.
+///
+/// URL form:
+/// `zk://[user:password@]host:port[,host:port…][/chroot][?key=value&…]`
+///
+/// | key | default | meaning |
+/// |---|---|---|
+/// | `session_timeout` | 10s | session timeout requested for each lease (the server clamps it to `[2, 20] × tickTime`) |
+/// | `connect_timeout` | 3s | how long connecting may take before [`ErrorKind::Unavailable`] |
+/// | `acl` | `open` | `open` or `creator` (see [`ZkAcl`]; `creator` needs `user:password`) |
+///
+/// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The
+/// chroot (default: none) is created as persistent nodes if missing; lock directories
+/// live directly under it. Unknown keys are rejected.
+///
+/// `Debug` never shows the password.
+///
+/// # Examples
+///
+/// ```
+/// use lock_zk::{ZkAcl, ZkConfig};
+/// use std::time::Duration;
+///
+/// let cfg = ZkConfig::from_url("zk://app:s3cret@10.0.0.1:2181,10.0.0.2:2181/locks?session_timeout=4s&acl=creator")?;
+/// assert_eq!(cfg.hosts(), ["10.0.0.1:2181", "10.0.0.2:2181"]);
+/// assert_eq!(cfg.chroot(), "/locks");
+/// assert_eq!(cfg.session_timeout(), Duration::from_secs(4));
+/// assert_eq!(cfg.acl(), ZkAcl::Creator);
+/// assert!(!format!("{cfg:?}").contains("s3cret"));
+///
+/// let built = ZkConfig::new(["127.0.0.1:2181"]).with_chroot("/locks")?.with_connect_timeout(Duration::from_secs(1));
+/// assert_eq!(built.connect_timeout(), Duration::from_secs(1));
+/// assert!(ZkConfig::from_url("zk://h:2181?sesion_timeout=4s").is_err(), "typo rejected");
+/// # Ok::<(), lock_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkConfig {
+    hosts: Vec<String>,
+    chroot: String,
+    session_timeout: Duration,
+    connect_timeout: Duration,
+    auth: Option<(String, String)>,
+    acl: ZkAcl,
+}
+
+impl ZkConfig {
+    /// A configuration for the servers `hosts` (`host:port` each) with every other
+    /// setting at its default.
+    pub fn new<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ZkConfig {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            chroot: String::new(),
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            auth: None,
+            acl: ZkAcl::Open,
+        }
+    }
+
+    /// Parses a `zk://` URL (see the type docs).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for another scheme, no host, a bad chroot, an
+    /// unknown parameter or a bad value (the message never contains the password).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = BackendUrl::parse(url)?;
+        if parsed.scheme != SCHEME {
+            return Err(invalid(format!(
+                "{:?} is not a {SCHEME}:// url",
+                parsed.scheme
+            )));
+        }
+        parsed.reject_unknown_params(&["session_timeout", "connect_timeout", "acl"])?;
+        let mut config = ZkConfig::new(parsed.hosts.clone()).with_chroot(&parsed.path)?;
+        match (&parsed.username, &parsed.password) {
+            (None, None) => {}
+            (Some(user), Some(password)) => config = config.with_digest_auth(user, password),
+            _ => {
+                return Err(invalid(
+                    "zk digest auth needs both a user and a password (user:password@)",
+                ))
+            }
+        }
+        if let Some(t) = parsed.duration_param("session_timeout")? {
+            config = config.with_session_timeout(t);
+        }
+        if let Some(t) = parsed.duration_param("connect_timeout")? {
+            config = config.with_connect_timeout(t);
+        }
+        if let Some(acl) = parsed.param("acl") {
+            config = config.with_acl(ZkAcl::parse(acl)?);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Sets the chroot: an absolute path (`/app/locks`) under which every node lives;
+    /// `""` or `"/"` for none.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for a relative path, an empty, `.` or `..`
+    /// segment, or a character ZooKeeper rejects.
+    pub fn with_chroot(mut self, chroot: &str) -> Result<Self> {
+        let chroot = chroot.trim_end_matches('/');
+        if !chroot.is_empty() {
+            let rest = chroot
+                .strip_prefix('/')
+                .ok_or_else(|| invalid(format!("zk chroot {chroot:?} must start with '/'")))?;
+            for segment in rest.split('/') {
+                if matches!(segment, "" | "." | "..")
+                    || segment.chars().any(|c| c.is_control() || c == '\u{0}')
+                {
+                    return Err(invalid(format!(
+                        "zk chroot {chroot:?} has a bad segment {segment:?}"
+                    )));
+                }
+            }
+        }
+        self.chroot = chroot.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the session timeout requested for each lease (its TTL). The server clamps
+    /// it to `[2, 20] × tickTime`; leases report the negotiated value.
+    #[must_use]
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// Sets how long connecting may take before it fails with
+    /// [`ErrorKind::Unavailable`].
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Authenticates every session with ZooKeeper's `digest` scheme as `user`.
+    #[must_use]
+    pub fn with_digest_auth(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets the ACL of created nodes.
+    #[must_use]
+    pub fn with_acl(mut self, acl: ZkAcl) -> Self {
+        self.acl = acl;
+        self
+    }
+
+    /// The servers, `host:port` each.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The chroot, `""` for none.
+    pub fn chroot(&self) -> &str {
+        &self.chroot
+    }
+
+    /// The session timeout requested for leases.
+    pub fn session_timeout(&self) -> Duration {
+        self.session_timeout
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The digest user, if any (the password is never exposed).
+    pub fn user(&self) -> Option<&str> {
+        self.auth.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    /// The ACL of created nodes.
+    pub fn acl(&self) -> ZkAcl {
+        self.acl
+    }
+
+    /// Checks the whole configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`]: no host, a session timeout outside
+    /// [`MIN_TTL`](lock_core::MIN_TTL)..=[`MAX_TTL`](lock_core::MAX_TTL), a zero or
+    /// huge connect timeout, or `acl=creator` without credentials.
+    pub fn validate(&self) -> Result<()> {
+        if self.hosts.is_empty() {
+            return Err(invalid("zk url needs at least one host:port"));
+        }
+        if let Some(bad) = self
+            .hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ',', '@']))
+        {
+            return Err(invalid(format!("zk host {bad:?} is not host:port")));
+        }
+        validate_ttl(self.session_timeout)
+            .map_err(|e| invalid(format!("session_timeout: {}", e.message())))?;
+        if self.connect_timeout.is_zero() || self.connect_timeout > MAX_CONNECT_TIMEOUT {
+            return Err(invalid(format!(
+                "connect_timeout {:?} is outside (0, {MAX_CONNECT_TIMEOUT:?}]",
+                self.connect_timeout
+            )));
+        }
+        if self.acl == ZkAcl::Creator && self.auth.is_none() {
+            return Err(invalid(
+                "acl=creator needs digest credentials (zk://user:password@…)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connect string for zookeeper-client, without chroot (no credentials in it).
+    pub(crate) fn servers(&self) -> String {
+        self.hosts.join(",")
+    }
+
+    /// `user:password` for the digest scheme.
+    pub(crate) fn digest(&self) -> Option<Vec<u8>> {
+        self.auth
+            .as_ref()
+            .map(|(u, p)| format!("{u}:{p}").into_bytes())
+    }
+}
+
+impl fmt::Debug for ZkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZkConfig")
+            .field("hosts", &self.hosts)
+            .field("chroot", &self.chroot)
+            .field("session_timeout", &self.session_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user", &self.user())
+            .field("password", &self.auth.as_ref().map(|_| "***"))
+            .field("acl", &self.acl)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_without_parameters() {
+        let cfg = ZkConfig::from_url("zk://127.0.0.1:2181").unwrap();
+        assert_eq!(cfg.hosts(), ["127.0.0.1:2181"]);
+        assert_eq!(cfg.chroot(), "");
+        assert_eq!(cfg.session_timeout(), DEFAULT_SESSION_TIMEOUT);
+        assert_eq!(cfg.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(cfg.acl(), ZkAcl::Open);
+        assert_eq!(cfg.user(), None);
+        assert_eq!(cfg.servers(), "127.0.0.1:2181");
+    }
+
+    #[test]
+    fn bad_urls_are_invalid_config() {
+        for bad in [
+            "zk://",
+            "etcd://h:1",
+            "zk://h:1?bogus=1",
+            "zk://h:1?session_timeout=0s",
+            "zk://h:1?session_timeout=2h",
+            "zk://h:1?connect_timeout=0s",
+            "zk://h:1?connect_timeout=soon",
+            "zk://h:1?acl=everyone",
+            "zk://h:1?acl=creator",
+            "zk://user@h:1",
+            "zk://h:1/a//b",
+            "zk://h:1/a/../b",
+        ] {
+            let err = ZkConfig::from_url(bad).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        let cfg = ZkConfig::from_url("zk://app:pa%40ss@h:1/x?acl=creator").unwrap();
+        assert_eq!(cfg.user(), Some("app"));
+        assert_eq!(cfg.digest().as_deref(), Some(&b"app:pa@ss"[..]));
+        assert!(!format!("{cfg:?}").contains("pa@ss"));
+        let err = ZkConfig::from_url("zk://app:secret@h:1?acl=nope").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let err = ZkConfig::from_url("zk://app:secret@h:bad").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn chroot_is_normalised() {
+        assert_eq!(
+            ZkConfig::from_url("zk://h:1/a/b/").unwrap().chroot(),
+            "/a/b"
+        );
+        assert_eq!(
+            ZkConfig::new(["h:1"]).with_chroot("/").unwrap().chroot(),
+            ""
+        );
+        assert!(ZkConfig::new(["h:1"]).with_chroot("rel").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! The recipe (Curator's `InterProcessMutex` / `LockInternals`, kazoo's `Lock`):
+//! enqueue a protected ephemeral sequential node → position → watch only the
+//! predecessor → owner.
+
+use crate::{
+    error,
+    held::ZkHeldLock,
+    queue::{self, Position},
+    session::Session,
+};
+use futures::future::BoxFuture;
+use lock_core::{
+    backend::WaitMode, AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
+};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
+use zookeeper_client::{Client, CreateMode, Error as ZkError, EventType, Stat, WatchedEvent};
+
+/// Wake-ups of waiters by their predecessor's watch (benchmarks divide it by releases).
+static WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a waiter was woken by its predecessor's watch in this process.
+#[doc(hidden)]
+pub fn predecessor_wakeups() -> u64 {
+    WAKEUPS.load(Ordering::Relaxed)
+}
+
+/// The future of the next event on a watched node.
+pub(crate) type NodeEvent = BoxFuture<'static, WatchedEvent>;
+
+/// How often an indeterminate request is retried before giving up.
+pub(crate) const RETRIES: usize = 5;
+
+fn lost(name: &LockName, why: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::LeaseLost, format!("lock {name}: {why}"))
+}
+
+/// Deletes the node of an acquisition unless disarmed, on a spawned task: what makes a
+/// dropped, failed or timed-out `acquire` leave nothing behind. Before the node's name
+/// is known (the create's reply may have been lost), it finds the node by its uuid.
+struct NodeCleanup {
+    session: Arc<Session>,
+    dir: String,
+    uuid: String,
+    node: Option<String>,
+    armed: bool,
+}
+
+impl NodeCleanup {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (session, dir, uuid, node) = (
+            self.session.clone(),
+            std::mem::take(&mut self.dir),
+            std::mem::take(&mut self.uuid),
+            self.node.take(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = delete_own(&session, &dir, &uuid, node.as_deref()).await {
+                        tracing::debug!(%dir, error = %e, "cleanup of a cancelled acquisition failed; the node goes with its session");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%dir, "acquisition dropped outside a tokio runtime; its node goes with its session")
+            }
+        }
+    }
+}
+
+/// Deletes this acquisition's node: `node` if known, else whichever child of `dir`
+/// carries `uuid`. Retries indeterminate failures while the session lives.
+async fn delete_own(session: &Session, dir: &str, uuid: &str, node: Option<&str>) -> Result<()> {
+    let mut last = None;
+    for attempt in 0..RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        let Some(client) = session.client() else {
+            return Ok(());
+        };
+        let node = match node {
+            Some(node) => node.to_owned(),
+            None => match client.sync(dir).await.and(client.list_children(dir).await) {
+                Ok(children) => match children.into_iter().find(|c| queue::is_own(c, uuid)) {
+                    Some(node) => node,
+                    None => return Ok(()),
+                },
+                Err(ZkError::NoNode) => return Ok(()),
+                Err(e) if error::is_indeterminate(&e) => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(error::map(e, format_args!("cleaning up {dir}"))),
+            },
+        };
+        match client.delete(&format!("{dir}/{node}"), None).await {
+            Ok(()) | Err(ZkError::NoNode) => return Ok(()),
+            Err(e) if error::is_indeterminate(&e) => last = Some(e),
+            Err(e) if error::is_terminal(&e) => return Ok(()),
+            Err(e) => return Err(error::map(e, format_args!("cleaning up {dir}/{node}"))),
+        }
+    }
+    Err(error::map(
+        last.unwrap_or(ZkError::ConnectionLoss),
+        format_args!("cleaning up {dir}"),
+    ))
+}
+
+/// Creates the protected node, creating the lock directory (a container) if needed.
+/// After an indeterminate failure it looks for its own node by `uuid` before trying
+/// again, so one acquisition never leaves two nodes. Returns the node name and stat.
+async fn create_node(
+    session: &Session,
+    client: &Client,
+    name: &LockName,
+    dir: &str,
+    uuid: &str,
+    data: &[u8],
+) -> Result<(String, Stat)> {
+    let prefix = queue::node_prefix(dir, uuid);
+    let acls = session.acls();
+    let node_mode = CreateMode::EphemeralSequential.with_acls(acls);
+    let mut last = None;
+    for _ in 0..RETRIES {
+        match client.create(&prefix, data, &node_mode).await {
+            Ok((stat, seq)) => return Ok((format!("{uuid}-lock-{seq}"), stat)),
+            Err(ZkError::NoNode) => match client
+                .create(dir, &[], &CreateMode::Container.with_acls(acls))
+                .await
+            {
+                Ok(_) | Err(ZkError::NodeExists) => continue,
+                Err(e) => {
+                    return Err(error::map(
+                        e,
+                        format_args!("creating the directory of lock {name}"),
+                    ))
+                }
+            },
+            Err(e) if error::is_indeterminate(&e) => {
+                tracing::debug!(lock = %name, error = %e, "create indeterminate; looking for our node");
+                if session.liveness().state().is_lost() {
+                    return Err(lost(name, "session lost while creating the lock node"));
+                }
+                // Catch up with the leader first, so a create that did commit shows.
+                let _ = client.sync(dir).await;
+                match client.list_children(dir).await {
+                    Ok(children) => {
+                        if let Some(node) = children.into_iter().find(|c| queue::is_own(c, uuid)) {
+                            match client.check_stat(&format!("{dir}/{node}")).await {
+                                Ok(Some(stat)) => return Ok((node, stat)),
+                                Ok(None) => {}
+                                Err(e) => last = Some(e),
+                            }
+                        }
+                    }
+                    Err(e) => last = Some(e),
+                }
+                last.get_or_insert(e);
+            }
+            Err(e) => return Err(error::map(e, format_args!("enqueueing for lock {name}"))),
+        }
+    }
+    Err(error::map(
+        last.unwrap_or(ZkError::ConnectionLoss),
+        format_args!("enqueueing for lock {name}"),
+    ))
+}
+
+/// Sets a watch on `path` and returns the future of its next event; `Ok(None)` if the
+/// node does not exist.
+pub(crate) async fn watch_node(
+    client: &Client,
+    path: &str,
+) -> std::result::Result<Option<NodeEvent>, ZkError> {
+    match client.get_and_watch_data(path).await {
+        Ok((_, _, watcher)) => Ok(Some(Box::pin(watcher.changed()))),
+        Err(ZkError::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The acquisition recipe. See the crate docs for the steps and their guarantees.
+pub(crate) async fn acquire(
+    session: &Arc<Session>,
+    name: &LockName,
+    mode: WaitMode,
+    options: &AcquireOptions,
+) -> Result<Option<ZkHeldLock>> {
+    if session.liveness().state().is_lost() {
+        return Err(lost(name, format_args!("session {} is lost", session.id())));
+    }
+    let client = session.client_for(format_args!("acquiring lock {name}"))?;
+    let dir = queue::dir_path(name);
+    let uuid = uuid::Uuid::new_v4().simple().to_string();
+    let data = queue::encode_data(options.holder(), SystemTime::now());
+    let mut cleanup = NodeCleanup {
+        session: session.clone(),
+        dir: dir.clone(),
+        uuid: uuid.clone(),
+        node: None,
+        armed: true,
+    };
+    let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data).await?;
+    cleanup.node = Some(node.clone());
+    let path = format!("{dir}/{node}");
+    let token = FencingToken::new(stat.czxid as u64);
+    let mut lease_watch = session.liveness().watch();
+    // The first read also sets a watch on the directory: if we own the lock at once
+    // (the uncontended case) it is the held lock's first deletion watch, at no extra
+    // request. A waiter never re-arms it, so a change wakes at most one holder.
+    let (children, dir_watch) = client
+        .list_and_watch_children(&dir)
+        .await
+        .map_err(|e| error::map(e, format_args!("reading the queue of lock {name}")))?;
+    let mut dir_watch: Option<NodeEvent> = Some(Box::pin(dir_watch.changed()));
+    let mut children = Some(children);
+    let mut parked: Option<NodeEvent> = None;
+    let first_watch = loop {
+        let children = match children.take() {
+            Some(first) => first,
+            None => client
+                .list_children(&dir)
+                .await
+                .map_err(|e| error::map(e, format_args!("reading the queue of lock {name}")))?,
+        };
+        let predecessor = match queue::position(&children, &node) {
+            Position::Missing => {
+                return Err(lost(name, "our lock node was deleted while acquiring"))
+            }
+            // Owner at the first read: the directory watch is still armed and ours.
+            Position::Owner => break dir_watch.take(),
+            Position::WaitFor(_) if mode == WaitMode::NoWait => {
+                if delete_own(session, &dir, &uuid, Some(&node)).await.is_ok() {
+                    cleanup.disarm();
+                }
+                return Ok(None); // our own delete fired the directory watch: dropping it is free
+            }
+            Position::WaitFor(p) => format!("{dir}/{p}"),
+        };
+        // From here on the directory watch is parked unpolled: it fires (once) on the
+        // next change of the queue. It is dropped only after a later read, when its
+        // notification has surely arrived: dropping an armed watch costs a request.
+        if parked.is_none() {
+            parked = dir_watch.take();
+        }
+        let Some(pred_event) = watch_node(&client, &predecessor)
+            .await
+            .map_err(|e| error::map(e, format_args!("watching the queue of lock {name}")))?
+        else {
+            continue; // already gone: read the queue again
+        };
+        tokio::select! {
+            ev = pred_event => {
+                WAKEUPS.fetch_add(1, Ordering::Relaxed);
+                if ev.event_type == EventType::Session {
+                    return Err(lost(name, format_args!("session {} while waiting", ev.session_state)));
+                }
+            }
+            _ = lease_watch.lost() => {
+                return Err(lost(name, format_args!("session {} lost while waiting", session.id())));
+            }
+        }
+    };
+    drop(parked);
+    cleanup.disarm();
+    Ok(Some(ZkHeldLock::new(
+        session.clone(),
+        name.clone(),
+        path,
+        token,
+        first_watch,
+    )))
+}

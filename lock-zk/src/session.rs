@@ -1,0 +1,364 @@
+//! Lease = ZooKeeper session: connecting (bounded), following the session's state,
+//! heartbeats that move the local deadline, and closing.
+//!
+//! State mapping, done by one keeper task per session:
+//!
+//! | zookeeper-client state | lease [`Liveness`] |
+//! |---|---|
+//! | `SyncConnected` | `Held` once a heartbeat sent after the reconnect is answered |
+//! | `Disconnected` (and `ConnectedReadOnly`) | `Suspect` |
+//! | `Expired`, `Closed`, `AuthFailed` | `Lost` (final) |
+//!
+//! The local deadline is `sent + 0.9 × negotiated timeout`, where `sent` is when the
+//! last *answered* heartbeat was sent: the server saw the session alive after that
+//! moment, so it cannot expire it before `sent + timeout`. A heartbeat is a cheap
+//! `exists` read on the chroot, sent every quarter of the negotiated timeout while the
+//! session is connected (zookeeper-client's own pings do not tell us when they were
+//! answered).
+
+use crate::{
+    config::{ZkAcl, ZkConfig, MIN_REQUESTED_SESSION_TIMEOUT},
+    error,
+    lock::acquire,
+};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use lock_core::{
+    backend::{HeldLock, LeaseBackend, WaitMode},
+    local_deadline, AcquireOptions, Error, ErrorKind, LeaseId, Liveness, LockName, Result,
+};
+use std::{
+    any::Any,
+    fmt,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+use tokio::{sync::watch, time::Instant};
+use zookeeper_client::{
+    Acl, Acls, Client, Error as ZkError, Permission, SessionInfo, SessionState,
+};
+
+/// Creator-only rights, plus reads for everyone (so `inspect` works for all).
+static CREATOR_ALL_ANYONE_READ: [Acl; 2] = [
+    Acl::new_const(Permission::ALL, "auth", ""),
+    Acl::new_const(Permission::READ, "world", "anyone"),
+];
+
+/// The zookeeper-client ACL list for `acl`.
+pub(crate) fn acls(acl: ZkAcl) -> Acls<'static> {
+    match acl {
+        ZkAcl::Open => Acls::anyone_all(),
+        ZkAcl::Creator => Acls::new(&CREATOR_ALL_ANYONE_READ),
+    }
+}
+
+/// Opens a session to `config`'s servers, giving up after its connect timeout.
+///
+/// `chroot`: whether the client works under the configured chroot. `resume`: an
+/// existing session to attach to (fault control) instead of a new one.
+pub(crate) async fn connect(
+    config: &ZkConfig,
+    session_timeout: Duration,
+    chroot: bool,
+    resume: Option<SessionInfo>,
+) -> Result<Client> {
+    let mut connector = Client::connector()
+        .with_session_timeout(session_timeout.max(MIN_REQUESTED_SESSION_TIMEOUT));
+    if let Some(digest) = config.digest() {
+        connector = connector.with_auth("digest", &digest);
+    }
+    if let Some(session) = resume {
+        connector = connector.with_session(session);
+    }
+    let servers = config.servers();
+    let target = if chroot {
+        format!("{servers}{}", config.chroot())
+    } else {
+        servers.clone()
+    };
+    let limit = config.connect_timeout();
+    match tokio::time::timeout(limit, connector.connect(&target)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(ZkError::AuthFailed)) => Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "zookeeper at {servers} rejected the credentials of user {:?}",
+                config.user().unwrap_or("")
+            ),
+        )
+        .with_source(ZkError::AuthFailed)),
+        Ok(Err(e)) if error::is_terminal(&e) || error::kind_of(&e) == ErrorKind::InvalidConfig => {
+            Err(error::map(
+                e,
+                format_args!("connecting to zookeeper at {servers}"),
+            ))
+        }
+        Ok(Err(e)) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot connect to zookeeper at {servers}: {e}"),
+        )
+        .with_source(e)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("zookeeper at {servers} not reachable within {limit:?}"),
+        )),
+    }
+}
+
+/// One ZooKeeper session and what hangs off it.
+pub(crate) struct Session {
+    /// `None` once revoked: dropping the last clone closes the session.
+    client: Mutex<Option<Client>>,
+    id: LeaseId,
+    timeout: Duration,
+    liveness: Liveness,
+    info: SessionInfo,
+    acl: ZkAcl,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Session {
+    /// A clone of the client, `None` after revoke.
+    pub(crate) fn client(&self) -> Option<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Like [`client`](Self::client), failing with `LeaseLost` after revoke.
+    pub(crate) fn client_for(&self, what: impl fmt::Display) -> Result<Client> {
+        self.client().ok_or_else(|| error::revoked(what))
+    }
+
+    pub(crate) fn id(&self) -> LeaseId {
+        self.id
+    }
+
+    pub(crate) fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    pub(crate) fn acls(&self) -> Acls<'static> {
+        acls(self.acl)
+    }
+
+    pub(crate) fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Closes the session (the server deletes its ephemeral nodes in the same step)
+    /// and waits, at most `limit`, for the close to be confirmed.
+    pub(crate) async fn close(&self, limit: Duration) -> Result<()> {
+        let client = self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shutdown.send_replace(true);
+        self.liveness.lose();
+        let Some(client) = client else {
+            return Ok(());
+        };
+        let mut states = client.state_watcher();
+        if states.peek_state().is_terminated() {
+            return Ok(());
+        }
+        drop(client);
+        let closed = async {
+            loop {
+                if states.changed().await.is_terminated() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(limit, closed).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("close of zookeeper session {} not confirmed within {limit:?}; it expires after its timeout", self.id),
+            )
+        })
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("timeout", &self.timeout)
+            .field("liveness", &self.liveness)
+            .field("acl", &self.acl)
+            .finish()
+    }
+}
+
+/// Waits for `fut` if there is one, forever otherwise.
+async fn poll_opt<F: std::future::Future + Unpin>(fut: &mut Option<F>) -> F::Output {
+    match fut {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+type Beat = BoxFuture<'static, (Instant, std::result::Result<(), ZkError>)>;
+
+/// Follows the session's states and sends heartbeats until the session ends, the
+/// lease is revoked or dropped.
+async fn keep(
+    session: Weak<Session>,
+    mut states: zookeeper_client::StateWatcher,
+    mut shutdown: watch::Receiver<bool>,
+    liveness: Liveness,
+    timeout: Duration,
+) {
+    let interval = timeout / 4;
+    let mut beat: Option<Beat> = None;
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            biased; // state changes first: a disconnect must not be overtaken by a beat
+            _ = shutdown.changed() => break,
+            state = states.changed() => match state {
+                SessionState::SyncConnected => {
+                    tracing::debug!(?state, "zookeeper session reconnected; confirming");
+                    next = Instant::now();
+                }
+                SessionState::Disconnected | SessionState::ConnectedReadOnly => {
+                    tracing::debug!(?state, "zookeeper session suspect");
+                    liveness.suspect();
+                }
+                terminal => {
+                    tracing::debug!(state = ?terminal, "zookeeper session ended");
+                    liveness.lose();
+                    break;
+                }
+            },
+            (sent, result) = poll_opt(&mut beat) => {
+                beat = None;
+                match result {
+                    // Answered, but disconnected since: the deadline may not move, and
+                    // the state stays suspect until a beat after the reconnect.
+                    Ok(()) if states.peek_state() != SessionState::SyncConnected => {}
+                    Ok(()) => {
+                        if !liveness.renew(local_deadline(sent, timeout)) {
+                            tracing::debug!("heartbeat answered after the local deadline; lease stays lost");
+                            break;
+                        }
+                    }
+                    Err(e) if error::is_terminal(&e) => {
+                        liveness.lose();
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                }
+                next = sent + interval;
+            },
+            _ = tokio::time::sleep_until(next), if beat.is_none() => {
+                let Some(client) = session.upgrade().and_then(|s| s.client()) else { break };
+                beat = Some(Box::pin(async move {
+                    let sent = Instant::now();
+                    let result = client.check_stat("/").await.map(drop);
+                    (sent, result)
+                }));
+            }
+        }
+    }
+}
+
+/// A lease of the ZooKeeper backend: one ZooKeeper session with its own connection.
+///
+/// Its TTL is the session timeout the server negotiated (it clamps requests to
+/// `[2, 20] × tickTime`). Revoking it closes the session, which deletes every lock
+/// node on it in one step. A session that expired is dead for good;
+/// [`LockClient::session`](lock_core::LockClient::session) then grants a new one.
+pub struct ZkLease {
+    session: Arc<Session>,
+}
+
+impl ZkLease {
+    /// Opens a new session asking for `ttl` as its timeout.
+    pub(crate) async fn grant(config: &ZkConfig, ttl: Duration) -> Result<Self> {
+        let started = Instant::now();
+        let client = connect(config, ttl, true, None).await?;
+        let timeout = client.session_timeout();
+        let id = LeaseId::new(client.session_id().0 as u64);
+        let liveness = Liveness::new(Some(local_deadline(started, timeout)));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let states = client.state_watcher();
+        let session = Arc::new(Session {
+            info: client.session().clone(),
+            client: Mutex::new(Some(client)),
+            id,
+            timeout,
+            liveness: liveness.clone(),
+            acl: config.acl(),
+            shutdown,
+        });
+        tokio::spawn(keep(
+            Arc::downgrade(&session),
+            states,
+            shutdown_rx,
+            liveness,
+            timeout,
+        ));
+        tracing::debug!(lease = %id, requested = ?ttl, negotiated = ?timeout, "zookeeper session opened");
+        Ok(ZkLease { session })
+    }
+
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
+
+impl fmt::Debug for ZkLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.session, f)
+    }
+}
+
+#[async_trait]
+impl LeaseBackend for ZkLease {
+    fn id(&self) -> LeaseId {
+        self.session.id
+    }
+
+    fn granted_ttl(&self) -> Duration {
+        self.session.timeout
+    }
+
+    fn liveness(&self) -> &Liveness {
+        &self.session.liveness
+    }
+
+    async fn acquire(
+        &self,
+        name: &LockName,
+        mode: WaitMode,
+        options: &AcquireOptions,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        let held = acquire(&self.session, name, mode, options).await?;
+        Ok(held.map(|h| Box::new(h) as Box<dyn HeldLock>))
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        let limit = self.session.timeout.max(Duration::from_secs(2));
+        self.session.close(limit).await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for ZkLease {
+    fn drop(&mut self) {
+        // The core revokes dropped leases; this only makes sure the keeper stops and
+        // the session closes even if that never ran (for example without a runtime).
+        self.session.shutdown.send_replace(true);
+        self.session
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
