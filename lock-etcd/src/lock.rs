@@ -74,7 +74,7 @@ impl Drop for Cleanup {
                 Some(pending) => !matches!(pending.await, Ok((_, false))),
                 None => indeterminate,
             };
-            let deleted = delete(&conn, &key, None).await;
+            let deleted = delete_until_confirmed(&conn, &key, None).await;
             match slot {
                 Some(slot) if !deleted => slot.keep_reserved(),
                 // The put may still be applied late: sweep before the slot is reused.
@@ -99,10 +99,33 @@ pub(crate) fn spawn_delete(conn: Arc<Conn>, key: String, fence: Option<i64>, slo
         return;
     };
     rt.spawn(async move {
-        if let (false, Some(slot)) = (delete(&conn, &key, fence).await, slot) {
+        if let (false, Some(slot)) = (delete_until_confirmed(&conn, &key, fence).await, slot) {
             slot.keep_reserved();
         }
     });
+}
+
+/// How long a background delete keeps retrying through an outage.
+const DELETE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes `key` (as [`delete`]), retrying with backoff through an outage: a key whose
+/// delete failed would otherwise sit on a lease that is still kept alive and block
+/// the lock for every waiter. Gives up after [`DELETE_RETRY_FOR`]; by then the lease
+/// has been revoked or has expired unless the server answers keep-alives but not
+/// deletes.
+async fn delete_until_confirmed(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
+    let started = tokio::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        if delete(conn, key, fence).await {
+            return true;
+        }
+        if started.elapsed() >= DELETE_RETRY_FOR {
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// Deletes `key`; `false` if that could not be confirmed.
