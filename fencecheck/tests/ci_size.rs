@@ -11,32 +11,23 @@ use fencecheck::{
     holder::TokenMode,
     run::{ci_config, run, RunConfig},
 };
-use fencelock_integration_tests::servers::{require, EtcdCluster, ZkEnsemble};
-use libtest_mimic::{Arguments, Failed, Trial};
+use fencelock_integration_tests::{
+    async_trial_within,
+    servers::{require, EtcdCluster, ZkEnsemble},
+};
+use libtest_mimic::{Arguments, Trial};
 use std::{future::Future, time::Duration};
 
 type TestResult = Result<(), String>;
 
-/// A trial on its own multi-thread runtime, failing after the run's own length plus
-/// ten minutes (the shared `async_trial` stops at 120 s, too short for a soak).
+/// A trial failing after the run's own length plus ten minutes (the shared
+/// `async_trial` stops at 120 s, too short for a soak).
 fn trial<Fut>(name: &str, case: impl FnOnce() -> Fut + Send + 'static) -> Trial
 where
     Fut: Future<Output = TestResult>,
 {
     let limit = Duration::from_secs(600 + config("memory").seconds * 2);
-    Trial::test(name, move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Failed::from(format!("cannot build runtime: {e}")))?;
-        let outcome = rt.block_on(async { tokio::time::timeout(limit, case()).await });
-        rt.shutdown_timeout(Duration::from_secs(2));
-        match outcome {
-            Ok(result) => result.map_err(Failed::from),
-            Err(_) => Err(Failed::from(format!("hung: no result within {limit:?}"))),
-        }
-    })
+    async_trial_within(name, limit, case)
 }
 
 fn config(backend: &str) -> RunConfig {

@@ -18,4 +18,4 @@ pub mod zk_harness;
 
 pub use harness::{Harness, TestError, TestResult};
 pub use memory_harness::MemoryHarness;
-pub use runner::{async_trial, run_main, CASE_TIMEOUT};
+pub use runner::{async_trial, async_trial_within, run_main, CASE_TIMEOUT};
