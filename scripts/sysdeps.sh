@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The system packages the build and the tests read, decided by the FILES they need, not by
+# command names: `protoc` on PATH does not mean its well-known-type includes exist.
+#
+#   scripts/sysdeps.sh install   install what is missing (root, or passwordless sudo); when
+#                                it cannot, stop at once with one line naming the packages
+#   scripts/sysdeps.sh check     print the version of every tool; exit 1 naming any still missing
+#
+# Each line of NEEDS below is: a file that must exist, the Debian package that ships it,
+# and who reads it. Add a line when a test starts needing a new server or tool.
+set -euo pipefail
+
+NEEDS=(
+  "/usr/bin/protoc                               protobuf-compiler  etcd-client build (tonic-prost-build)"
+  "/usr/include/google/protobuf/descriptor.proto libprotobuf-dev    etcd-client build (protoc's includes)"
+  "/usr/bin/etcd                                 etcd-server        etcd integration tests"
+  "/usr/bin/etcdctl                              etcd-client        etcd integration tests"
+  "/usr/share/java/zookeeper.jar                 zookeeper          ZooKeeper integration tests"
+  "/usr/share/java/zookeeper-jute.jar            zookeeper          ZooKeeper integration tests"
+  "/usr/share/java/slf4j-simple.jar              libslf4j-java      ZooKeeper server log"
+  "java                                          default-jre-headless ZooKeeper server"
+)
+
+have() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+# The packages shipping a missing file, each once.
+missing_packages() {
+  local line file pkg out=()
+  for line in "${NEEDS[@]}"; do
+    read -r file pkg _ <<<"$line"
+    if ! have "$file" && [[ " ${out[*]-} " != *" $pkg "* ]]; then
+      out+=("$pkg")
+    fi
+  done
+  echo "${out[*]-}"
+}
+
+install() {
+  local pkgs sudo=""
+  pkgs="$(missing_packages)"
+  [ -z "$pkgs" ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      echo "sysdeps: missing system packages: $pkgs (run: sudo apt-get install $pkgs)" >&2
+      exit 1
+    fi
+  fi
+  echo "sysdeps: installing $pkgs"
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  local still
+  still="$(missing_packages)"
+  if [ -n "$still" ]; then
+    echo "sysdeps: still missing after the install: $still" >&2
+    exit 1
+  fi
+}
+
+version() {
+  "$@" 2>&1 | head -n 1 || true
+}
+
+check() {
+  local line file pkg who bad=0
+  for line in "${NEEDS[@]}"; do
+    read -r file pkg who <<<"$line"
+    if have "$file"; then
+      printf 'sysdeps: ok       %-46s (%s; %s)\n' "$file" "$pkg" "$who"
+    else
+      printf 'sysdeps: MISSING  %-46s (package %s; needed by %s)\n' "$file" "$pkg" "$who" >&2
+      bad=1
+    fi
+  done
+  [ "$bad" -eq 0 ] || exit 1
+  echo "sysdeps: protoc    $(version protoc --version)"
+  echo "sysdeps: etcd      $(version etcd --version)"
+  echo "sysdeps: etcdctl   $(version etcdctl version)"
+  echo "sysdeps: zookeeper $(dpkg-query -W -f='${Version}' libzookeeper-java 2>/dev/null || echo '?')"
+  echo "sysdeps: java      $(version java -version)"
+  echo "sysdeps: rustc     $(version rustc --version)"
+}
+
+case "${1:-}" in
+  install) install ;;
+  check) check ;;
+  *)
+    echo "usage: $0 install|check" >&2
+    exit 2
+    ;;
+esac
