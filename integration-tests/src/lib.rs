@@ -7,6 +7,7 @@
 
 pub mod conformance;
 mod harness;
+pub mod latency;
 mod memory_harness;
 mod runner;
 pub mod servers;

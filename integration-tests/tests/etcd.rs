@@ -11,9 +11,10 @@ use fencelock::{
     ErrorKind, Fence, LockClient, LockName, LockState,
 };
 use fencelock_integration_tests::{
-    async_trial,
+    async_trial, async_trial_within,
     conformance::{self, within, Ctx},
     etcd_harness::EtcdHarness,
+    latency::LatencyProxy,
     run_main,
     servers::{self, EtcdCluster},
     Harness, TestResult,
@@ -35,8 +36,9 @@ fn main() {
     }
     // The leader kill gets its own 3-member cluster, so that it cannot disturb the
     // cases running beside it.
-    let (single, triple, failover) = match (start(1), start(3), start(3)) {
-        (Some(a), Some(b), Some(c)) => (a, b, c),
+    // So does the stalled-member case.
+    let (single, triple, failover, stall) = match (start(1), start(3), start(3), start(3)) {
+        (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
         partial => {
             drop(partial); // run_main exits: stop what did start first
             run_main(Vec::new(), || {});
@@ -51,15 +53,18 @@ fn main() {
     let mut trials = conformance::trials(harness.clone());
     trials.extend(etcd_trials(harness));
     // The suite again on 3 members: requests and streams spread over endpoints.
-    trials.extend(conformance::trials(Arc::new(EtcdHarness::new(
-        triple.endpoints(),
-    ))));
+    let triple_harness = Arc::new(EtcdHarness::new(triple.endpoints()));
+    trials.extend(conformance::trials(triple_harness.clone()));
+    trials.extend(member_trials(triple_harness, &single));
     let failover = Arc::new(Mutex::new(failover));
     trials.extend(failover_trials(failover.clone()));
+    let stall = Arc::new(stall);
+    trials.push(stalled_follower_trial(stall.clone()));
     run_main(trials, move || {
         drop(single);
         drop(triple);
         drop(failover);
+        drop(stall);
     });
 }
 
@@ -229,7 +234,7 @@ async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResu
         Duration::from_secs(10),
         &format!("{n} waiters on {name}"),
         async {
-            while !client.inspect(name).await?.is_some_and(|i| i.waiters == n) {
+            while client.inspect(name).await?.is_none_or(|i| i.waiters != n) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Ok::<_, fencelock::Error>(())
@@ -713,5 +718,185 @@ async fn leader_kill(cluster: Arc<Mutex<EtcdCluster>>, ctx: Ctx) -> TestResult {
     })
     .await?;
     restarted?;
+    Ok(())
+}
+
+/// Cases with a slow or hung member in front of a healthy cluster (through proxies;
+/// the servers themselves are not touched, so they share the 3-member cluster).
+fn member_trials(h: Arc<EtcdHarness>, single: &EtcdCluster) -> Vec<Trial> {
+    let single = single.endpoints()[0].clone();
+    vec![
+        trial(
+            "hung_endpoint_first_connect_and_acquire_within_2s",
+            &h,
+            hung_endpoint_first,
+        ),
+        trial(
+            "ttl_2_over_an_800ms_round_trip_stays_held",
+            &h,
+            move |_h, ctx| slow_link_stays_held(single, ctx),
+        ),
+    ]
+}
+
+/// A member that accepts connections and never answers, first in the URL: connect,
+/// acquire and release still take well under 2 s, five times in a row.
+async fn hung_endpoint_first(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let hung = LatencyProxy::start("127.0.0.1:1", None)?;
+    let url = h
+        .url(ctx.ns())
+        .replacen("etcd://", &format!("etcd://{},", hung.endpoint()), 1);
+    for round in 0..5 {
+        let started = Instant::now();
+        let client = fencelock::connect(&url).await?;
+        let guard = client.acquire("hung-first").await?;
+        guard.release().await?;
+        let took = started.elapsed();
+        client.close().await?;
+        eprintln!("round {round}: connect + acquire + release in {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round} took {took:?} with a hung endpoint first"
+        );
+    }
+    Ok(())
+}
+
+/// TTL 2 s through a link adding 400 ms each way (800 ms round trip): the lease and
+/// its lock stay `Held` for 12 s, never `Suspect`.
+async fn slow_link_stays_held(endpoint: String, ctx: Ctx) -> TestResult {
+    let link = LatencyProxy::start(&endpoint, Some(Duration::from_millis(400)))?;
+    let url = format!(
+        "etcd://{}{}?connect_timeout=10s&request_timeout=10s",
+        link.endpoint(),
+        fencelock_integration_tests::etcd_harness::prefix(ctx.ns())
+    );
+    let client = fencelock::connect(&url).await?;
+    let lease = client.lease_with_ttl(Duration::from_secs(2)).await?;
+    let guard = lease.lock("slow")?.acquire().await?;
+    // Right after the grant the first renewal cannot be confirmed before two round
+    // trips (1.6 s = 0.8 TTL): the rule may call that at risk. Judge the steady state.
+    let mut watch = guard.watch();
+    within(
+        Duration::from_secs(5),
+        "held after the first renewals",
+        watch.changed_from(LockState::Suspect),
+    )
+    .await?;
+    if guard.state() != LockState::Held {
+        within(Duration::from_secs(5), "back to held", async {
+            while guard.state() != LockState::Held {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await?;
+    }
+    let held_for = Duration::from_secs(12);
+    let left = tokio::time::timeout(held_for, watch.changed_from(LockState::Held)).await;
+    if let Ok(state) = left {
+        return Err(format!("the lock turned {state} over an 800 ms round trip at TTL 2 s").into());
+    }
+    assert_eq!(guard.state(), LockState::Held);
+    guard.release().await?;
+    lease.close().await?;
+    client.close().await?;
+    Ok(())
+}
+
+fn stalled_follower_trial(cluster: Arc<EtcdCluster>) -> Trial {
+    let h = Arc::new(EtcdHarness::new(cluster.endpoints()));
+    async_trial_within(
+        format!(
+            "{}::etcd::one_stalled_follower_for_30s_costs_no_lock",
+            h.name()
+        ),
+        Duration::from_secs(120),
+        move || async move {
+            let ctx = Ctx::new(h.clone());
+            stalled_follower(cluster, ctx.clone()).await?;
+            ctx.finish().await
+        },
+    )
+}
+
+/// One follower SIGSTOPped for 30 s in a healthy 3-member cluster, listed first in
+/// every client's URL: four holders (TTL 3 s, one lease each) never leave `Held`, and
+/// a waiter queued behind one of them is served when it releases mid-stall.
+async fn stalled_follower(cluster: Arc<EtcdCluster>, ctx: Ctx) -> TestResult {
+    let leader = cluster.leader().ok_or("no leader")?;
+    let follower = (leader + 1) % 3;
+    let endpoints = cluster.endpoints();
+    let mut ordered = vec![endpoints[follower].clone()];
+    ordered.extend(
+        (0..3)
+            .filter(|&m| m != follower)
+            .map(|m| endpoints[m].clone()),
+    );
+    let url = format!(
+        "etcd://{}{}",
+        ordered.join(","),
+        fencelock_integration_tests::etcd_harness::prefix(ctx.ns())
+    );
+    let (mut holders, mut watchers) = (Vec::new(), Vec::new());
+    let left_held = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..4 {
+        let client = fencelock::connect(&url).await?;
+        let lease = client.lease_with_ttl(Duration::from_secs(3)).await?;
+        let guard = lease.lock(format!("stall-{i}"))?.acquire().await?;
+        let mut watch = guard.watch();
+        let left_held = left_held.clone();
+        let watcher = tokio::spawn(async move {
+            let state = watch.changed_from(LockState::Held).await;
+            left_held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((i, state));
+        });
+        holders.push((client, lease, guard));
+        watchers.push(watcher);
+    }
+    let waiter_client = fencelock::connect(&url).await?;
+    let waiter = tokio::spawn({
+        let client = waiter_client.clone();
+        async move { client.acquire("stall-0").await }
+    });
+    wait_for_waiters(&holders[0].0, "stall-0", 1).await?;
+    cluster.pause(follower);
+    let paused = Instant::now();
+    eprintln!("paused follower member {follower} (leader is {leader})");
+    let outcome = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (client, lease, guard) = holders.remove(0);
+        watchers[0].abort(); // its release is no loss
+        guard.release().await?;
+        let served = within(
+            Duration::from_secs(5),
+            "the waiter served mid-stall",
+            waiter,
+        )
+        .await???;
+        eprintln!("waiter served {:?} into the stall", paused.elapsed());
+        served.release().await?;
+        lease.close().await?;
+        client.close().await?;
+        tokio::time::sleep(Duration::from_secs(30).saturating_sub(paused.elapsed())).await;
+        let left = left_held.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !left.is_empty() {
+            return Err(format!("holders left Held during a follower stall: {left:?}").into());
+        }
+        for (_, _, guard) in &holders {
+            assert_eq!(guard.state(), LockState::Held);
+        }
+        Ok::<_, fencelock_integration_tests::TestError>(())
+    }
+    .await;
+    cluster.resume(follower);
+    outcome?;
+    for (client, lease, guard) in holders {
+        guard.release().await?;
+        lease.close().await?;
+        client.close().await?;
+    }
+    waiter_client.close().await?;
     Ok(())
 }

@@ -8,9 +8,13 @@ pub(crate) const USAGE: u8 = 2;
 pub(crate) const UNAVAILABLE: u8 = 69;
 /// Any other failure of fencelock itself (sysexits EX_SOFTWARE).
 pub(crate) const SOFTWARE: u8 = 70;
-/// The lock became suspect or lost while the command ran; the command was terminated
-/// (sysexits EX_TEMPFAIL).
+/// The lock became suspect or lost, while waiting or while the command ran (then the
+/// command was terminated) (sysexits EX_TEMPFAIL).
 pub(crate) const LOCK_LOST: u8 = 75;
+/// The command was found but cannot be executed (the shell's code).
+pub(crate) const COMMAND_NOT_EXECUTABLE: u8 = 126;
+/// The command was not found (the shell's code).
+pub(crate) const COMMAND_NOT_FOUND: u8 = 127;
 
 /// A failure that ends the program with a one-line message and a code.
 #[derive(Debug)]

@@ -18,9 +18,13 @@ Exit codes:
   CMD's own    run: the command ran under the lock and exited with this status
   1            run: the lock was not obtained with -n or -w (change with -E)
   2            usage: bad flags, lock name, URL or TTL
-  69           the backend could not be reached
+  69           the backend could not be reached (also while waiting with -w)
   70           internal error
-  75           run: the lock became suspect or lost; the command was terminated
+  75           run: the lock became suspect or lost: while waiting (the command never
+               ran), or while the command ran (it was terminated: SIGTERM, then SIGKILL
+               after --kill-after or at the lease's deadline if suspect; SIGKILL at
+               once if certainly lost)
+  126, 127     run: the command cannot be executed / was not found (nothing ran)
 
 Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to fencelock are forwarded to the
 command's process group; the lock is released after the command exits. If fencelock

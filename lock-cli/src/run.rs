@@ -2,7 +2,7 @@
 
 use crate::{
     child::{exit_code, Group},
-    exit::{Exit, LOCK_LOST},
+    exit::{Exit, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, LOCK_LOST, SOFTWARE, UNAVAILABLE},
 };
 use clap::Args;
 use fencelock::{ErrorKind, LockClient, LockGuard, LockName, LockState, StateWatch};
@@ -175,7 +175,21 @@ async fn hold_and_run(
         sig = signals.recv() => return Ok(u8::try_from(128 + sig).unwrap_or(255)),
     };
     let Some(guard) = guard else {
-        let who = client.inspect(name).await.ok().flatten();
+        // Not obtained in time: held by another, or no backend to ask. An unreachable
+        // backend is 69, as with -n and plain run, not "held".
+        let who = match tokio::time::timeout(CLOSE_TIMEOUT, client.inspect(name)).await {
+            Ok(Ok(who)) => who,
+            Ok(Err(e)) if e.is_retryable() => return Err(e.into()),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                return Err(Exit::new(
+                    UNAVAILABLE,
+                    format!(
+                        "{name} was not obtained within the wait and the backend does not answer"
+                    ),
+                ))
+            }
+        };
         let by = who
             .map(|i| format!(" by {} (token {})", i.holder.unwrap_or_default(), i.token))
             .unwrap_or_default();
@@ -197,7 +211,21 @@ async fn supervise(
         ("FENCELOCK_NAME", guard.name().to_string()),
         ("FENCELOCK_BACKEND", backend.to_owned()),
     ];
-    let mut group = Group::spawn(command, &env)?;
+    let mut group = match Group::spawn(command, &env) {
+        Ok(group) => group,
+        Err(e) => {
+            if let Err(release) = guard.release().await {
+                eprintln!("fencelock: warning: release of {}: {release}", env[1].1);
+            }
+            // The shell's codes: 127 not found, 126 found but not executable.
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => COMMAND_NOT_FOUND,
+                std::io::ErrorKind::PermissionDenied => COMMAND_NOT_EXECUTABLE,
+                _ => SOFTWARE,
+            };
+            return Err(Exit::new(code, e.to_string()));
+        }
+    };
     let mut watch = guard.watch();
     let lost = loop {
         tokio::select! {

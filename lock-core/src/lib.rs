@@ -63,5 +63,5 @@ pub use info::{AcquireOptions, LeaseId, LockInfo, MAX_HOLDER_LEN};
 pub use lease::{validate_ttl, Lease, MAX_TTL, MIN_TTL};
 pub use lock::Lock;
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
-pub use state::{local_deadline, Liveness, LockState, StateWatch};
+pub use state::{local_deadline, suspect_window, Liveness, LockState, StateWatch};
 pub use token::FencingToken;

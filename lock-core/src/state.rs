@@ -12,12 +12,34 @@ use tokio::{sync::watch, time::Instant};
 ///
 /// Ordered by severity: `Held < Suspect < Lost`.
 ///
+/// # The rule: Suspect means "the deadline is at risk"
+///
+/// With `T` the TTL the server *granted* and `s` the moment the last *confirmed*
+/// keep-alive (or the grant) was *sent*:
+///
+/// - local deadline `D = s + T − T/10` ([`local_deadline`]): the server cannot have
+///   expired the lease before `s + T`, and the tenth covers clock-rate drift and the
+///   time between the server's expiry and our look at the clock;
+/// - `Suspect` from `D − T/10 = s + 0.8·T` when no later renewal was confirmed
+///   ([`suspect_window`]), and `Lost` at `D = s + 0.9·T`.
+///
+/// Backends renew several times per TTL (etcd every `T/6`, with the request sent
+/// again to another member while one is late; ZooKeeper every `T/4`), so a lease reaches `Suspect` only after
+/// renewals went unanswered for most of a TTL: a slow reply, a reconnect, a stalled
+/// member the client moves away from, or a server blip that ends well before the
+/// deadline leave it `Held`. Example, `T = 2 s` over an 800 ms round trip, renewals
+/// every `T/6`: one sent at `s + 0.33 s` is answered at `s + 1.13 s`, well before
+/// `Suspect` at `s + 1.6 s`, and moves the deadline to `s + 2.13 s`. Right after the
+/// grant such a lease is briefly at risk by this rule: its first renewal cannot be
+/// confirmed before two round trips after the grant was sent (`s + 1.6 s`). Backends still report `Suspect` at once for
+/// a lease they *know* cannot be renewed (a fault injected on purpose).
+///
 /// # Guarantees
 ///
 /// - `Lost` is final: a lease or lock never returns from it.
-/// - A state is never reported as `Held` after the local deadline (last keep-alive
-///   *sent* + granted TTL − margin) has passed, even when no background task has run
-///   since (for example right after the process was paused).
+/// - A state is never reported as `Held` after `D − T/10`, nor as anything but `Lost`
+///   after `D`, even when no background task has run since (for example right after
+///   the process was paused): the state is computed from the clock when read.
 ///
 /// # Non-guarantees
 ///
@@ -89,9 +111,26 @@ pub fn local_deadline(sent_at: Instant, granted_ttl: Duration) -> Instant {
     sent_at.checked_add(valid_for).unwrap_or(sent_at)
 }
 
+/// How long before its local deadline a lease that was not renewed turns `Suspect`:
+/// a tenth of the granted TTL (see [`LockState`] for the whole rule).
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::suspect_window;
+/// use std::time::Duration;
+///
+/// assert_eq!(suspect_window(Duration::from_secs(3)), Duration::from_millis(300));
+/// ```
+pub fn suspect_window(granted_ttl: Duration) -> Duration {
+    granted_ttl / 10
+}
+
 struct Inner {
     tx: watch::Sender<LockState>,
     deadline: Mutex<Option<Instant>>,
+    /// `Suspect` from `deadline - window` unless renewed; zero: only explicit.
+    window: Duration,
 }
 
 impl Inner {
@@ -101,14 +140,42 @@ impl Inner {
         self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The state, downgraded to `Lost` (and recorded) once the deadline has passed.
+    /// The state, downgraded to `Lost` once the deadline has passed and from `Held` to
+    /// `Suspect` once it is within the window (both recorded, so watchers learn).
     fn state(&self) -> LockState {
         let state = *self.tx.borrow();
-        if state != LockState::Lost && self.deadline().is_some_and(|d| Instant::now() >= d) {
+        if state == LockState::Lost {
+            return state;
+        }
+        let Some(deadline) = *self.deadline() else {
+            return state;
+        };
+        let now = Instant::now();
+        if now >= deadline {
             self.set(LockState::Lost);
             return LockState::Lost;
         }
+        if state == LockState::Held && self.at_risk(deadline, now) {
+            self.set(LockState::Suspect);
+            return LockState::Suspect;
+        }
         state
+    }
+
+    fn at_risk(&self, deadline: Instant, now: Instant) -> bool {
+        !self.window.is_zero() && now + self.window >= deadline
+    }
+
+    /// When the state changes by itself next without any update: the start of the
+    /// window while `Held`, else the deadline.
+    fn next_change(&self) -> Option<Instant> {
+        let deadline = (*self.deadline())?;
+        let state = *self.tx.borrow();
+        if state == LockState::Held && !self.window.is_zero() {
+            Some(deadline.checked_sub(self.window).unwrap_or(deadline))
+        } else {
+            Some(deadline)
+        }
     }
 
     fn set(&self, next: LockState) {
@@ -150,19 +217,43 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// A `Held` state that turns `Lost` at `deadline` unless renewed (`None`: no deadline).
+    /// A `Held` state that turns `Lost` at `deadline` unless renewed (`None`: no deadline),
+    /// and `Suspect` only when told ([`suspect`](Self::suspect)).
     pub fn new(deadline: Option<Instant>) -> Self {
+        Self::with_window(deadline, Duration::ZERO)
+    }
+
+    /// The state of a lease granted for `granted_ttl`: `Lost` at `deadline` and, unless
+    /// renewed, `Suspect` from [`suspect_window`] before it (the rule on [`LockState`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{local_deadline, Liveness, LockState};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let ttl = Duration::from_secs(3);
+    /// let live = Liveness::for_lease(local_deadline(Instant::now(), ttl), ttl);
+    /// assert_eq!(live.state(), LockState::Held);
+    /// ```
+    pub fn for_lease(deadline: Instant, granted_ttl: Duration) -> Self {
+        Self::with_window(Some(deadline), suspect_window(granted_ttl))
+    }
+
+    fn with_window(deadline: Option<Instant>, window: Duration) -> Self {
         let (tx, _) = watch::channel(LockState::Held);
         Liveness {
             inner: Arc::new(Inner {
                 tx,
                 deadline: Mutex::new(deadline),
+                window,
             }),
         }
     }
 
     /// Records a confirmed keep-alive: moves the deadline to `deadline` (if later) and a
-    /// `Suspect` state back to `Held`.
+    /// `Suspect` state back to `Held` (unless the new deadline is itself at risk).
     ///
     /// Returns `false`, changing nothing, when the state is already `Lost` or the old
     /// deadline has passed (a late confirmation never revives a lease).
@@ -170,11 +261,15 @@ impl Liveness {
         if self.inner.state() == LockState::Lost {
             return false;
         }
-        {
+        let next = {
             let mut cur = self.inner.deadline();
-            *cur = Some(cur.map_or(deadline, |c| c.max(deadline)));
+            let next = cur.map_or(deadline, |c| c.max(deadline));
+            *cur = Some(next);
+            next
+        };
+        if !self.inner.at_risk(next, Instant::now()) {
+            self.inner.set(LockState::Held);
         }
-        self.inner.set(LockState::Held);
         true
     }
 
@@ -281,6 +376,14 @@ impl StateWatch {
             .min()
     }
 
+    /// The earliest moment a source changes state by itself (window start or deadline).
+    fn next_change(&self) -> Option<Instant> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.inner.next_change())
+            .min()
+    }
+
     /// Resolves with the state as soon as it is no longer `Held` (at once if it already
     /// is not).
     ///
@@ -318,7 +421,7 @@ impl StateWatch {
             if done(state) {
                 return state;
             }
-            let deadline = self.deadline();
+            let deadline = self.next_change();
             let changes = select_all(self.sources.iter_mut().map(|s| Box::pin(s.rx.changed())));
             match deadline {
                 Some(d) => {
@@ -381,6 +484,61 @@ mod tests {
         );
         lease.renew(Instant::now() + Duration::from_secs(1));
         assert_eq!(watch.state(), LockState::Lost);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_turns_suspect_only_in_the_last_tenth_before_its_deadline() {
+        let ttl = Duration::from_secs(10);
+        let start = Instant::now();
+        let live = Liveness::for_lease(local_deadline(start, ttl), ttl);
+        let mut watch = live.watch();
+        assert_eq!(watch.not_held().await, LockState::Suspect);
+        assert_eq!(start.elapsed(), Duration::from_secs(8));
+        // A renewal confirmed in time brings it back.
+        assert!(live.renew(local_deadline(Instant::now(), ttl)));
+        assert_eq!(live.state(), LockState::Held);
+        tokio::time::sleep(Duration::from_millis(7_900)).await;
+        assert_eq!(live.state(), LockState::Held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(live.state(), LockState::Suspect);
+        watch.lost().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(17));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_every_third_over_a_slow_link_stay_held() {
+        // TTL 2 s (granted at `start`), a renewal sent every T/3, each answered after an
+        // 800 ms round trip: Held throughout, looked at every 50 ms for 10 s.
+        let ttl = Duration::from_secs(2);
+        let rtt = Duration::from_millis(800);
+        let start = Instant::now();
+        let live = Liveness::for_lease(local_deadline(start, ttl), ttl);
+        let sends: Vec<Instant> = (1..40u32).map(|k| start + ttl / 3 * k).collect();
+        let mut answered = 0;
+        for step in 1..=200u32 {
+            let now = start + Duration::from_millis(50) * step;
+            tokio::time::sleep_until(now).await;
+            while answered < sends.len() && sends[answered] + rtt <= now {
+                assert!(live.renew(local_deadline(sends[answered], ttl)));
+                answered += 1;
+            }
+            assert_eq!(live.state(), LockState::Held, "at {:?}", now - start);
+        }
+        // The same link with every reply lost: Suspect at 0.8 T, Lost at 0.9 T after
+        // the last answered send.
+        let last = sends[answered - 1];
+        let mut watch = live.watch();
+        let close = |got: Duration, want: u64| {
+            let want = Duration::from_millis(want);
+            assert!(
+                got.abs_diff(want) < Duration::from_millis(1),
+                "{got:?} not {want:?}"
+            );
+        };
+        assert_eq!(watch.not_held().await, LockState::Suspect);
+        close(Instant::now() - last, 1600);
+        watch.lost().await;
+        close(Instant::now() - last, 1800);
     }
 
     #[test]

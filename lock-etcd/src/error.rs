@@ -50,6 +50,9 @@ fn status_kind(code: Code, message: &str) -> ErrorKind {
         {
             ErrorKind::Unavailable
         }
+        // Another gRPC service on the port ("unknown service etcdserverpb.KV"): no
+        // etcd there, as good as unreachable.
+        Code::Unimplemented => ErrorKind::Unavailable,
         Code::DeadlineExceeded => ErrorKind::Timeout,
         Code::NotFound if message.contains("lease not found") => ErrorKind::LeaseLost,
         Code::InvalidArgument | Code::Unauthenticated if message.contains("authentication") => {

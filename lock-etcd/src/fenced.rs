@@ -84,7 +84,7 @@ impl EtcdHeldLock {
                 self.create_revision()
             )
         };
-        let mut client = conn.client.clone();
+        let mut client = conn.members.client(conn.members.preferred());
         let resp = match tokio::time::timeout(limit, client.txn(outer)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => return Err(error::map(e, what())),

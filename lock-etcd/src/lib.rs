@@ -38,7 +38,7 @@
 //!
 //! # How it works
 //!
-//! - A **lease** is an etcd lease kept alive by one task (a keep-alive every third of
+//! - A **lease** is an etcd lease kept alive by one task (a keep-alive every sixth of
 //!   the *granted* TTL; the local deadline runs from the *send* time of the last
 //!   acknowledged keep-alive). TTL 0 in a reply or lease-not-found: lost at once.
 //! - **Acquire** puts `<prefix>/<name, '/' as %2F>/<lease hex>-<slot>` with the
@@ -84,6 +84,7 @@ mod error;
 mod fenced;
 mod held;
 mod lock;
+mod members;
 mod operator;
 mod queue;
 mod session;
@@ -107,7 +108,7 @@ pub mod etcd_client {
     };
 }
 
-use ::etcd_client::{Client, GetOptions, SortOrder, SortTarget};
+use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
 use lock_core::{
     backend::{Backend, LeaseBackend},
@@ -194,43 +195,25 @@ impl EtcdBackend {
                 format!("etcd at {endpoints} is unreachable: {why}"),
             )
         };
-        let client = match tokio::time::timeout_at(
-            deadline,
-            Client::connect(config.endpoints(), Some(options)),
-        )
-        .await
+        let members = match members::Members::connect(config.endpoints(), &options, deadline).await
         {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                let err = error::map(e, format!("connecting to etcd at {endpoints}"));
+            Ok(members) => members,
+            Err(err) => {
                 return Err(match err.kind() {
                     ErrorKind::InvalidConfig => err,
                     _ => unavailable(err.message().to_owned()).with_source(err),
                 });
             }
-            Err(_) => return Err(unavailable(format!("no answer within {timeout:?}"))),
         };
+        let members = Arc::new(members);
         let conn = Arc::new(Conn {
-            watches: watch::WatchMux::start(client.clone(), config.request_timeout()),
-            client,
+            watches: watch::WatchMux::start(members.clone(), config.request_timeout()),
+            members,
             config,
             leases: Default::default(),
             granted: Default::default(),
         });
-        let prefix = conn.config.prefix().to_owned();
-        let probe = conn
-            .call_counted(
-                &|| format!("reading {prefix:?}"),
-                Some(deadline),
-                |mut c| {
-                    let key = format!("{prefix}/");
-                    async move {
-                        c.get(key, Some(GetOptions::new().with_prefix().with_count_only()))
-                            .await
-                    }
-                },
-            )
-            .await;
+        let probe = conn.probe_members(deadline).await;
         match probe {
             Ok(_) => Ok(EtcdBackend { conn }),
             Err(err) => {

@@ -1,9 +1,9 @@
 //! The connection (bounded requests with retries) and the lease: grant, one
 //! keep-alive task per lease, revoke.
 
-use crate::{error, lock, watch::WatchMux, EtcdConfig, EtcdHeldLock};
+use crate::{error, lock, members::Members, watch::WatchMux, EtcdConfig, EtcdHeldLock};
 use async_trait::async_trait;
-use etcd_client::Client;
+use etcd_client::{Client, GetOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use lock_core::{
     backend::{HeldLock, LeaseBackend, WaitMode},
@@ -28,11 +28,11 @@ use tokio::{
 const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const GRANTED_KEPT: usize = 1024;
-const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// One connection to an etcd cluster, shared by the backend, its leases and locks.
 pub(crate) struct Conn {
-    pub(crate) client: Client,
+    /// One client per member: unary requests and keep-alives (see [`Members`]).
+    pub(crate) members: Arc<Members>,
     pub(crate) config: EtcdConfig,
     pub(crate) watches: WatchMux,
     pub(crate) leases: Mutex<HashMap<i64, Weak<LeaseShared>>>,
@@ -58,10 +58,12 @@ pub(crate) fn next_backoff(current: Duration) -> Duration {
 impl Conn {
     /// Runs `op` until it succeeds, retrying transient failures (`Unavailable`, and
     /// timeouts of single attempts) with backoff until `deadline` (default: now +
-    /// request timeout). Each attempt gets at most a third of the request timeout
-    /// (at least 1 s), so the whole call never outlives its deadline. Only for operations that are safe to
-    /// repeat. Also returns whether more than one attempt was made (an earlier one
-    /// may have taken effect).
+    /// request timeout). Each attempt goes to the preferred member and gets at most
+    /// [`Members::attempt_limit`]; a member that times out or is unavailable is left
+    /// for the next one, so a stalled member costs one short attempt, and the whole
+    /// call never outlives its deadline. Only for operations that are safe to repeat.
+    /// Also returns whether more than one attempt was made (an earlier one may have
+    /// taken effect).
     pub(crate) async fn call_counted<T, F, Fut>(
         &self,
         what: &(dyn Fn() -> String + Sync),
@@ -74,9 +76,10 @@ impl Conn {
     {
         let limit = self.config.request_timeout();
         let deadline = deadline.unwrap_or_else(|| Instant::now() + limit);
-        // An attempt stuck at a dying leader must not use up the whole budget: later
-        // attempts reach the new leader (every operation here is safe to repeat).
-        let attempt_limit = (limit / 3).max(MIN_ATTEMPT).min(limit);
+        // An attempt stuck at a stalled member or a dying leader must not use up the
+        // whole budget: later attempts reach another member (every operation here is
+        // safe to repeat).
+        let attempt_limit = self.members.attempt_limit(limit);
         let mut backoff = BACKOFF_START;
         let mut attempts = 0u32;
         loop {
@@ -84,19 +87,60 @@ impl Conn {
             let budget = deadline
                 .saturating_duration_since(Instant::now())
                 .min(attempt_limit);
-            let err = match tokio::time::timeout(budget, op(self.client.clone())).await {
+            let member = self.members.preferred();
+            let client = self.members.client(member);
+            let err = match tokio::time::timeout(budget, op(client)).await {
                 Ok(Ok(value)) => return Ok((value, attempts > 1)),
                 Ok(Err(e)) => error::map(e, what()),
                 Err(_) => error::timed_out(what(), budget),
             };
             let left = deadline.saturating_duration_since(Instant::now());
+            if matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) {
+                self.members.skip(member);
+            }
             if !err.is_retryable() || left <= backoff {
                 return Err(err);
             }
-            tracing::debug!(error = %err, attempt = attempts, "retrying etcd request");
+            tracing::debug!(error = %err, attempt = attempts, endpoint = self.members.endpoint(member), "retrying etcd request");
             tokio::time::sleep(backoff).await;
             backoff = next_backoff(backoff);
         }
+    }
+
+    /// Reads the prefix's key count from every member at once, until `deadline`:
+    /// the first member to answer becomes the preferred one, so a hung member early
+    /// in the URL costs nothing. Fails with the most telling error when none answers.
+    pub(crate) async fn probe_members(&self, deadline: Instant) -> Result<()> {
+        let key = format!("{}/", self.config.prefix());
+        let mut probes: FuturesUnordered<_> = (0..self.members.len())
+            .map(|member| {
+                let mut client = self.members.client(member);
+                let key = key.clone();
+                async move {
+                    let options = GetOptions::new().with_prefix().with_count_only();
+                    let result =
+                        tokio::time::timeout_at(deadline, client.get(key, Some(options))).await;
+                    (member, result)
+                }
+            })
+            .collect();
+        let mut worst: Option<Error> = None;
+        while let Some((member, result)) = probes.next().await {
+            let what = || format!("reading {key:?} at {}", self.members.endpoint(member));
+            let err = match result {
+                Ok(Ok(_)) => {
+                    self.members.prefer(member);
+                    return Ok(());
+                }
+                Ok(Err(e)) => error::map(e, what()),
+                Err(_) => error::timed_out(what(), self.config.connect_timeout()),
+            };
+            // A definite answer (bad credentials, ...) tells more than a timeout.
+            if worst.as_ref().is_none_or(|w| w.is_retryable()) {
+                worst = Some(err);
+            }
+        }
+        Err(worst.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no etcd endpoint")))
     }
 
     /// [`call_counted`](Self::call_counted) without the count.
@@ -136,7 +180,7 @@ impl Conn {
             conn: self.clone(),
             id: resp.id(),
             ttl: granted,
-            liveness: Liveness::new(Some(local_deadline(sent_at, granted))),
+            liveness: Liveness::for_lease(local_deadline(sent_at, granted), granted),
             stalled: AtomicBool::new(false),
             poke: Notify::new(),
             revoked: AtomicBool::new(false),
@@ -225,11 +269,33 @@ impl LeaseShared {
     }
 }
 
-/// An etcd lease kept alive by one background task: refreshed every third of the
+/// An etcd lease kept alive by one background task: refreshed every sixth of the
 /// granted TTL; its local deadline is the send time of the last acknowledged
 /// keep-alive plus the granted TTL (minus a tenth). A reply with TTL 0 or a
-/// lease-not-found makes it `Lost` at once; a missed reply makes it `Suspect` while
-/// the task reconnects the keep-alive stream until the deadline.
+/// lease-not-found makes it `Lost` at once.
+///
+/// # One slow, stalled or cut-off member
+///
+/// Keep-alives go to one member at a time. One that is not answered within 250 ms
+/// (or twice the usual round trip, at most a sixth of the TTL) is sent again to the
+/// next member of the URL while the first stays in flight, and the member that
+/// answers becomes the one requests go to. So in a healthy cluster (a quorum
+/// reachable) one stalled, hung, partitioned or slow member costs a lease one hedge
+/// delay, not its lock, and the lease stays `Held`: it turns `Suspect` only in the
+/// last tenth of the TTL before its deadline without a confirmed renewal (the rule on
+/// [`lock_core::LockState`]).
+///
+/// # Non-guarantees
+///
+/// - A stalled or cut-off **leader** costs an election first: the cluster cannot
+///   renew any lease until a new leader is in (etcd's election timeout, 1 s by
+///   default, plus a few heartbeats). A lease survives it when its TTL leaves room:
+///   roughly TTL ≥ 5 s with the default election timeout. etcd 3.4 runs without
+///   pre-vote by default, so a follower rejoining after a partition can force an
+///   extra election; run etcd with `--pre-vote` (the default from 3.5).
+/// - A leader paused longer than the TTL may, when it resumes, revoke leases the
+///   new leader kept alive (etcd issue 15247): a server-side defect no client can
+///   prevent. The lock's fencing token still protects the resource.
 pub struct EtcdLease {
     shared: Arc<LeaseShared>,
     _stop: oneshot::Sender<()>,
@@ -278,45 +344,67 @@ impl LeaseBackend for EtcdLease {
     }
 }
 
-/// The most keep-alive exchanges in flight at once.
-const MAX_IN_FLIGHT: usize = 3;
+/// Keep-alives per granted TTL: a renewal confirmed within `TTL/6 + round trip`
+/// keeps a lease far from its `Suspect` window (`0.8 TTL`) even over a round trip of
+/// 40% of the TTL, and a lost or late one costs a sixth of the TTL, not a third.
+const KEEP_ALIVES_PER_TTL: u32 = 6;
 
-/// One keep-alive exchange on its own stream: send, await the first reply. Returns
-/// the send time, which is what the local deadline counts from.
-async fn exchange(shared: Arc<LeaseShared>) -> (Instant, Result<()>) {
+/// The most keep-alive exchanges in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A keep-alive unanswered this long (or twice the member's usual round trip, if
+/// longer) is sent again to the next member, the first staying in flight.
+const HEDGE_AFTER: Duration = Duration::from_millis(250);
+
+/// One keep-alive exchange on its own stream to one member: send, await the first
+/// reply. Returns the member, the send time (what the local deadline counts from) and
+/// the outcome.
+async fn exchange(shared: Arc<LeaseShared>, member: usize) -> (usize, Instant, Result<()>) {
     let sent_at = Instant::now();
-    let limit = shared
-        .liveness
-        .deadline()
-        .map_or(shared.conn.config.request_timeout(), |d| {
-            d.saturating_duration_since(sent_at)
-        });
-    let what = || format!("keep-alive of lease {}", shared.lease_id());
-    let mut leases = shared.conn.client.lease_client();
+    // Not bounded by the deadline as it is now: another reply may move it meanwhile,
+    // and this one, though late, may move it further. The task ends (and drops this)
+    // once the lease is lost.
+    let limit = shared.ttl;
+    let what = || {
+        format!(
+            "keep-alive of lease {} at {}",
+            shared.lease_id(),
+            shared.conn.members.endpoint(member)
+        )
+    };
+    let mut leases = shared.conn.members.client(member).lease_client();
     let result = match tokio::time::timeout(limit, leases.keep_alive(shared.id)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(error::map(e, what())),
         Err(_) => Err(error::timed_out(what(), limit)),
     };
-    (sent_at, result)
+    (member, sent_at, result)
 }
 
-/// The keep-alive task of one lease: an exchange every third of the granted TTL.
-/// A reply missing after `reply_timeout` makes the lease `Suspect` and starts another
-/// exchange beside it (possibly through another member) without giving up the first:
-/// during a leader election a follower answers once the new leader is in. The first
-/// reply renews the local deadline from its own send time. TTL 0 or lease-not-found:
-/// `Lost`. Ends when the lease is lost or revoked, or its [`EtcdLease`] is dropped.
+/// The keep-alive task of one lease: an exchange every sixth of the granted TTL, to
+/// the preferred member. A reply missing after the hedge delay ([`HEDGE_AFTER`], or
+/// twice the usual round trip, at most a sixth of the TTL) moves the preferred member
+/// on and starts another exchange there without giving up the first: a stalled member
+/// costs one hedge delay, and during a leader election the first member to answer
+/// wins. The first reply renews the local deadline from its own send time. Neither a
+/// late reply nor a failed exchange makes the lease `Suspect` by itself: that happens
+/// when its deadline is at risk (the rule on [`lock_core::LockState`]). TTL 0 or
+/// lease-not-found: `Lost`. Ends when the lease is lost or revoked, or its
+/// [`EtcdLease`] is dropped.
 async fn keep_alive(
     shared: Arc<LeaseShared>,
     granted_at: Instant,
     mut stop: oneshot::Receiver<()>,
 ) {
     let live = &shared.liveness;
+    let members = &shared.conn.members;
     let mut lost = live.watch();
-    let period = shared.ttl / 3;
-    let reply_timeout = period.min(shared.conn.config.request_timeout());
+    let period = shared.ttl / KEEP_ALIVES_PER_TTL;
+    let mut rtt = Duration::ZERO;
+    let hedge = |rtt: Duration| (rtt * 2).max(HEDGE_AFTER).min(period);
     let mut in_flight = FuturesUnordered::new();
+    // The member the newest exchange went to, while it is unanswered.
+    let mut waiting_on: Option<usize> = None;
     let mut last_ok = granted_at;
     let mut next = granted_at + period;
     let mut backoff = BACKOFF_START;
@@ -331,27 +419,36 @@ async fn keep_alive(
                     next = now + period;
                     continue;
                 }
-                if now >= last_ok + period + reply_timeout {
-                    live.suspect();
-                }
+                let member = match waiting_on {
+                    // The last exchange is late: leave its member for the next one.
+                    Some(late) => members.skip(late),
+                    None => members.preferred(),
+                };
                 if in_flight.len() < MAX_IN_FLIGHT {
-                    in_flight.push(exchange(shared.clone()));
+                    in_flight.push(exchange(shared.clone(), member));
+                    waiting_on = Some(member);
                 }
-                next = now + reply_timeout;
+                next = now + hedge(rtt);
             }
             _ = shared.poke.notified() => {
                 if in_flight.is_empty() && !shared.stalled.load(Ordering::Relaxed) {
-                    in_flight.push(exchange(shared.clone()));
-                    next = Instant::now() + reply_timeout;
+                    let member = members.preferred();
+                    in_flight.push(exchange(shared.clone(), member));
+                    waiting_on = Some(member);
+                    next = Instant::now() + hedge(rtt);
                 }
             }
-            Some((sent_at, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
+            Some((member, sent_at, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                 Ok(()) => {
                     live.renew(local_deadline(sent_at, shared.ttl));
                     backoff = BACKOFF_START;
+                    let took = sent_at.elapsed();
+                    rtt = if rtt.is_zero() { took } else { (rtt * 3 + took) / 4 };
+                    members.prefer(member);
                     if sent_at > last_ok {
                         last_ok = sent_at;
                         next = sent_at + period;
+                        waiting_on = None;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::LeaseLost => {
@@ -361,7 +458,10 @@ async fn keep_alive(
                 }
                 Err(e) => {
                     tracing::debug!(lease = %shared.lease_id(), error = %e, "keep-alive failed");
-                    live.suspect();
+                    members.skip(member);
+                    if waiting_on == Some(member) {
+                        waiting_on = None;
+                    }
                     next = next.min(Instant::now() + backoff);
                     backoff = next_backoff(backoff);
                 }

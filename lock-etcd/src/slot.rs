@@ -131,9 +131,10 @@ mod tests {
             .await
             .expect("a lazy client");
         let config = EtcdConfig::new(["127.0.0.1:1"]);
+        let members = Arc::new(crate::members::Members::single("127.0.0.1:1", client));
         let conn = Arc::new(Conn {
-            watches: WatchMux::start(client.clone(), config.request_timeout()),
-            client,
+            watches: WatchMux::start(members.clone(), config.request_timeout()),
+            members,
             config,
             leases: Default::default(),
             granted: Default::default(),

@@ -5,8 +5,9 @@
 //! breaks, or etcd cancels the watch (compaction, lost leader), the subscriber gets
 //! [`Signal::Reset`] and re-reads the state itself instead of hanging.
 
+use crate::members::Members;
 use etcd_client::{
-    Client, EventType, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream,
+    EventType, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream,
 };
 use futures::StreamExt;
 use std::{
@@ -71,10 +72,10 @@ impl Drop for Subscription {
 impl WatchMux {
     /// Starts the multiplexer task on the current runtime. The stream is opened on
     /// the first watch.
-    pub(crate) fn start(client: Client, request_timeout: Duration) -> Self {
+    pub(crate) fn start(members: Arc<Members>, request_timeout: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let events = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(client, request_timeout, rx, events.clone()));
+        tokio::spawn(run(members, request_timeout, rx, events.clone()));
         WatchMux {
             tx,
             next_id: AtomicI64::new(1),
@@ -119,29 +120,38 @@ impl WatchMux {
 type Stream = (WatchRequestSender, WatchResponseStream);
 
 struct State {
-    client: Client,
+    members: Arc<Members>,
     request_timeout: Duration,
     stream: Option<Stream>,
+    /// The member the stream is open on.
+    member: usize,
     subs: HashMap<i64, mpsc::UnboundedSender<Signal>>,
     events: Arc<AtomicU64>,
     failures: u32,
 }
 
+/// How often the stream checks that its member is still the one requests go to.
+const MEMBER_CHECK: Duration = Duration::from_millis(250);
+
 async fn run(
-    client: Client,
+    members: Arc<Members>,
     request_timeout: Duration,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: Arc<AtomicU64>,
 ) {
     let mut st = State {
-        client,
+        members,
         request_timeout,
         stream: None,
+        member: 0,
         subs: HashMap::new(),
         events,
         failures: 0,
     };
+    let mut checks = tokio::time::interval(MEMBER_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let check_member = st.stream.is_some() && st.members.len() > 1;
         let message = async {
             match st.stream.as_mut() {
                 Some((_, responses)) => responses.next().await,
@@ -161,6 +171,14 @@ async fn run(
                 Some(Err(e)) => st.reset(&format!("watch stream failed: {e}")),
                 None => st.reset("watch stream closed by etcd"),
             },
+            // A stalled member sends nothing, not even an error: once requests and
+            // keep-alives moved off the stream's member, so does the stream (every
+            // subscriber re-reads and watches again, on the member requests go to).
+            _ = checks.tick(), if check_member => {
+                if st.members.preferred() != st.member {
+                    st.reset("the watch stream's member is no longer the preferred one");
+                }
+            }
         }
     }
     st.reset("watch multiplexer shut down");
@@ -192,18 +210,23 @@ impl State {
             let backoff = Duration::from_millis(50 << self.failures.min(4));
             tokio::time::sleep(backoff).await;
         }
-        let mut watch = self.client.watch_client();
-        match tokio::time::timeout(self.request_timeout, watch.watch(key, Some(options))).await {
+        let member = self.members.preferred();
+        let mut watch = self.members.client(member).watch_client();
+        let limit = self.members.attempt_limit(self.request_timeout);
+        match tokio::time::timeout(limit, watch.watch(key, Some(options))).await {
             Ok(Ok(stream)) => {
                 self.failures = 0;
+                self.member = member;
                 self.stream = Some(stream.split());
             }
             Ok(Err(e)) => {
                 self.failures += 1;
+                self.members.skip(member);
                 self.reset(&format!("cannot open watch stream: {e}"));
             }
             Err(_) => {
                 self.failures += 1;
+                self.members.skip(member);
                 self.reset("opening the watch stream timed out");
             }
         }

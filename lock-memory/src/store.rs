@@ -155,7 +155,7 @@ impl Store {
 
     pub(crate) fn grant_lease(&self, ttl: Duration) -> (u64, Liveness) {
         let now = Instant::now();
-        let liveness = Liveness::new(Some(local_deadline(now, ttl)));
+        let liveness = Liveness::for_lease(local_deadline(now, ttl), ttl);
         let mut state = self.lock();
         state.next_id += 1;
         let id = state.next_id;

@@ -5,8 +5,8 @@
 //!
 //! | zookeeper-client state | lease [`Liveness`] |
 //! |---|---|
-//! | `SyncConnected` | `Held` once a heartbeat sent after the reconnect is answered |
-//! | `Disconnected` (and `ConnectedReadOnly`) | `Suspect` |
+//! | `SyncConnected` | heartbeats answered move the deadline (`Held`) |
+//! | `Disconnected` (and `ConnectedReadOnly`) | no change by itself: the deadline stops moving, so the lease turns `Suspect` in the last tenth of the timeout before it (the rule on [`lock_core::LockState`]) unless a reconnect and an answered heartbeat come first |
 //! | `Expired`, `Closed`, `AuthFailed` | `Lost` (final) |
 //!
 //! The local deadline is `sent + 0.9 × negotiated timeout`, where `sent` is when the
@@ -223,9 +223,11 @@ async fn keep(
                     tracing::debug!(?state, "zookeeper session reconnected; confirming");
                     next = Instant::now();
                 }
+                // Not a reason for Suspect by itself: the session lives on the server
+                // until its timeout, and the lease turns Suspect once its deadline is at
+                // risk (the rule on `LockState`) unless a reconnect renews it first.
                 SessionState::Disconnected | SessionState::ConnectedReadOnly => {
-                    tracing::debug!(?state, "zookeeper session suspect");
-                    liveness.suspect();
+                    tracing::debug!(?state, "zookeeper session disconnected");
                 }
                 terminal => {
                     tracing::debug!(state = ?terminal, "zookeeper session ended");
@@ -282,7 +284,7 @@ impl ZkLease {
         let client = connect(config, ttl, true, None).await?;
         let timeout = client.session_timeout();
         let id = LeaseId::new(client.session_id().0 as u64);
-        let liveness = Liveness::new(Some(local_deadline(started, timeout)));
+        let liveness = Liveness::for_lease(local_deadline(started, timeout), timeout);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let states = client.state_watcher();
         let session = Arc::new(Session {

@@ -32,7 +32,7 @@ fn victim_grant<'a>(f: &FaultRecord, grants: &'a [Grant]) -> Option<&'a Grant> {
     grants
         .iter()
         .filter(|g| g.holder == victim && g.ok <= f.t)
-        .filter(|g| g.release.map_or(true, |r| r > f.t))
+        .filter(|g| g.release.is_none_or(|r| r > f.t))
         .max_by_key(|g| g.ok)
 }
 
@@ -145,7 +145,7 @@ pub(super) fn stuck_waiters(input: &Input) -> usize {
                 (Some(_), Some(since)) => {
                     let long = s.start.saturating_sub(since) > SEC;
                     let waited = acq.iter().any(|&(_, n, inv, out)| {
-                        n == name && inv < since && out.map_or(true, |o| o > since + SEC)
+                        n == name && inv < since && out.is_none_or(|o| o > since + SEC)
                     });
                     if long && waited && !in_any_window(input, since, None) {
                         stuck += 1;
@@ -180,7 +180,7 @@ pub(super) fn loss_detection(input: &Input, grants: &[Grant]) -> (BTreeMap<Strin
         .iter()
         .filter_map(|g| {
             g.lost
-                .filter(|&l| g.release.map_or(true, |r| r > l))
+                .filter(|&l| g.release.is_none_or(|r| r > l))
                 .map(|l| (g, l))
         })
         .filter(|(g, l)| !in_any_window(input, *l, Some(g.holder)))
