@@ -497,7 +497,7 @@ async fn unreachable(_h: Arc<ZkHarness>, _ctx: Ctx) -> TestResult {
 }
 
 fn failover_trials(ensemble: &Ensemble) -> Vec<Trial> {
-    [("follower_killed", false), ("leader_killed", true)]
+    let mut trials: Vec<Trial> = [("follower_killed", false), ("leader_killed", true)]
         .into_iter()
         .map(|(name, leader)| {
             let ensemble = ensemble.clone();
@@ -506,13 +506,25 @@ fn failover_trials(ensemble: &Ensemble) -> Vec<Trial> {
                 move || server_killed(ensemble, leader),
             )
         })
-        .collect()
+        .collect();
+    let wedged = ensemble.clone();
+    trials.push(async_trial(
+        "zk-3::failover::wedged_first_host_does_not_break_connect",
+        move || wedged_first_host(wedged),
+    ));
+    let paused = ensemble.clone();
+    trials.push(async_trial(
+        "zk-3::failover::server_paused_30s_costs_nobody_their_lock",
+        move || server_paused(paused),
+    ));
+    trials
 }
 
-/// Kills one server of a 3-server ensemble while a lock is held with two waiters:
-/// the holder never turns lost, and the waiters are still served in order.
-async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
-    let mut slot = ensemble.lock().await; // one failover case at a time
+/// Starts the failover ensemble in `slot` if it is not running; `None` when it cannot
+/// start outside CI (the case is then skipped).
+async fn failover_ensemble(
+    slot: &mut Option<ZkEnsemble>,
+) -> Result<Option<&mut ZkEnsemble>, fencelock_integration_tests::TestError> {
     if slot.is_none() {
         // Sessions of 10 s (allowed by maxSessionTimeout) ride out an election on a
         // loaded machine; the claim is about reconnecting within the timeout.
@@ -524,12 +536,188 @@ async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
             Ok(started) => *slot = Some(started),
             Err(e) if !servers::ci() => {
                 eprintln!("skipping: cannot start a 3-server ZooKeeper ensemble: {e}");
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    let servers = slot.as_mut().ok_or("ensemble missing")?;
+    Ok(slot.as_mut())
+}
+
+/// A server that accepts TCP connections but never answers (a wedged or stopped
+/// server) listed first in a multi-host URL: connecting and locking still succeed
+/// quickly, every time, and the session stays held.
+async fn wedged_first_host(ensemble: Ensemble) -> TestResult {
+    let mut slot = ensemble.lock().await;
+    let Some(servers) = failover_ensemble(&mut slot).await? else {
+        return Ok(());
+    };
+    let harness = Arc::new(ZkHarness::new(servers.connect_string()).with_name("zk-3"));
+    let ctx = Ctx::new(harness as Arc<dyn Harness>);
+    // Bound but never accepting: the kernel completes the handshakes, nothing answers.
+    let wedged = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!(
+        "zk://127.0.0.1:{},{}{}",
+        wedged.local_addr()?.port(),
+        servers.connect_string(),
+        ZkHarness::chroot(ctx.ns())
+    );
+    let mut last = None;
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let client = within(Duration::from_secs(2), "connect", fencelock::connect(&url))
+            .await
+            .map_err(|e| format!("attempt {attempt}: {e}"))??;
+        let guard = client.acquire("wedged").await?;
+        assert_eq!(guard.state(), LockState::Held);
+        guard.release().await?;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "attempt {attempt}: connect + acquire + release took {took:?}"
+        );
+        if let Some(previous) = last.replace(client) {
+            previous.close().await?;
+        }
+    }
+    let client = last.ok_or("no client")?;
+    let guard = client.acquire("wedged").await?;
+    let mut lost = guard.watch();
+    // Several idle connection timeouts: the session keeps its live server.
+    let idle = within(Duration::from_secs(3), "lost", lost.lost()).await;
+    assert!(idle.is_err(), "the guard turned lost while idle");
+    assert_eq!(guard.state(), LockState::Held);
+    guard.release().await?;
+    client.close().await?;
+    drop(wedged);
+    ctx.finish().await
+}
+
+/// The session ids (lowercase hex) of the clients connected to the server at `port`,
+/// from its `cons` command.
+fn sessions_on(port: &str) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(port)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"cons")?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out
+        .split("sid=0x")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
+        .collect())
+}
+
+/// Pauses (`SIGSTOP`) for 30 s a follower that serves some of the sessions of three
+/// holders with a 3 s TTL: their sessions move to the other servers, and nobody
+/// loses a lock.
+async fn server_paused(ensemble: Ensemble) -> TestResult {
+    let ttl = Duration::from_secs(3);
+    let mut slot = ensemble.lock().await;
+    let Some(servers) = failover_ensemble(&mut slot).await? else {
+        return Ok(());
+    };
+    let harness = Arc::new(ZkHarness::new(servers.connect_string()).with_name("zk-3"));
+    let ctx = Ctx::new(harness as Arc<dyn Harness>);
+    let url = format!(
+        "zk://{}{}?session_timeout=3s",
+        servers.connect_string(),
+        ZkHarness::chroot(ctx.ns())
+    );
+    let hosts: Vec<String> = servers
+        .connect_string()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let leader = tokio::task::block_in_place(|| servers.leader()).ok_or("no leader")?;
+    let mut held = Vec::new();
+    let mut victim = None;
+    // Three holders; more if none of them happens to be on a follower.
+    for i in 0..20 {
+        let client = fencelock::connect(&url).await?;
+        let lease = client.lease_with_ttl(ttl).await?;
+        let guard = lease.lock(format!("paused-{i}"))?.acquire().await?;
+        let sid = format!("{:x}", lease.id().get());
+        held.push((client, lease, guard));
+        if victim.is_none() {
+            for (s, host) in hosts.iter().enumerate() {
+                if s != leader && tokio::task::block_in_place(|| sessions_on(host))?.contains(&sid)
+                {
+                    victim = Some(s);
+                }
+            }
+        }
+        if held.len() >= 3 && victim.is_some() {
+            break;
+        }
+    }
+    let victim = victim.ok_or("no session landed on a follower")?;
+    let watchers: Vec<_> = held
+        .iter()
+        .map(|(_, _, g)| {
+            let mut watch = g.watch();
+            tokio::spawn(async move { watch.lost().await })
+        })
+        .collect();
+    servers.pause(victim);
+    let paused = Instant::now();
+    let mut result = Ok(());
+    while paused.elapsed() < Duration::from_secs(30) {
+        if let Some(i) = held
+            .iter()
+            .position(|(_, _, g)| g.state() == LockState::Lost)
+        {
+            result = Err(format!(
+                "holder {i} lost its lock {:?} into the pause",
+                paused.elapsed()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    servers.resume(victim);
+    result?;
+    for (i, w) in watchers.iter().enumerate() {
+        assert!(!w.is_finished(), "holder {i} turned lost during the pause");
+    }
+    within(Duration::from_secs(10), "every holder held", async {
+        while held.iter().any(|(_, _, g)| g.state() != LockState::Held) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    for (client, lease, guard) in &held {
+        let info = client.inspect(guard.name()).await?.ok_or("lock not held")?;
+        assert_eq!(
+            (info.token, info.lease),
+            (guard.token(), lease.id()),
+            "{} changed hands",
+            guard.name()
+        );
+    }
+    for w in watchers {
+        w.abort();
+    }
+    for (client, lease, guard) in held {
+        guard.release().await?;
+        lease.close().await?;
+        client.close().await?;
+    }
+    ctx.finish().await
+}
+
+/// Kills one server of a 3-server ensemble while a lock is held with two waiters:
+/// the holder never turns lost, and the waiters are still served in order.
+async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
+    let mut slot = ensemble.lock().await; // one failover case at a time
+    let Some(servers) = failover_ensemble(&mut slot).await? else {
+        return Ok(());
+    };
     let harness = Arc::new(
         ZkHarness::new(servers.connect_string())
             .with_name("zk-3")

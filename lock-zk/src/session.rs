@@ -54,6 +54,9 @@ pub(crate) fn acls(acl: ZkAcl) -> Acls<'static> {
 
 /// Opens a session to `config`'s servers, giving up after its connect timeout.
 ///
+/// Each server gets [`ZkConfig::per_host_timeout`] to answer before the next one is
+/// tried, so one wedged server cannot use up the whole connect timeout.
+///
 /// `chroot`: whether the client works under the configured chroot. `resume`: an
 /// existing session to attach to (fault control) instead of a new one.
 pub(crate) async fn connect(
@@ -62,8 +65,10 @@ pub(crate) async fn connect(
     chroot: bool,
     resume: Option<SessionInfo>,
 ) -> Result<Client> {
+    let session_timeout = session_timeout.max(MIN_REQUESTED_SESSION_TIMEOUT);
     let mut connector = Client::connector()
-        .with_session_timeout(session_timeout.max(MIN_REQUESTED_SESSION_TIMEOUT));
+        .with_session_timeout(session_timeout)
+        .with_connection_timeout(config.per_host_timeout(session_timeout));
     if let Some(digest) = config.digest() {
         connector = connector.with_auth("digest", &digest);
     }
