@@ -71,7 +71,8 @@ fn invalid(msg: impl Into<String>) -> Error {
 ///
 /// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The
 /// chroot (default: none) is created as persistent nodes if missing; lock directories
-/// live directly under it. Unknown keys are rejected.
+/// live directly under it. A chroot in ZooKeeper's reserved tree (`/zookeeper`,
+/// `/zookeeper/…`) is rejected. Unknown keys are rejected.
 ///
 /// `Debug` never shows the password.
 ///
@@ -165,7 +166,8 @@ impl ZkConfig {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidConfig`] for a relative path, an empty, `.` or `..`
-    /// segment, or a character ZooKeeper rejects.
+    /// segment, a character ZooKeeper rejects, or a path in ZooKeeper's reserved
+    /// tree (`/zookeeper` and below; `/zookeeper2` is fine).
     pub fn with_chroot(mut self, chroot: &str) -> Result<Self> {
         let chroot = chroot.trim_end_matches('/');
         if !chroot.is_empty() {
@@ -180,6 +182,11 @@ impl ZkConfig {
                         "zk chroot {chroot:?} has a bad segment {segment:?}"
                     )));
                 }
+            }
+            if rest.split('/').next() == Some("zookeeper") {
+                return Err(invalid(format!(
+                    "zk chroot {chroot:?} is inside /zookeeper, the tree ZooKeeper reserves for itself"
+                )));
             }
         }
         self.chroot = chroot.to_owned();
@@ -381,6 +388,10 @@ mod tests {
             "zk://user@h:1",
             "zk://h:1/a//b",
             "zk://h:1/a/../b",
+            "zk://h:1/zookeeper",
+            "zk://h:1/zookeeper/",
+            "zk://h:1/zookeeper/quota",
+            "zk://h:1/zookeeper/locks/a",
         ] {
             let err = ZkConfig::from_url(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}: {err}");
@@ -444,5 +455,16 @@ mod tests {
             ""
         );
         assert!(ZkConfig::new(["h:1"]).with_chroot("rel").is_err());
+        let reserved = ZkConfig::new(["h:1"])
+            .with_chroot("/zookeeper/config")
+            .unwrap_err();
+        assert_eq!(reserved.kind(), ErrorKind::InvalidConfig);
+        assert!(reserved.message().contains("reserves"), "{reserved}");
+        for fine in ["/zookeeper2", "/zoo/zookeeper", "/apps/zookeeper/locks"] {
+            assert_eq!(
+                ZkConfig::new(["h:1"]).with_chroot(fine).unwrap().chroot(),
+                fine
+            );
+        }
     }
 }
