@@ -140,7 +140,62 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             &h,
             unreachable,
         ),
+        trial(
+            "read_only_calls_create_no_chroot",
+            &h,
+            read_only_creates_nothing,
+        ),
     ]
+}
+
+/// A raw zookeeper-client connection to the harness's servers, without chroot: what
+/// an operator's `zkCli.sh` is.
+async fn raw_client(
+    h: &ZkHarness,
+) -> Result<zookeeper_client::Client, fencelock_integration_tests::TestError> {
+    let servers = h
+        .url("x")
+        .trim_start_matches("zk://")
+        .split('/')
+        .next()
+        .ok_or("no servers")?
+        .to_owned();
+    Ok(within(
+        Duration::from_secs(10),
+        "raw connect",
+        zookeeper_client::Client::connect(&servers),
+    )
+    .await??)
+}
+
+async fn read_only_creates_nothing(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    let chroot = ZkHarness::chroot(ctx.ns());
+    let raw = raw_client(&h).await?;
+    assert_eq!(raw.check_stat(&chroot).await?, None, "fresh chroot exists");
+    // What `fencelock status` and `fencelock list` do: connect, inspect, list.
+    for _ in 0..2 {
+        let client = fencelock::connect(&h.url(ctx.ns())).await?;
+        assert!(client.inspect("nothing").await?.is_none());
+        assert!(client.inspect("a/b").await?.is_none());
+        assert!(client.list("").await?.is_empty());
+        client.close().await?;
+    }
+    let client = ctx.client().await?;
+    assert!(client.list("").await?.is_empty());
+    assert_eq!(
+        raw.check_stat(&chroot).await?,
+        None,
+        "a read-only call created the chroot"
+    );
+    // Taking a lock creates it.
+    let guard = client.acquire("first").await?;
+    assert!(
+        raw.check_stat(&chroot).await?.is_some(),
+        "no chroot after acquire"
+    );
+    assert_eq!(client.list("").await?.len(), 1);
+    guard.release().await?;
+    Ok(())
 }
 
 /// Waits until `name` has exactly `n` waiters.

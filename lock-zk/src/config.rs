@@ -70,8 +70,9 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// | `acl` | `open` | `open` or `creator` (see [`ZkAcl`]; `creator` needs `user:password`) |
 ///
 /// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The
-/// chroot (default: none) is created as persistent nodes if missing; lock directories
-/// live directly under it. A chroot in ZooKeeper's reserved tree (`/zookeeper`,
+/// chroot (default: none) is created as persistent nodes if missing when the first
+/// lease is granted (never by read-only calls such as `inspect` and `list`); lock
+/// directories live directly under it. A chroot in ZooKeeper's reserved tree (`/zookeeper`,
 /// `/zookeeper/…`) is rejected. Unknown keys are rejected.
 ///
 /// `Debug` never shows the password.
