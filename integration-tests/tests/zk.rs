@@ -145,7 +145,73 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             &h,
             read_only_creates_nothing,
         ),
+        trial(
+            "deleted_lock_directory_requeues_waiters",
+            &h,
+            deleted_lock_dir,
+        ),
     ]
+}
+
+/// An operator deletes the whole lock directory (`deleteall`) under a holder and two
+/// waiters: the holder turns lost, the waiters queue again and are served in turn.
+async fn deleted_lock_dir(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let holder = ctx.client().await?;
+    let held = holder.acquire("q").await?;
+    let inside = Arc::new(AtomicUsize::new(0));
+    let mut waiters = Vec::new();
+    for i in 0..2 {
+        let (client, inside) = (ctx.client().await?, inside.clone());
+        waiters.push(tokio::spawn(async move {
+            let guard = client.acquire("q").await?;
+            let overlap = inside.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            assert_eq!(overlap, 0, "two waiters held q at once");
+            let token = guard.token();
+            guard.release().await?;
+            Ok::<_, fencelock_integration_tests::TestError>(token)
+        }));
+        wait_for_waiters(&holder, "q", i + 1).await?;
+    }
+    // `deleteall <chroot>/q` from an operator's zkCli: one multi-op deleting the
+    // nodes and then the directory, as ZooKeeper's ZKUtil.deleteRecursive does.
+    let raw = raw_client(&h).await?;
+    let dir = format!("{}/q", ZkHarness::chroot(ctx.ns()));
+    let mut deleteall = raw.new_multi_writer();
+    for child in raw.list_children(&dir).await? {
+        deleteall.add_delete(&format!("{dir}/{child}"), None)?;
+    }
+    deleteall.add_delete(&dir, None)?;
+    deleteall
+        .commit()
+        .await
+        .map_err(|e| format!("deleteall {dir}: {e:?}"))?;
+    within(
+        Duration::from_secs(2),
+        "holder sees its node deleted",
+        held.watch().lost(),
+    )
+    .await?;
+    let mut tokens = Vec::new();
+    for w in waiters {
+        tokens.push(within(Duration::from_secs(10), "waiter served", w).await???);
+    }
+    assert!(
+        tokens.iter().all(|t| *t > held.token()) && tokens[0] != tokens[1],
+        "tokens {tokens:?} after {}",
+        held.token()
+    );
+    assert_eq!(
+        held.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
+    let direct = h.backend(ctx.ns()).await?;
+    let left = direct.nodes().await?;
+    fencelock::backend::Backend::close(&direct).await?;
+    assert!(left.is_empty(), "nodes left behind: {left:?}");
+    Ok(())
 }
 
 /// A raw zookeeper-client connection to the harness's servers, without chroot: what
