@@ -140,7 +140,128 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             &h,
             unreachable,
         ),
+        trial(
+            "read_only_calls_create_no_chroot",
+            &h,
+            read_only_creates_nothing,
+        ),
+        trial(
+            "deleted_lock_directory_requeues_waiters",
+            &h,
+            deleted_lock_dir,
+        ),
     ]
+}
+
+/// An operator deletes the whole lock directory (`deleteall`) under a holder and two
+/// waiters: the holder turns lost, the waiters queue again and are served in turn.
+async fn deleted_lock_dir(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let holder = ctx.client().await?;
+    let held = holder.acquire("q").await?;
+    let inside = Arc::new(AtomicUsize::new(0));
+    let mut waiters = Vec::new();
+    for i in 0..2 {
+        let (client, inside) = (ctx.client().await?, inside.clone());
+        waiters.push(tokio::spawn(async move {
+            let guard = client.acquire("q").await?;
+            let overlap = inside.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            assert_eq!(overlap, 0, "two waiters held q at once");
+            let token = guard.token();
+            guard.release().await?;
+            Ok::<_, fencelock_integration_tests::TestError>(token)
+        }));
+        wait_for_waiters(&holder, "q", i + 1).await?;
+    }
+    // `deleteall <chroot>/q` from an operator's zkCli: one multi-op deleting the
+    // nodes and then the directory, as ZooKeeper's ZKUtil.deleteRecursive does.
+    let raw = raw_client(&h).await?;
+    let dir = format!("{}/q", ZkHarness::chroot(ctx.ns()));
+    let mut deleteall = raw.new_multi_writer();
+    for child in raw.list_children(&dir).await? {
+        deleteall.add_delete(&format!("{dir}/{child}"), None)?;
+    }
+    deleteall.add_delete(&dir, None)?;
+    deleteall
+        .commit()
+        .await
+        .map_err(|e| format!("deleteall {dir}: {e:?}"))?;
+    within(
+        Duration::from_secs(2),
+        "holder sees its node deleted",
+        held.watch().lost(),
+    )
+    .await?;
+    let mut tokens = Vec::new();
+    for w in waiters {
+        tokens.push(within(Duration::from_secs(10), "waiter served", w).await???);
+    }
+    assert!(
+        tokens.iter().all(|t| *t > held.token()) && tokens[0] != tokens[1],
+        "tokens {tokens:?} after {}",
+        held.token()
+    );
+    assert_eq!(
+        held.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
+    let direct = h.backend(ctx.ns()).await?;
+    let left = direct.nodes().await?;
+    fencelock::backend::Backend::close(&direct).await?;
+    assert!(left.is_empty(), "nodes left behind: {left:?}");
+    Ok(())
+}
+
+/// A raw zookeeper-client connection to the harness's servers, without chroot: what
+/// an operator's `zkCli.sh` is.
+async fn raw_client(
+    h: &ZkHarness,
+) -> Result<zookeeper_client::Client, fencelock_integration_tests::TestError> {
+    let servers = h
+        .url("x")
+        .trim_start_matches("zk://")
+        .split('/')
+        .next()
+        .ok_or("no servers")?
+        .to_owned();
+    Ok(within(
+        Duration::from_secs(10),
+        "raw connect",
+        zookeeper_client::Client::connect(&servers),
+    )
+    .await??)
+}
+
+async fn read_only_creates_nothing(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    let chroot = ZkHarness::chroot(ctx.ns());
+    let raw = raw_client(&h).await?;
+    assert_eq!(raw.check_stat(&chroot).await?, None, "fresh chroot exists");
+    // What `fencelock status` and `fencelock list` do: connect, inspect, list.
+    for _ in 0..2 {
+        let client = fencelock::connect(&h.url(ctx.ns())).await?;
+        assert!(client.inspect("nothing").await?.is_none());
+        assert!(client.inspect("a/b").await?.is_none());
+        assert!(client.list("").await?.is_empty());
+        client.close().await?;
+    }
+    let client = ctx.client().await?;
+    assert!(client.list("").await?.is_empty());
+    assert_eq!(
+        raw.check_stat(&chroot).await?,
+        None,
+        "a read-only call created the chroot"
+    );
+    // Taking a lock creates it.
+    let guard = client.acquire("first").await?;
+    assert!(
+        raw.check_stat(&chroot).await?.is_some(),
+        "no chroot after acquire"
+    );
+    assert_eq!(client.list("").await?.len(), 1);
+    guard.release().await?;
+    Ok(())
 }
 
 /// Waits until `name` has exactly `n` waiters.
@@ -497,7 +618,7 @@ async fn unreachable(_h: Arc<ZkHarness>, _ctx: Ctx) -> TestResult {
 }
 
 fn failover_trials(ensemble: &Ensemble) -> Vec<Trial> {
-    [("follower_killed", false), ("leader_killed", true)]
+    let mut trials: Vec<Trial> = [("follower_killed", false), ("leader_killed", true)]
         .into_iter()
         .map(|(name, leader)| {
             let ensemble = ensemble.clone();
@@ -506,13 +627,25 @@ fn failover_trials(ensemble: &Ensemble) -> Vec<Trial> {
                 move || server_killed(ensemble, leader),
             )
         })
-        .collect()
+        .collect();
+    let wedged = ensemble.clone();
+    trials.push(async_trial(
+        "zk-3::failover::wedged_first_host_does_not_break_connect",
+        move || wedged_first_host(wedged),
+    ));
+    let paused = ensemble.clone();
+    trials.push(async_trial(
+        "zk-3::failover::server_paused_30s_costs_nobody_their_lock",
+        move || server_paused(paused),
+    ));
+    trials
 }
 
-/// Kills one server of a 3-server ensemble while a lock is held with two waiters:
-/// the holder never turns lost, and the waiters are still served in order.
-async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
-    let mut slot = ensemble.lock().await; // one failover case at a time
+/// Starts the failover ensemble in `slot` if it is not running; `None` when it cannot
+/// start outside CI (the case is then skipped).
+async fn failover_ensemble(
+    slot: &mut Option<ZkEnsemble>,
+) -> Result<Option<&mut ZkEnsemble>, fencelock_integration_tests::TestError> {
     if slot.is_none() {
         // Sessions of 10 s (allowed by maxSessionTimeout) ride out an election on a
         // loaded machine; the claim is about reconnecting within the timeout.
@@ -524,12 +657,188 @@ async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
             Ok(started) => *slot = Some(started),
             Err(e) if !servers::ci() => {
                 eprintln!("skipping: cannot start a 3-server ZooKeeper ensemble: {e}");
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    let servers = slot.as_mut().ok_or("ensemble missing")?;
+    Ok(slot.as_mut())
+}
+
+/// A server that accepts TCP connections but never answers (a wedged or stopped
+/// server) listed first in a multi-host URL: connecting and locking still succeed
+/// quickly, every time, and the session stays held.
+async fn wedged_first_host(ensemble: Ensemble) -> TestResult {
+    let mut slot = ensemble.lock().await;
+    let Some(servers) = failover_ensemble(&mut slot).await? else {
+        return Ok(());
+    };
+    let harness = Arc::new(ZkHarness::new(servers.connect_string()).with_name("zk-3"));
+    let ctx = Ctx::new(harness as Arc<dyn Harness>);
+    // Bound but never accepting: the kernel completes the handshakes, nothing answers.
+    let wedged = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!(
+        "zk://127.0.0.1:{},{}{}",
+        wedged.local_addr()?.port(),
+        servers.connect_string(),
+        ZkHarness::chroot(ctx.ns())
+    );
+    let mut last = None;
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let client = within(Duration::from_secs(2), "connect", fencelock::connect(&url))
+            .await
+            .map_err(|e| format!("attempt {attempt}: {e}"))??;
+        let guard = client.acquire("wedged").await?;
+        assert_eq!(guard.state(), LockState::Held);
+        guard.release().await?;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "attempt {attempt}: connect + acquire + release took {took:?}"
+        );
+        if let Some(previous) = last.replace(client) {
+            previous.close().await?;
+        }
+    }
+    let client = last.ok_or("no client")?;
+    let guard = client.acquire("wedged").await?;
+    let mut lost = guard.watch();
+    // Several idle connection timeouts: the session keeps its live server.
+    let idle = within(Duration::from_secs(3), "lost", lost.lost()).await;
+    assert!(idle.is_err(), "the guard turned lost while idle");
+    assert_eq!(guard.state(), LockState::Held);
+    guard.release().await?;
+    client.close().await?;
+    drop(wedged);
+    ctx.finish().await
+}
+
+/// The session ids (lowercase hex) of the clients connected to the server at `port`,
+/// from its `cons` command.
+fn sessions_on(port: &str) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(port)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"cons")?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out
+        .split("sid=0x")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
+        .collect())
+}
+
+/// Pauses (`SIGSTOP`) for 30 s a follower that serves some of the sessions of three
+/// holders with a 3 s TTL: their sessions move to the other servers, and nobody
+/// loses a lock.
+async fn server_paused(ensemble: Ensemble) -> TestResult {
+    let ttl = Duration::from_secs(3);
+    let mut slot = ensemble.lock().await;
+    let Some(servers) = failover_ensemble(&mut slot).await? else {
+        return Ok(());
+    };
+    let harness = Arc::new(ZkHarness::new(servers.connect_string()).with_name("zk-3"));
+    let ctx = Ctx::new(harness as Arc<dyn Harness>);
+    let url = format!(
+        "zk://{}{}?session_timeout=3s",
+        servers.connect_string(),
+        ZkHarness::chroot(ctx.ns())
+    );
+    let hosts: Vec<String> = servers
+        .connect_string()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let leader = tokio::task::block_in_place(|| servers.leader()).ok_or("no leader")?;
+    let mut held = Vec::new();
+    let mut victim = None;
+    // Three holders; more if none of them happens to be on a follower.
+    for i in 0..20 {
+        let client = fencelock::connect(&url).await?;
+        let lease = client.lease_with_ttl(ttl).await?;
+        let guard = lease.lock(format!("paused-{i}"))?.acquire().await?;
+        let sid = format!("{:x}", lease.id().get());
+        held.push((client, lease, guard));
+        if victim.is_none() {
+            for (s, host) in hosts.iter().enumerate() {
+                if s != leader && tokio::task::block_in_place(|| sessions_on(host))?.contains(&sid)
+                {
+                    victim = Some(s);
+                }
+            }
+        }
+        if held.len() >= 3 && victim.is_some() {
+            break;
+        }
+    }
+    let victim = victim.ok_or("no session landed on a follower")?;
+    let watchers: Vec<_> = held
+        .iter()
+        .map(|(_, _, g)| {
+            let mut watch = g.watch();
+            tokio::spawn(async move { watch.lost().await })
+        })
+        .collect();
+    servers.pause(victim);
+    let paused = Instant::now();
+    let mut result = Ok(());
+    while paused.elapsed() < Duration::from_secs(30) {
+        if let Some(i) = held
+            .iter()
+            .position(|(_, _, g)| g.state() == LockState::Lost)
+        {
+            result = Err(format!(
+                "holder {i} lost its lock {:?} into the pause",
+                paused.elapsed()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    servers.resume(victim);
+    result?;
+    for (i, w) in watchers.iter().enumerate() {
+        assert!(!w.is_finished(), "holder {i} turned lost during the pause");
+    }
+    within(Duration::from_secs(10), "every holder held", async {
+        while held.iter().any(|(_, _, g)| g.state() != LockState::Held) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    for (client, lease, guard) in &held {
+        let info = client.inspect(guard.name()).await?.ok_or("lock not held")?;
+        assert_eq!(
+            (info.token, info.lease),
+            (guard.token(), lease.id()),
+            "{} changed hands",
+            guard.name()
+        );
+    }
+    for w in watchers {
+        w.abort();
+    }
+    for (client, lease, guard) in held {
+        guard.release().await?;
+        lease.close().await?;
+        client.close().await?;
+    }
+    ctx.finish().await
+}
+
+/// Kills one server of a 3-server ensemble while a lock is held with two waiters:
+/// the holder never turns lost, and the waiters are still served in order.
+async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
+    let mut slot = ensemble.lock().await; // one failover case at a time
+    let Some(servers) = failover_ensemble(&mut slot).await? else {
+        return Ok(());
+    };
     let harness = Arc::new(
         ZkHarness::new(servers.connect_string())
             .with_name("zk-3")

@@ -17,7 +17,7 @@ use std::{
     sync::{Arc, Mutex, Weak},
     time::{Duration, UNIX_EPOCH},
 };
-use zookeeper_client::{Client, CreateMode, Error as ZkError};
+use zookeeper_client::{Client, Error as ZkError};
 
 /// The capabilities of the ZooKeeper backend.
 pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Czxid)
@@ -81,7 +81,13 @@ impl ZkBackend {
         Self::connect(ZkConfig::from_url(url)?).await
     }
 
-    /// Connects with `config`, creating its chroot (persistent nodes) if missing.
+    /// Connects with `config`.
+    ///
+    /// Connecting creates nothing on the server: the chroot (persistent nodes) is
+    /// created, if missing, when the first lease is granted (the first acquisition).
+    /// Read-only use ([`inspect`](Backend::inspect), [`list`](Backend::list), the
+    /// CLI's `status` and `list`) never creates it, and reports no locks while it is
+    /// missing.
     ///
     /// # Errors
     ///
@@ -128,24 +134,12 @@ impl ZkBackend {
     }
 }
 
-/// Opens the backend's own session, creating the chroot if missing.
+/// Opens the backend's own session, under the chroot. It never creates the chroot:
+/// `inspect`, `list` and the leak checks only read, and report "no locks" while the
+/// chroot is missing.
 async fn open_admin(config: &ZkConfig) -> Result<Client> {
     let client = session::connect(config, config.session_timeout(), false, None).await?;
-    let chroot = config.chroot();
-    if chroot.is_empty() {
-        return Ok(client);
-    }
-    let mode = CreateMode::Persistent.with_acls(session::acls(config.acl()));
-    client
-        .mkdir(chroot, &mode)
-        .await
-        .map_err(|e| error::map(e, format_args!("creating the chroot {chroot}")))?;
-    client.chroot(chroot).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidConfig,
-            format!("zk chroot {chroot:?} is not a valid path"),
-        )
-    })
+    session::under_chroot(config, client, false).await
 }
 
 /// Reads the holder of `name` through `client`.
@@ -215,10 +209,12 @@ impl Backend for ZkBackend {
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         let client = self.admin().await?;
-        let dirs = client
-            .list_children("/")
-            .await
-            .map_err(|e| error::map(e, "listing locks"))?;
+        let dirs = match client.list_children("/").await {
+            Ok(dirs) => dirs,
+            // No chroot yet: nobody ever took a lock here.
+            Err(ZkError::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(error::map(e, "listing locks")),
+        };
         let mut names: Vec<LockName> = dirs
             .iter()
             .filter_map(|d| queue::decode_name(d))

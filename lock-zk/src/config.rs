@@ -21,6 +21,11 @@ pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// timeouts from the requested value, and a few milliseconds make every connect fail.
 pub const MIN_REQUESTED_SESSION_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The shortest per-server connection timeout fencelock gives zookeeper-client (see
+/// [`ZkConfig::per_host_timeout`]): below it a loaded server or network would
+/// be taken for dead on every hiccup.
+pub const MIN_PER_HOST_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// The ACL of the znodes this backend creates (lock directories, lock nodes, the
 /// chroot if missing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -61,12 +66,14 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// | key | default | meaning |
 /// |---|---|---|
 /// | `session_timeout` | 10s | session timeout requested for each lease (the server clamps it to `[2, 20] × tickTime`) |
-/// | `connect_timeout` | 3s | how long connecting may take before [`ErrorKind::Unavailable`] |
+/// | `connect_timeout` | 3s | how long connecting may take before [`ErrorKind::Unavailable`]; each server gets a share of it ([`per_host_timeout`](ZkConfig::per_host_timeout)) |
 /// | `acl` | `open` | `open` or `creator` (see [`ZkAcl`]; `creator` needs `user:password`) |
 ///
 /// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The
-/// chroot (default: none) is created as persistent nodes if missing; lock directories
-/// live directly under it. Unknown keys are rejected.
+/// chroot (default: none) is created as persistent nodes if missing when the first
+/// lease is granted (never by read-only calls such as `inspect` and `list`); lock
+/// directories live directly under it. A chroot in ZooKeeper's reserved tree (`/zookeeper`,
+/// `/zookeeper/…`) is rejected. Unknown keys are rejected.
 ///
 /// `Debug` never shows the password.
 ///
@@ -160,7 +167,8 @@ impl ZkConfig {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidConfig`] for a relative path, an empty, `.` or `..`
-    /// segment, or a character ZooKeeper rejects.
+    /// segment, a character ZooKeeper rejects, or a path in ZooKeeper's reserved
+    /// tree (`/zookeeper` and below; `/zookeeper2` is fine).
     pub fn with_chroot(mut self, chroot: &str) -> Result<Self> {
         let chroot = chroot.trim_end_matches('/');
         if !chroot.is_empty() {
@@ -175,6 +183,11 @@ impl ZkConfig {
                         "zk chroot {chroot:?} has a bad segment {segment:?}"
                     )));
                 }
+            }
+            if rest.split('/').next() == Some("zookeeper") {
+                return Err(invalid(format!(
+                    "zk chroot {chroot:?} is inside /zookeeper, the tree ZooKeeper reserves for itself"
+                )));
             }
         }
         self.chroot = chroot.to_owned();
@@ -279,6 +292,45 @@ impl ZkConfig {
         Ok(())
     }
 
+    /// The per-server connection timeout fencelock gives zookeeper-client for a
+    /// session asking for `session_timeout`: how long one server may take to accept a
+    /// connection and answer the session handshake before the next server is tried,
+    /// and how long an established connection may stay silent before it counts as
+    /// lost and the session moves to another server.
+    ///
+    /// It is the smaller of
+    ///
+    /// - `connect_timeout / (hosts + 1)`, so that trying every host once fits inside
+    ///   the [connect timeout](Self::connect_timeout) with room to spare: a server
+    ///   that accepts TCP connections but never answers (wedged, `SIGSTOP`ped, behind
+    ///   a half-dead load balancer) costs one share, not the whole connect; and
+    /// - `session_timeout / 5`, so that a session whose server stops answering
+    ///   notices within a fifth of its timeout and, even when the next server tried
+    ///   is another wedged one, reaches a live server well before the lease's local
+    ///   deadline (about two thirds of the timeout after the last heartbeat);
+    ///
+    /// raised to [`MIN_PER_HOST_TIMEOUT`] and capped at `3/5 × session_timeout`
+    /// (zookeeper-client ignores larger values). zookeeper-client's own default
+    /// (`2/5 × session_timeout`, e.g. 4 s for a 10 s session) exceeds the default 3 s
+    /// connect timeout, which made one wedged server fail most connects.
+    ///
+    /// zookeeper-client shuffles the host list at every (re)connect, so the position
+    /// of a wedged host in the URL does not matter; hosts are tried one after the
+    /// other, not in parallel.
+    ///
+    /// Not guaranteed: with a very short connect timeout and many hosts the floor
+    /// wins, and not every host may be tried before the connect timeout; a server
+    /// that stalls longer than this (a long GC pause) drops its connections, which
+    /// then reconnect (to it or another server) without losing the session.
+    pub fn per_host_timeout(&self, session_timeout: Duration) -> Duration {
+        let hosts = u32::try_from(self.hosts.len().max(1)).unwrap_or(u32::MAX);
+        let share = self.connect_timeout / hosts.saturating_add(1);
+        share
+            .min(session_timeout / 5)
+            .max(MIN_PER_HOST_TIMEOUT)
+            .min(session_timeout * 3 / 5)
+    }
+
     /// The connect string for zookeeper-client, without chroot (no credentials in it).
     pub(crate) fn servers(&self) -> String {
         self.hosts.join(",")
@@ -337,6 +389,10 @@ mod tests {
             "zk://user@h:1",
             "zk://h:1/a//b",
             "zk://h:1/a/../b",
+            "zk://h:1/zookeeper",
+            "zk://h:1/zookeeper/",
+            "zk://h:1/zookeeper/quota",
+            "zk://h:1/zookeeper/locks/a",
         ] {
             let err = ZkConfig::from_url(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}: {err}");
@@ -356,6 +412,40 @@ mod tests {
     }
 
     #[test]
+    fn per_host_timeout_fits_every_host_into_the_connect_timeout() {
+        let three = ZkConfig::from_url("zk://a:1,b:1,c:1").unwrap();
+        let t = three.per_host_timeout(DEFAULT_SESSION_TIMEOUT);
+        assert_eq!(t, Duration::from_millis(750));
+        assert!(t * 3 < three.connect_timeout());
+        // A short session: a fifth of it.
+        assert_eq!(
+            three.per_host_timeout(Duration::from_secs(3)),
+            Duration::from_millis(600)
+        );
+        // Floor, but never above 3/5 of the session timeout.
+        assert_eq!(
+            three
+                .clone()
+                .with_connect_timeout(Duration::from_millis(100))
+                .per_host_timeout(DEFAULT_SESSION_TIMEOUT),
+            MIN_PER_HOST_TIMEOUT
+        );
+        assert_eq!(
+            three.per_host_timeout(MIN_REQUESTED_SESSION_TIMEOUT),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            three.per_host_timeout(Duration::from_millis(300)),
+            Duration::from_millis(180)
+        );
+        let one = ZkConfig::from_url("zk://a:1").unwrap();
+        assert_eq!(
+            one.per_host_timeout(DEFAULT_SESSION_TIMEOUT),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
     fn chroot_is_normalised() {
         assert_eq!(
             ZkConfig::from_url("zk://h:1/a/b/").unwrap().chroot(),
@@ -366,5 +456,16 @@ mod tests {
             ""
         );
         assert!(ZkConfig::new(["h:1"]).with_chroot("rel").is_err());
+        let reserved = ZkConfig::new(["h:1"])
+            .with_chroot("/zookeeper/config")
+            .unwrap_err();
+        assert_eq!(reserved.kind(), ErrorKind::InvalidConfig);
+        assert!(reserved.message().contains("reserves"), "{reserved}");
+        for fine in ["/zookeeper2", "/zoo/zookeeper", "/apps/zookeeper/locks"] {
+            assert_eq!(
+                ZkConfig::new(["h:1"]).with_chroot(fine).unwrap().chroot(),
+                fine
+            );
+        }
     }
 }

@@ -42,6 +42,12 @@
 //! 4. The token is the `czxid` of the own node, taken from the create reply (never from
 //!    a multi-op create, whose stat is wrong on servers before 3.8.2, ZOOKEEPER-4026).
 //!
+//! A waiter whose node (or the whole lock directory) is deleted from outside, e.g.
+//! by an operator's `deleteall <chroot>/<lock>`, enqueues again at the back of the
+//! queue with a new node (up to 5 times per acquisition, then
+//! [`ErrorKind::LeaseLost`](lock_core::ErrorKind::LeaseLost)); a holder whose node is
+//! deleted turns `Lost`.
+//!
 //! A dropped, failed or timed-out acquisition deletes its node from a spawned task
 //! (finding it by uuid when the create's reply was lost). Release deletes the own node
 //! by its unique path, so it can never delete a newer holder's node.
@@ -144,7 +150,7 @@ mod session;
 pub use backend::{ZkBackend, CAPABILITIES};
 pub use config::{
     ZkAcl, ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT, MAX_CONNECT_TIMEOUT,
-    MIN_REQUESTED_SESSION_TIMEOUT, SCHEME,
+    MIN_PER_HOST_TIMEOUT, MIN_REQUESTED_SESSION_TIMEOUT, SCHEME,
 };
 pub use faults::ZkSessionRef;
 pub use fenced::{fenced_write, FencedOp, FencedOutcome, FencedWrite};

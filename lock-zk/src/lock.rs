@@ -208,83 +208,116 @@ pub(crate) async fn acquire(
     }
     let client = session.client_for(format_args!("acquiring lock {name}"))?;
     let dir = queue::dir_path(name);
-    let uuid = uuid::Uuid::new_v4().simple().to_string();
     let data = queue::encode_data(options.holder(), SystemTime::now());
     let mut cleanup = NodeCleanup {
         session: session.clone(),
         dir: dir.clone(),
-        uuid: uuid.clone(),
+        uuid: uuid::Uuid::new_v4().simple().to_string(),
         node: None,
         armed: true,
     };
-    let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data).await?;
-    cleanup.node = Some(node.clone());
-    let path = format!("{dir}/{node}");
-    let token = FencingToken::new(stat.czxid as u64);
     let mut lease_watch = session.liveness().watch();
-    // The first read also sets a watch on the directory: if we own the lock at once
-    // (the uncontended case) it is the held lock's first deletion watch, at no extra
-    // request. A waiter never re-arms it, so a change wakes at most one holder.
-    let (children, dir_watch) = client
-        .list_and_watch_children(&dir)
-        .await
-        .map_err(|e| error::map(e, format_args!("reading the queue of lock {name}")))?;
-    let mut dir_watch: Option<NodeEvent> = Some(Box::pin(dir_watch.changed()));
-    let mut children = Some(children);
-    let mut parked: Option<NodeEvent> = None;
-    let first_watch = loop {
-        let children = match children.take() {
-            Some(first) => first,
-            None => client
-                .list_children(&dir)
+    let mut requeues = 0;
+    'enqueue: loop {
+        // Our node (or the whole directory) was deleted from outside while we waited,
+        // e.g. by an operator's `deleteall`: enqueue again, at the back, under a new
+        // uuid, unless the session itself is gone.
+        if requeues > 0 {
+            if session.liveness().state().is_lost() {
+                return Err(lost(name, format_args!("session {} is lost", session.id())));
+            }
+            if requeues > RETRIES {
+                return Err(lost(
+                    name,
+                    format_args!("our lock node was deleted {requeues} times while waiting"),
+                ));
+            }
+            tracing::debug!(lock = %name, "lock node deleted while waiting; enqueueing again");
+            cleanup.uuid = uuid::Uuid::new_v4().simple().to_string();
+            cleanup.node = None;
+        }
+        requeues += 1;
+        let uuid = cleanup.uuid.clone();
+        let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data).await?;
+        cleanup.node = Some(node.clone());
+        let path = format!("{dir}/{node}");
+        let token = FencingToken::new(stat.czxid as u64);
+        // The first read also sets a watch on the directory: if we own the lock at
+        // once (the uncontended case) it is the held lock's first deletion watch, at
+        // no extra request. A waiter never re-arms it, so a change wakes at most one
+        // holder.
+        let (children, dir_watch) = match client.list_and_watch_children(&dir).await {
+            Ok(read) => read,
+            Err(ZkError::NoNode) => continue 'enqueue, // directory deleted meanwhile
+            Err(e) => {
+                return Err(error::map(
+                    e,
+                    format_args!("reading the queue of lock {name}"),
+                ))
+            }
+        };
+        let mut dir_watch: Option<NodeEvent> = Some(Box::pin(dir_watch.changed()));
+        let mut children = Some(children);
+        let mut parked: Option<NodeEvent> = None;
+        let first_watch = loop {
+            let children = match children.take() {
+                Some(first) => first,
+                None => match client.list_children(&dir).await {
+                    Ok(children) => children,
+                    Err(ZkError::NoNode) => continue 'enqueue,
+                    Err(e) => {
+                        return Err(error::map(
+                            e,
+                            format_args!("reading the queue of lock {name}"),
+                        ))
+                    }
+                },
+            };
+            let predecessor = match queue::position(&children, &node) {
+                Position::Missing => continue 'enqueue,
+                // Owner at the first read: the directory watch is still armed and ours.
+                Position::Owner => break dir_watch.take(),
+                Position::WaitFor(_) if mode == WaitMode::NoWait => {
+                    if delete_own(session, &dir, &uuid, Some(&node)).await.is_ok() {
+                        cleanup.disarm();
+                    }
+                    return Ok(None); // our own delete fired the directory watch: dropping it is free
+                }
+                Position::WaitFor(p) => format!("{dir}/{p}"),
+            };
+            // From here on the directory watch is parked unpolled: it fires (once) on
+            // the next change of the queue. It is dropped only after a later read,
+            // when its notification has surely arrived: dropping an armed watch costs
+            // a request.
+            if parked.is_none() {
+                parked = dir_watch.take();
+            }
+            let Some(pred_event) = watch_node(&client, &predecessor)
                 .await
-                .map_err(|e| error::map(e, format_args!("reading the queue of lock {name}")))?,
-        };
-        let predecessor = match queue::position(&children, &node) {
-            Position::Missing => {
-                return Err(lost(name, "our lock node was deleted while acquiring"))
-            }
-            // Owner at the first read: the directory watch is still armed and ours.
-            Position::Owner => break dir_watch.take(),
-            Position::WaitFor(_) if mode == WaitMode::NoWait => {
-                if delete_own(session, &dir, &uuid, Some(&node)).await.is_ok() {
-                    cleanup.disarm();
+                .map_err(|e| error::map(e, format_args!("watching the queue of lock {name}")))?
+            else {
+                continue; // already gone: read the queue again
+            };
+            tokio::select! {
+                ev = pred_event => {
+                    WAKEUPS.fetch_add(1, Ordering::Relaxed);
+                    if ev.event_type == EventType::Session {
+                        return Err(lost(name, format_args!("session {} while waiting", ev.session_state)));
+                    }
                 }
-                return Ok(None); // our own delete fired the directory watch: dropping it is free
-            }
-            Position::WaitFor(p) => format!("{dir}/{p}"),
-        };
-        // From here on the directory watch is parked unpolled: it fires (once) on the
-        // next change of the queue. It is dropped only after a later read, when its
-        // notification has surely arrived: dropping an armed watch costs a request.
-        if parked.is_none() {
-            parked = dir_watch.take();
-        }
-        let Some(pred_event) = watch_node(&client, &predecessor)
-            .await
-            .map_err(|e| error::map(e, format_args!("watching the queue of lock {name}")))?
-        else {
-            continue; // already gone: read the queue again
-        };
-        tokio::select! {
-            ev = pred_event => {
-                WAKEUPS.fetch_add(1, Ordering::Relaxed);
-                if ev.event_type == EventType::Session {
-                    return Err(lost(name, format_args!("session {} while waiting", ev.session_state)));
+                _ = lease_watch.lost() => {
+                    return Err(lost(name, format_args!("session {} lost while waiting", session.id())));
                 }
             }
-            _ = lease_watch.lost() => {
-                return Err(lost(name, format_args!("session {} lost while waiting", session.id())));
-            }
-        }
-    };
-    drop(parked);
-    cleanup.disarm();
-    Ok(Some(ZkHeldLock::new(
-        session.clone(),
-        name.clone(),
-        path,
-        token,
-        first_watch,
-    )))
+        };
+        drop(parked);
+        cleanup.disarm();
+        return Ok(Some(ZkHeldLock::new(
+            session.clone(),
+            name.clone(),
+            path,
+            token,
+            first_watch,
+        )));
+    }
 }

@@ -35,7 +35,7 @@ use std::{
 };
 use tokio::{sync::watch, time::Instant};
 use zookeeper_client::{
-    Acl, Acls, Client, Error as ZkError, Permission, SessionInfo, SessionState,
+    Acl, Acls, Client, CreateMode, Error as ZkError, Permission, SessionInfo, SessionState,
 };
 
 /// Creator-only rights, plus reads for everyone (so `inspect` works for all).
@@ -54,6 +54,9 @@ pub(crate) fn acls(acl: ZkAcl) -> Acls<'static> {
 
 /// Opens a session to `config`'s servers, giving up after its connect timeout.
 ///
+/// Each server gets [`ZkConfig::per_host_timeout`] to answer before the next one is
+/// tried, so one wedged server cannot use up the whole connect timeout.
+///
 /// `chroot`: whether the client works under the configured chroot. `resume`: an
 /// existing session to attach to (fault control) instead of a new one.
 pub(crate) async fn connect(
@@ -62,8 +65,10 @@ pub(crate) async fn connect(
     chroot: bool,
     resume: Option<SessionInfo>,
 ) -> Result<Client> {
+    let session_timeout = session_timeout.max(MIN_REQUESTED_SESSION_TIMEOUT);
     let mut connector = Client::connector()
-        .with_session_timeout(session_timeout.max(MIN_REQUESTED_SESSION_TIMEOUT));
+        .with_session_timeout(session_timeout)
+        .with_connection_timeout(config.per_host_timeout(session_timeout));
     if let Some(digest) = config.digest() {
         connector = connector.with_auth("digest", &digest);
     }
@@ -103,6 +108,40 @@ pub(crate) async fn connect(
             format!("zookeeper at {servers} not reachable within {limit:?}"),
         )),
     }
+}
+
+/// Moves `client` (connected without chroot) under `config`'s chroot, first creating
+/// the chroot as persistent nodes if `create` and it is missing.
+pub(crate) async fn under_chroot(
+    config: &ZkConfig,
+    client: Client,
+    create: bool,
+) -> Result<Client> {
+    let chroot = config.chroot();
+    if chroot.is_empty() {
+        return Ok(client);
+    }
+    if create {
+        // Look before creating: creating an existing node can still fail with NoAuth
+        // when its parent is closed to us.
+        let exists = client
+            .check_stat(chroot)
+            .await
+            .map_err(|e| error::map(e, format_args!("looking up the chroot {chroot}")))?;
+        if exists.is_none() {
+            let mode = CreateMode::Persistent.with_acls(acls(config.acl()));
+            client
+                .mkdir(chroot, &mode)
+                .await
+                .map_err(|e| error::map(e, format_args!("creating the chroot {chroot}")))?;
+        }
+    }
+    client.chroot(chroot).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidConfig,
+            format!("zk chroot {chroot:?} is not a valid path"),
+        )
+    })
 }
 
 /// One ZooKeeper session and what hangs off it.
@@ -281,7 +320,8 @@ impl ZkLease {
     /// Opens a new session asking for `ttl` as its timeout.
     pub(crate) async fn grant(config: &ZkConfig, ttl: Duration) -> Result<Self> {
         let started = Instant::now();
-        let client = connect(config, ttl, true, None).await?;
+        let client = connect(config, ttl, false, None).await?;
+        let client = under_chroot(config, client, true).await?;
         let timeout = client.session_timeout();
         let id = LeaseId::new(client.session_id().0 as u64);
         let liveness = Liveness::for_lease(local_deadline(started, timeout), timeout);
