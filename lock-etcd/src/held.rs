@@ -44,7 +44,8 @@ pub(crate) async fn watch_own_key(
                     create_revision,
                     lease: l,
                 } if create_revision == token && l == lease.id => {}
-                Signal::Put { .. } | Signal::Delete => {
+                Signal::Created { .. } => {}
+                Signal::Put { .. } | Signal::Delete { .. } => {
                     tracing::debug!(key, "lock key deleted or replaced; the lock is lost");
                     liveness.lose();
                     lease.poke();

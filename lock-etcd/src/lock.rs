@@ -296,6 +296,22 @@ pub(crate) async fn acquire(
     )))
 }
 
+/// Whether `key` still exists with create revision `create_revision` (the key a
+/// waiter watches, checked once its watch is registered).
+async fn still_there(conn: &Conn, name: &LockName, key: &[u8], create_revision: i64) -> Result<bool> {
+    let what = || format!("waiting for lock {name}");
+    let resp = conn
+        .call(&what, |mut c| {
+            let key = key.to_vec();
+            async move { c.get(key, None).await }
+        })
+        .await?;
+    Ok(resp
+        .kvs()
+        .first()
+        .is_some_and(|kv| kv.create_revision() == create_revision))
+}
+
 fn by_create(order: SortOrder, limit: i64) -> GetOptions {
     GetOptions::new()
         .with_prefix()
@@ -365,20 +381,37 @@ async fn wait_for_turn(
             Position::Missing => return Err(lost_while_waiting(name)),
         };
         tracing::trace!(lock = %name, ahead = %String::from_utf8_lossy(&ahead_key), "waiting for the key ahead");
-        let mut ahead_watch = conn.watches.watch(&ahead_key, read_rev + 1);
+        let ahead_rev = waiters
+            .iter()
+            .find(|w| w.key == ahead_key)
+            .map_or(0, |w| w.create_revision);
+        // From the next change on, not from `read_rev + 1`: under contention other
+        // writes land between our read and the watch's registration, and etcd serves
+        // a watch that starts in the past only from a catch-up loop that runs every
+        // 100 ms. What happened in between is checked once the watch is registered.
+        let mut ahead_watch = conn.watches.watch(&ahead_key, 0);
         let own_sub =
             own_watch.get_or_insert_with(|| conn.watches.watch(key.as_bytes(), read_rev + 1));
         let reset = loop {
             tokio::select! {
                 signal = ahead_watch.next() => match signal {
-                    Signal::Delete => break false,
+                    Signal::Delete { .. } => break false,
                     Signal::Reset => break true,
-                    Signal::Put { .. } => {}
+                    Signal::Created { revision } if revision > read_rev => {
+                        match still_there(conn, name, &ahead_key, ahead_rev).await {
+                            Ok(true) => {}
+                            Ok(false) => break false,
+                            Err(e) if e.is_retryable() => break true,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Signal::Created { .. } | Signal::Put { .. } => {}
                 },
                 signal = own_sub.next() => match signal {
                     Signal::Put { create_revision, .. } if create_revision == own_rev => {}
+                    Signal::Created { .. } => {}
                     Signal::Reset => break true,
-                    Signal::Put { .. } | Signal::Delete => {
+                    Signal::Put { .. } | Signal::Delete { .. } => {
                         lease.poke();
                         return Err(lost_while_waiting(name));
                     }

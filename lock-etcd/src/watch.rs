@@ -23,8 +23,12 @@ use tokio::sync::mpsc;
 pub(crate) enum Signal {
     /// The key was written (created or overwritten).
     Put { create_revision: i64, lease: i64 },
-    /// The key was deleted (released, expired or deleted by someone else).
-    Delete,
+    /// The key was deleted (released, expired or deleted by someone else), at
+    /// `revision`.
+    Delete { revision: i64 },
+    /// The watch is registered on the server: it reports every change after
+    /// `revision` (a watch from the current revision says here where it starts).
+    Created { revision: i64 },
     /// The watch is gone (stream broken, watch cancelled): re-read the state.
     Reset,
 }
@@ -83,7 +87,9 @@ impl WatchMux {
         }
     }
 
-    /// Watches `key` from `start_revision` (inclusive).
+    /// Watches `key` from `start_revision` (inclusive; 0: from the next change on,
+    /// which etcd serves without its 100 ms catch-up loop for watches that start in
+    /// the past).
     pub(crate) fn watch(&self, key: &[u8], start_revision: i64) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -260,9 +266,15 @@ impl State {
         let Some(tx) = self.subs.get(&id) else {
             return;
         };
+        if response.created() {
+            let revision = response.header().map_or(0, |h| h.revision());
+            let _ = tx.send(Signal::Created { revision });
+        }
         for event in response.events() {
             let signal = match (event.event_type(), event.kv()) {
-                (EventType::Delete, _) => Signal::Delete,
+                (EventType::Delete, kv) => Signal::Delete {
+                    revision: kv.map_or(0, |kv| kv.mod_revision()),
+                },
                 (EventType::Put, Some(kv)) => Signal::Put {
                     create_revision: kv.create_revision(),
                     lease: kv.lease(),
