@@ -11,6 +11,10 @@ use crate::{
 use async_trait::async_trait;
 use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
 
+mod grant;
+
+pub use grant::{decide, Claim, Decision};
+
 /// Whether an acquisition may wait for the current holder.
 ///
 /// # Examples
