@@ -395,3 +395,40 @@ async fn wait_for_turn(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::retry_backoff;
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The old `next_backoff`: `(current * 2).min(500 ms)` plus 0..=15 ms of jitter.
+    fn in_old_step(prev: Duration, next: Duration) -> bool {
+        let floor = (prev * 2).min(500 * MS);
+        next >= floor && next < floor + 16 * MS
+    }
+
+    #[test]
+    fn retry_delays_match_the_old_schedule() {
+        let mut requests = retry_backoff();
+        let mut prev = requests.next_delay();
+        assert_eq!(prev, 20 * MS);
+        // Started from zero: the first delay is the jitter alone.
+        let mut waits = backoff_from_zero();
+        let mut prev_wait = waits.next_delay();
+        assert!(in_old_step(Duration::ZERO, prev_wait), "{prev_wait:?}");
+        for _ in 0..10 {
+            let (next, next_wait) = (requests.next_delay(), waits.next_delay());
+            assert!(in_old_step(prev, next), "{prev:?} -> {next:?}");
+            assert!(
+                in_old_step(prev_wait, next_wait),
+                "{prev_wait:?} -> {next_wait:?}"
+            );
+            (prev, prev_wait) = (next, next_wait);
+        }
+        requests.reset();
+        assert_eq!(requests.current(), 20 * MS);
+    }
+}
