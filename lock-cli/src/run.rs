@@ -2,7 +2,7 @@
 
 use crate::{
     child::{exit_code, Group},
-    exit::{Exit, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, LOCK_LOST, SOFTWARE, UNAVAILABLE},
+    exit::{Exit, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, LOCK_LOST, UNAVAILABLE},
 };
 use clap::Args;
 use fencelock::{ErrorKind, LockClient, LockGuard, LockName, LockState, StateWatch};
@@ -217,11 +217,11 @@ async fn supervise(
             if let Err(release) = guard.release().await {
                 eprintln!("fencelock: warning: release of {}: {release}", env[1].1);
             }
-            // The shell's codes: 127 not found, 126 found but not executable.
+            // The shell's codes: 127 not found, 126 found but cannot be executed
+            // (no permission, not an executable format, ...).
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => COMMAND_NOT_FOUND,
-                std::io::ErrorKind::PermissionDenied => COMMAND_NOT_EXECUTABLE,
-                _ => SOFTWARE,
+                _ => COMMAND_NOT_EXECUTABLE,
             };
             return Err(Exit::new(code, e.to_string()));
         }

@@ -180,6 +180,37 @@ fn unreachable_server_kills_command_within_session_timeout(zk: &ZkEnsemble, dir:
     ensure(!pid_alive(child), "command still alive")
 }
 
+/// A server blip that ends well before the deadline (the server SIGSTOPped for
+/// 0.5 s at TTL 3 s, the session intact) must kill nothing: Suspect means the
+/// deadline is at risk, not that one reply was late.
+fn short_server_pause_kills_nothing(zk: &ZkEnsemble) -> Check {
+    let url = zk.url(&format!("/{}", uid()));
+    let mut a = spawn_run(&url, "3", "blip", "sleep 4");
+    wait_held(&url, "blip")?;
+    zk.pause(0);
+    sleep(Duration::from_millis(500));
+    zk.resume(0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = a.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = a.kill();
+            return Err("the command did not finish".into());
+        }
+        sleep(Duration::from_millis(20));
+    };
+    let err = a.stderr();
+    ensure(
+        status.code() == Some(0),
+        format!(
+            "a 0.5 s server pause ended the run with {:?}: {err}",
+            status.code()
+        ),
+    )
+}
+
 fn status_json(url: &str, name: &str) -> Result<serde_json::Value, Failed> {
     let out = output(fencelock().args(["--backend", url, "status", "--json", name]));
     ensure(
@@ -569,9 +600,13 @@ fn bad_input(unreachable: &str) -> Check {
             format!("unreachable, {args:?} took {:?}", start.elapsed()),
         )?;
     }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let plain = dir.path().join("not-executable");
+    fs::write(&plain, "echo hi\n").map_err(|e| e.to_string())?;
+    let plain = plain.display().to_string();
     for (command, want) in [
         ("/nonexistent/fencelock-test-cmd", 127),
-        ("/etc/hostname", 126),
+        (plain.as_str(), 126),
     ] {
         let out = output(fencelock().args(["--backend", "memory://", "run", "x", "--", command]));
         ensure(
@@ -660,6 +695,11 @@ fn main() {
             "zk::deleted_node_kills_the_command_before_the_next_holder_starts".into(),
             s,
             lost_lease_kills_child_first,
+        ));
+        let blip = ZkEnsemble::start(1).expect("zookeeper starts");
+        trials.push(Trial::test(
+            "zk::short_server_pause_kills_nothing",
+            move || short_server_pause_kills_nothing(&blip),
         ));
         let zk = ZkEnsemble::start(1).expect("zookeeper starts");
         trials.push(Trial::test(

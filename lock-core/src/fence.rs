@@ -67,7 +67,7 @@ impl Fence {
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, FencingToken>> {
         // The map holds plain tokens; a panic elsewhere cannot leave it half-updated.
-        self.highest.lock().unwrap_or_else(|e| e.into_inner())
+        crate::backend::lock_unpoisoned(&self.highest)
     }
 
     /// Accepts `token` for `resource` if it is at least the highest seen, and records it.

@@ -137,7 +137,7 @@ impl Inner {
     fn deadline(&self) -> MutexGuard<'_, Option<Instant>> {
         // A poisoned deadline lock only means a panic elsewhere; the value is still a
         // plain Instant, so keep using it.
-        self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+        crate::backend::lock_unpoisoned(&self.deadline)
     }
 
     /// The state, downgraded to `Lost` once the deadline has passed and from `Held` to

@@ -17,6 +17,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest connect or request timeout accepted.
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shortest connect or request timeout accepted: below it no etcd round trip
+/// fits, and every request (releases included) would time out.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
 const PARAMS: [&str; 6] = [
     "ttl",
@@ -40,8 +43,8 @@ const PARAMS: [&str; 6] = [
 /// |---|---|---|
 /// | path (`/prefix`) | `/fencelock` | key prefix of every lock key |
 /// | `ttl` | `10s` | lease TTL when none is given (rounded up to whole seconds) |
-/// | `connect_timeout` | `3s` | bound on connecting and the first round trip |
-/// | `request_timeout` | `5s` | bound on each request, retries of transient failures included |
+/// | `connect_timeout` | `3s` | bound on connecting and the first round trip (100 ms to 600 s) |
+/// | `request_timeout` | `5s` | bound on each request, retries of transient failures included (100 ms to 600 s) |
 /// | `ca` | none | PEM file of the CA that signed the servers' certificates (enables TLS) |
 /// | `cert`, `key` | none | PEM client certificate and key (TLS client authentication) |
 ///
@@ -258,9 +261,9 @@ impl EtcdConfig {
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
         ] {
-            if t.is_zero() || t > MAX_TIMEOUT {
+            if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t) {
                 return Err(invalid(format!(
-                    "{name} {t:?} is outside (0s, {MAX_TIMEOUT:?}]"
+                    "{name} {t:?} is outside [{MIN_TIMEOUT:?}, {MAX_TIMEOUT:?}]"
                 )));
             }
         }
@@ -357,6 +360,8 @@ mod tests {
             "etcd://h:1?tll=1s",
             "etcd://h:1?ttl=soon",
             "etcd://h:1?request_timeout=0s",
+            "etcd://h:1?request_timeout=1ns",
+            "etcd://h:1?connect_timeout=99ms",
             "etcd://h:1?cert=/x",
             "zk://h:1",
             "etcd://u:hunter2@h:1?bogus=1",

@@ -3,7 +3,7 @@
 
 use crate::{
     lock::{fenced_delete, spawn_delete},
-    session::{next_backoff, Conn, LeaseShared},
+    session::{backoff_from_zero, Conn, LeaseShared},
     slot::Slot,
     watch::Signal,
 };
@@ -31,7 +31,7 @@ pub(crate) async fn watch_own_key(
         _ = tokio::time::sleep(OWN_KEY_WATCH_DELAY) => {}
         _ = lease_lost.lost() => return,
     }
-    let mut backoff = next_backoff(std::time::Duration::ZERO);
+    let mut backoff = backoff_from_zero();
     loop {
         let mut sub = conn.watches.watch(key.as_bytes(), from);
         loop {
@@ -55,8 +55,7 @@ pub(crate) async fn watch_own_key(
             }
         }
         drop(sub);
-        tokio::time::sleep(backoff).await;
-        backoff = next_backoff(backoff);
+        tokio::time::sleep(backoff.next_delay()).await;
         let what = || format!("re-reading lock key {key}");
         match conn
             .call(&what, |mut c| {

@@ -3,7 +3,7 @@
 
 use crate::{
     queue::{self, Position, Waiter},
-    session::{next_backoff, Conn, LeaseShared},
+    session::{backoff_from_zero, Conn, LeaseShared},
     slot::Slot,
     watch::Signal,
 };
@@ -11,7 +11,10 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
     TxnResponse,
 };
-use lock_core::{backend::WaitMode, AcquireOptions, Error, ErrorKind, LockName, Result};
+use lock_core::{
+    backend::{Backoff, WaitMode},
+    AcquireOptions, Error, ErrorKind, LockName, Result,
+};
 use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
 
 type Enqueued = Result<(TxnResponse, bool)>;
@@ -115,7 +118,10 @@ const DELETE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600
 /// deletes.
 async fn delete_until_confirmed(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
     let started = tokio::time::Instant::now();
-    let mut backoff = std::time::Duration::from_millis(100);
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
     loop {
         if delete(conn, key, fence).await {
             return true;
@@ -123,8 +129,7 @@ async fn delete_until_confirmed(conn: &Conn, key: &str, fence: Option<i64>) -> b
         if started.elapsed() >= DELETE_RETRY_FOR {
             return false;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -339,7 +344,7 @@ async fn wait_for_turn(
         create_revision: own_rev,
     };
     let mut own_watch = None;
-    let mut backoff = next_backoff(std::time::Duration::ZERO);
+    let mut backoff = backoff_from_zero();
     loop {
         let mut waiters = match ahead.take() {
             Some(w) => w,
@@ -360,8 +365,7 @@ async fn wait_for_turn(
                 {
                     Ok(resp) => resp,
                     Err(e) if e.is_retryable() && !lease.liveness.state().is_lost() => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = next_backoff(backoff);
+                        tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -420,8 +424,44 @@ async fn wait_for_turn(
         };
         if reset {
             own_watch = None;
-            tokio::time::sleep(backoff).await;
-            backoff = next_backoff(backoff);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::retry_backoff;
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The old `next_backoff`: `(current * 2).min(500 ms)` plus 0..=15 ms of jitter.
+    fn in_old_step(prev: Duration, next: Duration) -> bool {
+        let floor = (prev * 2).min(500 * MS);
+        next >= floor && next < floor + 16 * MS
+    }
+
+    #[test]
+    fn retry_delays_match_the_old_schedule() {
+        let mut requests = retry_backoff();
+        let mut prev = requests.next_delay();
+        assert_eq!(prev, 20 * MS);
+        // Started from zero: the first delay is the jitter alone.
+        let mut waits = backoff_from_zero();
+        let mut prev_wait = waits.next_delay();
+        assert!(in_old_step(Duration::ZERO, prev_wait), "{prev_wait:?}");
+        for _ in 0..10 {
+            let (next, next_wait) = (requests.next_delay(), waits.next_delay());
+            assert!(in_old_step(prev, next), "{prev:?} -> {next:?}");
+            assert!(
+                in_old_step(prev_wait, next_wait),
+                "{prev_wait:?} -> {next_wait:?}"
+            );
+            (prev, prev_wait) = (next, next_wait);
+        }
+        requests.reset();
+        assert_eq!(requests.current(), 20 * MS);
     }
 }

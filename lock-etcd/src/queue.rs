@@ -7,7 +7,10 @@
 //! sees the waiters of lock `a/b`. The encoding preserves prefixes, so listing the
 //! locks whose names start with `p` is one range read of `<prefix>/<encoded p>`.
 
-use lock_core::LockName;
+use lock_core::{
+    backend::{decide, Claim, Decision},
+    LockName,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The key range (a prefix ending in `/`) holding every waiter of `name`.
@@ -83,17 +86,23 @@ pub(crate) enum Position {
 }
 
 /// The position of `own` among `waiters` (any subset of the queue that contains the
-/// keys around `own`, in any order). The queue is ordered by create revision: the
-/// owner has the smallest, and each waiter waits only for the one just ahead of it,
-/// so a release wakes exactly one waiter.
+/// keys around `own`, in any order). The queue is ordered by create revision and
+/// every entry is an [`Claim::Exclusive`] mutex claim, so [`decide`] grants the
+/// smallest and has each waiter wait only for the one just ahead of it: a release
+/// wakes exactly one waiter.
 pub(crate) fn position(waiters: &[Waiter], own: &[u8]) -> Position {
     let mut sorted: Vec<&Waiter> = waiters.iter().collect();
     sorted.sort_by_key(|w| w.create_revision);
     sorted.dedup_by(|a, b| a.key == b.key);
-    match sorted.iter().position(|w| w.key == own) {
+    let Some(index) = sorted.iter().position(|w| w.key == own) else {
+        return Position::Missing;
+    };
+    match decide(&vec![Claim::Exclusive; sorted.len()], index) {
+        Some(Decision::Granted) => Position::Owner,
+        Some(Decision::WaitFor(ahead)) => sorted
+            .get(ahead)
+            .map_or(Position::Missing, |w| Position::WaitFor(w.key.clone())),
         None => Position::Missing,
-        Some(0) => Position::Owner,
-        Some(i) => Position::WaitFor(sorted[i - 1].key.clone()),
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use lock_core::{
-    backend::{HeldLock, LeaseBackend, WaitMode},
+    backend::{Backoff, HeldLock, LeaseBackend, WaitMode},
     local_deadline, AcquireOptions, Error, ErrorKind, LeaseId, Liveness, LockName, Result,
 };
 use std::{
@@ -49,10 +49,20 @@ impl fmt::Debug for Conn {
     }
 }
 
-/// Doubling backoff with jitter, capped.
-pub(crate) fn next_backoff(current: Duration) -> Duration {
-    let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_u128() as u8) % 16);
-    (current * 2).min(BACKOFF_MAX) + jitter
+/// The jitter added to every retry delay after the first stays below this.
+const BACKOFF_JITTER: Duration = Duration::from_millis(16);
+
+/// The retry backoff of requests and keep-alives: 20 ms, then doubling to 500 ms,
+/// plus jitter.
+pub(crate) fn retry_backoff() -> Backoff {
+    Backoff::new(BACKOFF_START, BACKOFF_MAX).with_jitter(BACKOFF_JITTER)
+}
+
+/// The same doubling started from zero: the first delay is the jitter alone.
+pub(crate) fn backoff_from_zero() -> Backoff {
+    let mut backoff = Backoff::new(Duration::ZERO, BACKOFF_MAX).with_jitter(BACKOFF_JITTER);
+    backoff.next_delay(); // skip the zero delay
+    backoff
 }
 
 impl Conn {
@@ -80,7 +90,7 @@ impl Conn {
         // whole budget: later attempts reach another member (every operation here is
         // safe to repeat).
         let attempt_limit = self.members.attempt_limit(limit);
-        let mut backoff = BACKOFF_START;
+        let mut backoff = retry_backoff();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -98,12 +108,11 @@ impl Conn {
             if matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) {
                 self.members.skip(member);
             }
-            if !err.is_retryable() || left <= backoff {
+            if !err.is_retryable() || left <= backoff.current() {
                 return Err(err);
             }
             tracing::debug!(error = %err, attempt = attempts, endpoint = self.members.endpoint(member), "retrying etcd request");
-            tokio::time::sleep(backoff).await;
-            backoff = next_backoff(backoff);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -407,7 +416,7 @@ async fn keep_alive(
     let mut waiting_on: Option<usize> = None;
     let mut last_ok = granted_at;
     let mut next = granted_at + period;
-    let mut backoff = BACKOFF_START;
+    let mut backoff = retry_backoff();
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -441,7 +450,7 @@ async fn keep_alive(
             Some((member, sent_at, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                 Ok(()) => {
                     live.renew(local_deadline(sent_at, shared.ttl));
-                    backoff = BACKOFF_START;
+                    backoff.reset();
                     let took = sent_at.elapsed();
                     rtt = if rtt.is_zero() { took } else { (rtt * 3 + took) / 4 };
                     members.prefer(member);
@@ -462,8 +471,7 @@ async fn keep_alive(
                     if waiting_on == Some(member) {
                         waiting_on = None;
                     }
-                    next = next.min(Instant::now() + backoff);
-                    backoff = next_backoff(backoff);
+                    next = next.min(Instant::now() + backoff.next_delay());
                 }
             },
         }

@@ -2,6 +2,7 @@
 //! is known to be gone, and the sweep of keys that a late request may re-create.
 
 use crate::session::LeaseShared;
+use lock_core::backend::lock_unpoisoned;
 use std::{sync::Arc, time::Duration};
 
 /// How long after a request timed out etcd may still apply it (its own request
@@ -61,7 +62,7 @@ impl Drop for Slot {
                 return;
             }
         }
-        let mut slots = self.lease.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = lock_unpoisoned(&self.lease.slots);
         if let Some(used) = slots.get_mut(&self.range) {
             used.remove(&self.index);
             if used.is_empty() {
@@ -104,7 +105,7 @@ async fn sweep(slot: Slot, key: String, above: i64) {
 impl LeaseShared {
     /// Reserves the lowest free key slot of `range` on this lease.
     pub(crate) fn take_slot(self: &Arc<Self>, range: &str) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = lock_unpoisoned(&self.slots);
         let used = slots.entry(range.to_owned()).or_default();
         let index = (0..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
         used.insert(index);

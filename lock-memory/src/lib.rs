@@ -50,7 +50,7 @@ pub use store::StoreEvent;
 
 use async_trait::async_trait;
 use lock_core::{
-    backend::{Backend, LeaseBackend},
+    backend::{lock_unpoisoned, Backend, LeaseBackend},
     Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
@@ -125,7 +125,7 @@ impl MemoryBackend {
         let store = match config.store {
             None => Arc::new(Store::default()),
             Some(name) => {
-                let mut stores = named_stores().lock().unwrap_or_else(|e| e.into_inner());
+                let mut stores = lock_unpoisoned(named_stores());
                 stores.retain(|_, s| s.strong_count() > 0);
                 match stores.get(&name).and_then(Weak::upgrade) {
                     Some(store) => store,

@@ -2,8 +2,8 @@
 //! Pure bookkeeping; no waiting and no tasks here.
 
 use lock_core::{
-    local_deadline, AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, Liveness, LockInfo,
-    LockName, Result,
+    backend::lock_unpoisoned, local_deadline, AcquireOptions, Error, ErrorKind, FencingToken,
+    LeaseId, Liveness, LockInfo, LockName, Result,
 };
 use std::{
     collections::{HashMap, VecDeque},
@@ -129,7 +129,7 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation below completes without panicking points in between, so a
         // poisoned mutex still guards consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.state)
     }
 
     /// Calls the observers while the caller still holds the store lock, so events
@@ -138,7 +138,7 @@ impl Store {
         if events.is_empty() {
             return;
         }
-        let observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        let observers = lock_unpoisoned(&self.observers);
         for event in &events {
             for observer in observers.iter() {
                 observer(event);
@@ -147,10 +147,7 @@ impl Store {
     }
 
     pub(crate) fn observe(&self, observer: Observer) {
-        self.observers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(observer);
+        lock_unpoisoned(&self.observers).push(observer);
     }
 
     pub(crate) fn grant_lease(&self, ttl: Duration) -> (u64, Liveness) {

@@ -8,7 +8,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use lock_core::{
-    backend::{Backend, LeaseBackend},
+    backend::{lock_unpoisoned, Backend, LeaseBackend},
     Capabilities, Error, ErrorKind, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
@@ -124,11 +124,7 @@ impl ZkBackend {
     }
 
     pub(crate) fn live_sessions(&self) -> Vec<Arc<Session>> {
-        let mut sessions = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sessions = lock_unpoisoned(&self.inner.sessions);
         sessions.retain(|s| s.strong_count() > 0);
         sessions.iter().filter_map(Weak::upgrade).collect()
     }
@@ -192,11 +188,7 @@ impl Backend for ZkBackend {
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
         let lease = ZkLease::grant(&self.inner.config, ttl).await?;
         {
-            let mut sessions = self
-                .inner
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut sessions = lock_unpoisoned(&self.inner.sessions);
             sessions.retain(|s| s.strong_count() > 0);
             sessions.push(Arc::downgrade(lease.session()));
         }

@@ -15,6 +15,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The longest connect timeout accepted.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shortest connect timeout accepted: below it no ZooKeeper handshake fits.
+pub const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Session timeouts below this are raised to it before asking the server (which then
 /// clamps to its `[2, 20] × tickTime`): zookeeper-client derives its connection
@@ -278,9 +280,9 @@ impl ZkConfig {
         }
         validate_ttl(self.session_timeout)
             .map_err(|e| invalid(format!("session_timeout: {}", e.message())))?;
-        if self.connect_timeout.is_zero() || self.connect_timeout > MAX_CONNECT_TIMEOUT {
+        if !(MIN_CONNECT_TIMEOUT..=MAX_CONNECT_TIMEOUT).contains(&self.connect_timeout) {
             return Err(invalid(format!(
-                "connect_timeout {:?} is outside (0, {MAX_CONNECT_TIMEOUT:?}]",
+                "connect_timeout {:?} is outside [{MIN_CONNECT_TIMEOUT:?}, {MAX_CONNECT_TIMEOUT:?}]",
                 self.connect_timeout
             )));
         }
@@ -306,8 +308,9 @@ impl ZkConfig {
     ///   a half-dead load balancer) costs one share, not the whole connect; and
     /// - `session_timeout / 5`, so that a session whose server stops answering
     ///   notices within a fifth of its timeout and, even when the next server tried
-    ///   is another wedged one, reaches a live server well before the lease's local
-    ///   deadline (about two thirds of the timeout after the last heartbeat);
+    ///   is another wedged one, reaches a live server well before the lease turns
+    ///   `Suspect` (0.8 of the timeout after the last confirmed heartbeat, the rule on
+    ///   `LockState`);
     ///
     /// raised to [`MIN_PER_HOST_TIMEOUT`] and capped at `3/5 × session_timeout`
     /// (zookeeper-client ignores larger values). zookeeper-client's own default
@@ -383,6 +386,7 @@ mod tests {
             "zk://h:1?session_timeout=0s",
             "zk://h:1?session_timeout=2h",
             "zk://h:1?connect_timeout=0s",
+            "zk://h:1?connect_timeout=1ns",
             "zk://h:1?connect_timeout=soon",
             "zk://h:1?acl=everyone",
             "zk://h:1?acl=creator",

@@ -3,7 +3,7 @@
 
 use crate::{
     error,
-    lock::{watch_node, NodeEvent, RETRIES},
+    lock::{retry_backoff, watch_node, NodeEvent, RETRIES},
     session::Session,
 };
 use async_trait::async_trait;
@@ -174,9 +174,10 @@ async fn release_node(
         )
     };
     let mut tried = false;
+    let mut backoff = retry_backoff();
     for attempt in 0..RETRIES {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         let Some(client) = session.client() else {
             return Err(not_held());

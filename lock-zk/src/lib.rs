@@ -150,7 +150,7 @@ mod session;
 pub use backend::{ZkBackend, CAPABILITIES};
 pub use config::{
     ZkAcl, ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT, MAX_CONNECT_TIMEOUT,
-    MIN_PER_HOST_TIMEOUT, MIN_REQUESTED_SESSION_TIMEOUT, SCHEME,
+    MIN_CONNECT_TIMEOUT, MIN_PER_HOST_TIMEOUT, MIN_REQUESTED_SESSION_TIMEOUT, SCHEME,
 };
 pub use faults::ZkSessionRef;
 pub use fenced::{fenced_write, FencedOp, FencedOutcome, FencedWrite};

@@ -10,7 +10,8 @@ use crate::{
 };
 use futures::future::BoxFuture;
 use lock_core::{
-    backend::WaitMode, AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
+    backend::{Backoff, WaitMode},
+    AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
 };
 use std::{
     fmt,
@@ -36,6 +37,11 @@ pub(crate) type NodeEvent = BoxFuture<'static, WatchedEvent>;
 
 /// How often an indeterminate request is retried before giving up.
 pub(crate) const RETRIES: usize = 5;
+
+/// The delays between those attempts: 100 ms, doubling (100, 200, 400, 800 ms).
+pub(crate) fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::MAX)
+}
 
 fn lost(name: &LockName, why: impl fmt::Display) -> Error {
     Error::new(ErrorKind::LeaseLost, format!("lock {name}: {why}"))
@@ -88,9 +94,10 @@ impl Drop for NodeCleanup {
 /// carries `uuid`. Retries indeterminate failures while the session lives.
 async fn delete_own(session: &Session, dir: &str, uuid: &str, node: Option<&str>) -> Result<()> {
     let mut last = None;
+    let mut backoff = retry_backoff();
     for attempt in 0..RETRIES {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         let Some(client) = session.client() else {
             return Ok(());
@@ -319,5 +326,22 @@ pub(crate) async fn acquire(
             token,
             first_watch,
         )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_from_100_ms_as_before() {
+        let mut backoff = retry_backoff();
+        for attempt in 1..RETRIES {
+            assert_eq!(
+                backoff.next_delay(),
+                Duration::from_millis(50 << attempt),
+                "{attempt}"
+            );
+        }
     }
 }

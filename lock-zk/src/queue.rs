@@ -3,7 +3,10 @@
 //!
 //! No I/O here, so every rule is unit-tested without a server.
 
-use lock_core::LockName;
+use lock_core::{
+    backend::{decide, Claim, Decision},
+    LockName,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The marker between a node's uuid and its sequence number.
@@ -79,13 +82,20 @@ pub(crate) enum Position<'a> {
     Missing,
 }
 
-/// The position of node `own` given the children of its lock directory.
+/// The position of node `own` given the children of its lock directory. Every lock
+/// node is an [`Claim::Exclusive`] mutex claim, so [`decide`] grants the lowest
+/// sequence and has each waiter watch only its immediate predecessor.
 pub(crate) fn position<'a>(children: &'a [String], own: &str) -> Position<'a> {
     let nodes = sorted(children);
-    match nodes.iter().position(|c| *c == own) {
+    let Some(index) = nodes.iter().position(|c| *c == own) else {
+        return Position::Missing;
+    };
+    match decide(&vec![Claim::Exclusive; nodes.len()], index) {
+        Some(Decision::Granted) => Position::Owner,
+        Some(Decision::WaitFor(ahead)) => nodes
+            .get(ahead)
+            .map_or(Position::Missing, |node| Position::WaitFor(node)),
         None => Position::Missing,
-        Some(0) => Position::Owner,
-        Some(i) => Position::WaitFor(nodes[i - 1]),
     }
 }
 

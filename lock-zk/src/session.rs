@@ -24,7 +24,7 @@ use crate::{
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use lock_core::{
-    backend::{HeldLock, LeaseBackend, WaitMode},
+    backend::{lock_unpoisoned, HeldLock, LeaseBackend, WaitMode},
     local_deadline, AcquireOptions, Error, ErrorKind, LeaseId, Liveness, LockName, Result,
 };
 use std::{
@@ -159,10 +159,7 @@ pub(crate) struct Session {
 impl Session {
     /// A clone of the client, `None` after revoke.
     pub(crate) fn client(&self) -> Option<Client> {
-        self.client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock_unpoisoned(&self.client).clone()
     }
 
     /// Like [`client`](Self::client), failing with `LeaseLost` after revoke.
@@ -193,7 +190,7 @@ impl Session {
     /// Closes the session (the server deletes its ephemeral nodes in the same step)
     /// and waits, at most `limit`, for the close to be confirmed.
     pub(crate) async fn close(&self, limit: Duration) -> Result<()> {
-        let client = self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let client = lock_unpoisoned(&self.client).take();
         self.shutdown.send_replace(true);
         self.liveness.lose();
         let Some(client) = client else {
@@ -397,10 +394,6 @@ impl Drop for ZkLease {
         // The core revokes dropped leases; this only makes sure the keeper stops and
         // the session closes even if that never ran (for example without a runtime).
         self.session.shutdown.send_replace(true);
-        self.session
-            .client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        lock_unpoisoned(&self.session.client).take();
     }
 }

@@ -4,12 +4,22 @@
 //! The traits are deliberately small: timeouts, retries of the caller's choosing,
 //! shared sessions, lease-loss racing and the critical-section helper live once on the
 //! handles in this crate, so no backend can get them subtly wrong.
+//!
+//! Next to the traits live the pure pieces every backend's recipe shares: the grant
+//! policy ([`decide`] over a queue of [`Claim`]s) and the support kit ([`Backoff`],
+//! [`lock_unpoisoned`]).
 
 use crate::{
     AcquireOptions, Capabilities, FencingToken, LeaseId, Liveness, LockInfo, LockName, Result,
 };
 use async_trait::async_trait;
 use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
+
+mod grant;
+mod kit;
+
+pub use grant::{decide, Claim, Decision};
+pub use kit::{lock_unpoisoned, Backoff};
 
 /// Whether an acquisition may wait for the current holder.
 ///

@@ -1,0 +1,453 @@
+//! The grant policy: one pure function that decides, from a lock's ordered queue,
+//! whether an entry holds and which single entry it waits for.
+//!
+//! Every primitive is one FIFO queue per name plus this rule; a backend only enqueues,
+//! reads the queue in arrival order (etcd: create revision, ZooKeeper: sequence,
+//! memory: insertion), watches the one entry [`decide`] names, and deletes.
+
+/// What one queue entry asks for.
+///
+/// Two entries may hold at the same time only if they are *compatible*:
+///
+/// | claim | compatible with |
+/// |---|---|
+/// | [`Exclusive`](Claim::Exclusive), [`Write`](Claim::Write) | nothing |
+/// | [`Read`](Claim::Read) | `Read` |
+/// | [`Shared { limit }`](Claim::Shared) | `Shared` with the *same* `limit`, at most `limit` of them |
+///
+/// Every other pair conflicts, so a kind that does not belong to a primitive acts as a
+/// barrier for it: mixing kinds under one name never over-grants, it only serializes.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::backend::Claim;
+///
+/// let mutex = Claim::Exclusive;
+/// let permit = Claim::Shared { limit: 3 }; // one of at most 3 holders
+/// assert_ne!(mutex, permit);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Claim {
+    /// A mutex: the only holder.
+    Exclusive,
+    /// A permit of a counting semaphore with `limit` permits. A `limit` of 0 is read as
+    /// 1 (backends should reject it as invalid config before enqueueing).
+    Shared {
+        /// How many entries may hold at once.
+        limit: u32,
+    },
+    /// The read side of a read-write lock: shares with other readers.
+    Read,
+    /// The write side of a read-write lock: the only holder.
+    Write,
+}
+
+/// What [`decide`] says about one queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// The entry holds.
+    Granted,
+    /// The entry waits until the entry at this index (always an earlier one) leaves
+    /// the queue; then the caller reads the queue again and calls [`decide`] again.
+    WaitFor(usize),
+}
+
+/// Decides whether `queue[index]` is granted, or which single earlier entry it waits
+/// for. `queue` is one lock's queue in arrival order (oldest first). Returns `None`
+/// when `index` is outside the queue.
+///
+/// # Rules
+///
+/// - **Exclusive / Write**: granted at index 0; otherwise waits for its immediate
+///   predecessor.
+/// - **Read**: granted when every entry ahead is a `Read`; otherwise waits for the
+///   nearest earlier non-`Read` entry (kazoo's rule: waiting for the *first* writer
+///   instead wakes needlessly, and waiting for a later entry can deadlock).
+/// - **Shared { limit }**: take the run of `Shared { limit }` entries (same limit)
+///   directly ahead of it, back to the nearest earlier entry of any other claim (the
+///   *barrier*). With `rank` the number of entries in that run ahead of it: if
+///   `rank >= limit` it waits for the entry `limit` ranks ahead (`index - limit`);
+///   else if there is a barrier it waits for the barrier; else it is granted. In a
+///   queue of only `Shared { limit }` entries, the first `limit` hold and the entry at
+///   index `i` waits for `i - limit`.
+///
+/// # Guarantees
+///
+/// - **Safety**: the granted entries are pairwise compatible (see [`Claim`]), and a
+///   granted `Shared { limit }` entry shares with at most `limit - 1` others.
+/// - **FIFO, no starvation**: the granted entries are always a prefix of the queue,
+///   and the longest compatible one, so no entry is overtaken by a later one (a reader
+///   behind a waiting writer waits too).
+/// - **Stable**: a granted entry stays granted when other entries leave or new ones
+///   arrive at the back.
+/// - **Progress**: a waiter always waits for a strictly earlier entry, so there are no
+///   cycles; when that entry leaves, the waiter is granted or waits for an entry
+///   earlier still. Index 0 is always granted.
+/// - **One watch per waiter**: each waiter watches exactly one entry. For Exclusive,
+///   Write and Read, and for a Shared entry waiting on a barrier, that entry blocks it
+///   for as long as it is queued, whatever else leaves, so no grant is ever missed,
+///   and a departure wakes one waiter (or only readers that are all granted).
+///
+/// # Non-guarantees
+///
+/// - A Shared entry waiting for the entry `limit` ranks ahead is not woken when a
+///   *different* earlier permit leaves first: the freed permit stays unused until the
+///   watched entry leaves too (or until the waiter reads the queue again). Watching
+///   one key buys herd-freedom at that price; it never over-grants and never gets
+///   stuck.
+/// - Mixing claims under one name serializes them; it is the backend's job to reject
+///   a `Shared` limit that differs from the live entries' (as kazoo does), not this
+///   function's.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::backend::{decide, Claim, Decision};
+///
+/// // A mutex: the head holds, everyone else waits for the entry just ahead.
+/// let q = [Claim::Exclusive, Claim::Exclusive, Claim::Exclusive];
+/// assert_eq!(decide(&q, 0), Some(Decision::Granted));
+/// assert_eq!(decide(&q, 2), Some(Decision::WaitFor(1)));
+/// assert_eq!(decide(&q, 3), None);
+///
+/// // A read-write lock: readers share, and a reader behind a writer waits for it.
+/// let q = [Claim::Read, Claim::Read, Claim::Write, Claim::Read];
+/// assert_eq!(decide(&q, 1), Some(Decision::Granted));
+/// assert_eq!(decide(&q, 2), Some(Decision::WaitFor(1)));
+/// assert_eq!(decide(&q, 3), Some(Decision::WaitFor(2)));
+///
+/// // A semaphore with 2 permits.
+/// let s = Claim::Shared { limit: 2 };
+/// let q = [s, s, s, s];
+/// assert_eq!(decide(&q, 1), Some(Decision::Granted));
+/// assert_eq!(decide(&q, 3), Some(Decision::WaitFor(1)));
+/// ```
+pub fn decide(queue: &[Claim], index: usize) -> Option<Decision> {
+    let claim = *queue.get(index)?;
+    let ahead = &queue[..index];
+    let decision = match claim {
+        Claim::Exclusive | Claim::Write => match index.checked_sub(1) {
+            None => Decision::Granted,
+            Some(predecessor) => Decision::WaitFor(predecessor),
+        },
+        Claim::Read => match ahead.iter().rposition(|c| *c != Claim::Read) {
+            None => Decision::Granted,
+            Some(barrier) => Decision::WaitFor(barrier),
+        },
+        Claim::Shared { limit } => {
+            let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+            let barrier = ahead.iter().rposition(|c| *c != claim);
+            let rank = index - barrier.map_or(0, |b| b + 1);
+            if rank >= limit {
+                Decision::WaitFor(index - limit)
+            } else {
+                barrier.map_or(Decision::Granted, Decision::WaitFor)
+            }
+        }
+    };
+    Some(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [Claim; 6] = [
+        Claim::Exclusive,
+        Claim::Read,
+        Claim::Write,
+        Claim::Shared { limit: 1 },
+        Claim::Shared { limit: 2 },
+        Claim::Shared { limit: 3 },
+    ];
+
+    /// Every queue of up to `max` entries over [`KINDS`].
+    fn queues(max: usize) -> Vec<Vec<Claim>> {
+        let mut all = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|q: &Vec<Claim>| {
+                    KINDS.iter().map(move |k| {
+                        let mut q = q.clone();
+                        q.push(*k);
+                        q
+                    })
+                })
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    fn compatible(a: Claim, b: Claim) -> bool {
+        match (a, b) {
+            (Claim::Read, Claim::Read) => true,
+            (Claim::Shared { limit: x }, Claim::Shared { limit: y }) => x == y,
+            _ => false,
+        }
+    }
+
+    fn limit_of(c: Claim) -> usize {
+        match c {
+            Claim::Shared { limit } => limit.max(1) as usize,
+            _ => usize::MAX,
+        }
+    }
+
+    /// The reference model: walk the queue from the front and grant each entry that is
+    /// compatible with everything granted so far (within its limit); stop at the first
+    /// one that is not (FIFO: nothing overtakes a waiter).
+    fn reference(queue: &[Claim]) -> Vec<bool> {
+        let mut granted = vec![false; queue.len()];
+        for (i, c) in queue.iter().enumerate() {
+            let ok = queue[..i].iter().all(|a| compatible(*a, *c)) && i < limit_of(*c);
+            if !ok {
+                break;
+            }
+            granted[i] = true;
+        }
+        granted
+    }
+
+    fn granted(queue: &[Claim]) -> Vec<bool> {
+        (0..queue.len())
+            .map(|i| decide(queue, i) == Some(Decision::Granted))
+            .collect()
+    }
+
+    /// `queue` without the entries whose bit is set in `mask`, and the new index of
+    /// each kept entry.
+    fn without(queue: &[Claim], mask: u32) -> (Vec<Claim>, Vec<Option<usize>>) {
+        let mut kept = Vec::new();
+        let mut at = Vec::new();
+        for (i, c) in queue.iter().enumerate() {
+            if mask & (1 << i) == 0 {
+                at.push(Some(kept.len()));
+                kept.push(*c);
+            } else {
+                at.push(None);
+            }
+        }
+        (kept, at)
+    }
+
+    #[test]
+    fn index_outside_the_queue_is_none() {
+        assert_eq!(decide(&[], 0), None);
+        assert_eq!(decide(&[Claim::Read], 1), None);
+        assert_eq!(decide(&[Claim::Read], usize::MAX), None);
+    }
+
+    #[test]
+    fn mutex_head_holds_and_each_waiter_waits_for_its_predecessor() {
+        let q = [Claim::Exclusive; 4];
+        assert_eq!(decide(&q, 0), Some(Decision::Granted));
+        for i in 1..4 {
+            assert_eq!(decide(&q, i), Some(Decision::WaitFor(i - 1)));
+        }
+    }
+
+    #[test]
+    fn reader_waits_for_the_nearest_earlier_writer_kazoo_649() {
+        // W1 holds, R waits, W2 waits: R must wait for W1 and W2 for R (no cycle).
+        let q = [
+            Claim::Write,
+            Claim::Read,
+            Claim::Write,
+            Claim::Read,
+            Claim::Read,
+        ];
+        assert_eq!(decide(&q, 0), Some(Decision::Granted));
+        assert_eq!(decide(&q, 1), Some(Decision::WaitFor(0)));
+        assert_eq!(decide(&q, 2), Some(Decision::WaitFor(1)));
+        assert_eq!(decide(&q, 3), Some(Decision::WaitFor(2)));
+        assert_eq!(decide(&q, 4), Some(Decision::WaitFor(2)));
+        // A reader behind a waiting writer does not overtake it.
+        let q = [Claim::Read, Claim::Write, Claim::Read];
+        assert_eq!(granted(&q), [true, false, false]);
+    }
+
+    #[test]
+    fn semaphore_grants_limit_entries_and_waits_limit_ranks_ahead() {
+        let s = Claim::Shared { limit: 2 };
+        let q = [s; 5];
+        assert_eq!(granted(&q), [true, true, false, false, false]);
+        assert_eq!(decide(&q, 2), Some(Decision::WaitFor(0)));
+        assert_eq!(decide(&q, 4), Some(Decision::WaitFor(2)));
+        // Behind a barrier: the first `limit` of the run wait for the barrier, the
+        // rest for the entry `limit` ranks ahead.
+        let q = [Claim::Exclusive, s, s, s];
+        assert_eq!(decide(&q, 1), Some(Decision::WaitFor(0)));
+        assert_eq!(decide(&q, 2), Some(Decision::WaitFor(0)));
+        assert_eq!(decide(&q, 3), Some(Decision::WaitFor(1)));
+        // A different limit is a barrier; a zero limit counts as one.
+        let q = [s, Claim::Shared { limit: 3 }];
+        assert_eq!(decide(&q, 1), Some(Decision::WaitFor(0)));
+        let z = Claim::Shared { limit: 0 };
+        assert_eq!(granted(&[z, z]), [true, false]);
+    }
+
+    /// Every queue up to 5 entries: decide agrees with the reference model, the granted
+    /// entries are a maximal compatible prefix, and every waiter waits for an earlier
+    /// entry that is not granted-compatible with it.
+    #[test]
+    fn exhaustive_agrees_with_the_reference_model() {
+        let all = queues(5);
+        assert_eq!(all.len(), 1 + 6 + 36 + 216 + 1296 + 7776);
+        for q in &all {
+            let got = granted(q);
+            assert_eq!(got, reference(q), "{q:?}");
+            // A prefix...
+            let holders = got.iter().take_while(|g| **g).count();
+            assert!(got[holders..].iter().all(|g| !g), "not a prefix: {q:?}");
+            // ...pairwise compatible and within every holder's limit...
+            for i in 0..holders {
+                assert!(holders <= limit_of(q[i]), "over the limit: {q:?}");
+                for j in 0..i {
+                    assert!(compatible(q[j], q[i]), "incompatible holders: {q:?}");
+                }
+            }
+            // ...and maximal: the next entry could not join.
+            if let Some(next) = q.get(holders) {
+                let joins =
+                    q[..holders].iter().all(|h| compatible(*h, *next)) && holders < limit_of(*next);
+                assert!(!joins, "not maximal: {q:?}");
+            }
+            assert!(q.is_empty() || got[0], "head not granted: {q:?}");
+            for i in 0..q.len() {
+                if let Some(Decision::WaitFor(j)) = decide(q, i) {
+                    assert!(j < i, "waits for a later entry: {q:?} {i}");
+                }
+            }
+        }
+    }
+
+    /// The waited-for entry is the single one to watch: its departure may grant the
+    /// waiter; for every rule but a Shared rank wait, nothing else can grant it while it
+    /// is queued (no missed wake-up); and when it leaves, the waiter is granted or waits
+    /// for a strictly earlier entry.
+    #[test]
+    fn exhaustive_waited_for_entry_is_the_one_to_watch() {
+        for q in &queues(5) {
+            for i in 0..q.len() {
+                let Some(Decision::WaitFor(j)) = decide(q, i) else {
+                    continue;
+                };
+                let mut may_grant = false;
+                let mut blocks_alone = true;
+                // Every set of departures of other entries (neither i nor j).
+                for mask in 0..(1u32 << q.len()) {
+                    if mask & ((1 << i) | (1 << j)) != 0 {
+                        continue;
+                    }
+                    let (rest, at) = without(q, mask);
+                    let held = decide(&rest, at[i].unwrap()) == Some(Decision::Granted);
+                    blocks_alone &= !held;
+                    let (gone, at2) = without(q, mask | (1 << j));
+                    let held_after = decide(&gone, at2[i].unwrap()) == Some(Decision::Granted);
+                    may_grant |= !held && held_after;
+                }
+                assert!(
+                    may_grant,
+                    "{q:?}: {i} waits for {j}, whose departure never grants it"
+                );
+                let shared_rank_wait = matches!(q[i], Claim::Shared { limit } if j + (limit.max(1) as usize) == i && q[j] == q[i]);
+                assert!(
+                    blocks_alone || shared_rank_wait,
+                    "{q:?}: {i} can be granted while {j} is still queued"
+                );
+                // Departure of j: granted, or waits for an entry older than j.
+                let (gone, at) = without(q, 1 << j);
+                let back = |n: usize| at.iter().position(|a| *a == Some(n)).unwrap();
+                match decide(&gone, at[i].unwrap()).unwrap() {
+                    Decision::Granted => {}
+                    Decision::WaitFor(n) => {
+                        assert!(back(n) < j, "{q:?}: {i} re-waits on a later entry")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One waiter per state: `Held`, or watching the entry with this id.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum State {
+        Held,
+        Watching(usize),
+    }
+
+    /// The watch protocol on a queue of `(id, claim)`: (re)decide entry `at`.
+    fn settle(queue: &[(usize, Claim)], at: usize) -> State {
+        let claims: Vec<Claim> = queue.iter().map(|(_, c)| *c).collect();
+        match decide(&claims, at).unwrap() {
+            Decision::Granted => State::Held,
+            Decision::WaitFor(j) => State::Watching(queue[j].0),
+        }
+    }
+
+    /// Explores every departure order (any holder releases, or any waiter gives up)
+    /// and checks each reachable state.
+    fn explore(queue: Vec<(usize, Claim)>, states: Vec<State>, exact: bool) {
+        let claims: Vec<Claim> = queue.iter().map(|(_, c)| *c).collect();
+        let reference = reference(&claims);
+        for (k, s) in states.iter().enumerate() {
+            match s {
+                // No wrong grant: whoever believes it holds is allowed to.
+                State::Held => assert!(reference[k], "wrong grant in {queue:?}: {states:?}"),
+                // No lost wake-up: the watched entry is still queued.
+                State::Watching(id) => assert!(
+                    queue.iter().any(|(i, _)| i == id),
+                    "watching a departed entry in {queue:?}: {states:?}"
+                ),
+            }
+        }
+        if !queue.is_empty() {
+            // Never stuck: someone holds, so a release is always possible.
+            assert_eq!(states[0], State::Held, "stuck: {queue:?} {states:?}");
+        }
+        if exact {
+            let held: Vec<bool> = states.iter().map(|s| *s == State::Held).collect();
+            assert_eq!(held, reference, "missed grant in {queue:?}: {states:?}");
+        }
+        for leave in 0..queue.len() {
+            let gone = queue[leave].0;
+            let mut q = queue.clone();
+            let mut s = states.clone();
+            q.remove(leave);
+            s.remove(leave);
+            for (k, state) in s.iter_mut().enumerate() {
+                if *state == State::Watching(gone) {
+                    *state = settle(&q, k);
+                }
+            }
+            explore(q, s, exact);
+        }
+    }
+
+    #[test]
+    fn every_departure_order_grants_rightly_and_never_sticks() {
+        for q in &queues(5) {
+            let queue: Vec<(usize, Claim)> = q.iter().copied().enumerate().collect();
+            let states = (0..queue.len()).map(|k| settle(&queue, k)).collect();
+            // Grants are exact (no missed wake-up) unless a semaphore waits by rank.
+            let exact = !q
+                .iter()
+                .any(|c| matches!(c, Claim::Shared { limit } if *limit > 1));
+            explore(queue, states, exact);
+        }
+    }
+
+    #[test]
+    fn a_semaphore_permit_freed_out_of_order_waits_for_the_watched_entry() {
+        // The documented non-guarantee: A, B hold; C watches A; B leaves first.
+        let s = Claim::Shared { limit: 2 };
+        let queue = vec![(0, s), (1, s), (2, s)];
+        assert_eq!(settle(&queue, 2), State::Watching(0));
+        let after_b = vec![(0, s), (2, s)];
+        assert_eq!(settle(&after_b, 1), State::Held); // a fresh read would grant it
+    }
+}
