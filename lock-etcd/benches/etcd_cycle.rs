@@ -1,12 +1,13 @@
 //! Benchmarks of the etcd backend against the raw requests it needs, etcd's own
-//! Lock service, a contended handoff and many locks on one session.
+//! Lock service, a contended handoff against the raw handoff it cannot beat (a
+//! delete reaching another client's watch), and many locks on one session.
 //!
 //! Uses the etcd at `FENCELOCK_BENCH_ETCD` (`host:port`) if set; otherwise starts
 //! `etcd` (from `FENCELOCK_ETCD_BIN` or `PATH`) on free loopback ports in a temp
 //! dir (under `FENCELOCK_BENCH_DIR` if set, e.g. `/dev/shm` to take disk fsync
 //! noise out) and kills it at the end. Run: `cargo bench -p lock-etcd --bench etcd_cycle`.
 
-use etcd_client::{Client, Compare, CompareOp, LockOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, EventType, LockOptions, PutOptions, Txn, TxnOp};
 use lock_core::LockClient;
 use lock_etcd::{EtcdBackend, EtcdConfig};
 use std::{
@@ -207,6 +208,37 @@ async fn connect(endpoint: &str, prefix: &str) -> (EtcdBackend, LockClient) {
     (backend.clone(), LockClient::new(backend))
 }
 
+/// Waits for an event of type `want` on a raw watch stream.
+async fn next_event(events: &mut etcd_client::WatchStream, want: EventType) {
+    loop {
+        let msg = events.message().await.expect("watch").expect("watch open");
+        if msg.events().iter().any(|e| e.event_type() == want) {
+            return;
+        }
+    }
+}
+
+/// The raw handoff, what one lock handoff cannot beat: client `a` deletes a key that
+/// client `b` watches (registered from the current revision); the time from sending
+/// the delete to the event arriving at `b`.
+async fn raw_handoffs(a: &Client, b: &Client, lease: i64, n: usize) -> Vec<Duration> {
+    let key = "/bench-raw/handoff";
+    let mut events = b.watch_client().watch(key, None).await.expect("raw watch");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        a.clone()
+            .put(key, "x", Some(PutOptions::new().with_lease(lease)))
+            .await
+            .expect("put");
+        next_event(&mut events, EventType::Put).await;
+        let t = Instant::now();
+        a.clone().delete(key, None).await.expect("delete");
+        next_event(&mut events, EventType::Delete).await;
+        out.push(t.elapsed());
+    }
+    out
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let server = server();
@@ -260,6 +292,11 @@ async fn main() {
         rc.extend(recipe_cycles(&raw, raw_lease, CYCLES / ROUNDS).await);
     }
     let (fl, rw, sv, rc) = (stats(fl), stats(rw), stats(sv), stats(rc));
+    let watcher = Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("raw watcher");
+    raw_handoffs(&raw, &watcher, raw_lease, 100).await;
+    let handoff = stats(raw_handoffs(&raw, &watcher, raw_lease, 1000).await);
 
     // Contended handoff: 8 sessions, one lock, 10 s.
     let mut sessions = Vec::new();
@@ -383,6 +420,15 @@ async fn main() {
     println!(
         "| cycles/s through etcd's Lock service, same setup | {:.0} |",
         service_total as f64 / 10.0
+    );
+    println!(
+        "| raw handoff (delete → watch event at another client) mean / p50 | {} / {} |",
+        us(handoff.0),
+        us(handoff.1)
+    );
+    println!(
+        "| cycles/s ÷ (1 / raw handoff mean) | {:.2} (target >= 0.7) |",
+        total as f64 / 10.0 * handoff.0.as_secs_f64()
     );
     println!("| wait p50 / p99 | {} / {} |", us(wait_p50), us(wait_p99));
     println!(

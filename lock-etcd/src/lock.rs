@@ -303,7 +303,12 @@ pub(crate) async fn acquire(
 
 /// Whether `key` still exists with create revision `create_revision` (the key a
 /// waiter watches, checked once its watch is registered).
-async fn still_there(conn: &Conn, name: &LockName, key: &[u8], create_revision: i64) -> Result<bool> {
+async fn still_there(
+    conn: &Conn,
+    name: &LockName,
+    key: &[u8],
+    create_revision: i64,
+) -> Result<bool> {
     let what = || format!("waiting for lock {name}");
     let resp = conn
         .call(&what, |mut c| {

@@ -9,7 +9,9 @@
 //!    needs (create ephemeral sequential + get_children + delete) issued directly with
 //!    zookeeper-client on one session, interleaved in the same run (target ratio ≤ 1.15);
 //! 2. contended handoff: 8 sessions on one lock for 10 s (cycles/s, wait p50/p99,
-//!    fairness, predecessor-watch wake-ups per release; target 1);
+//!    fairness, predecessor-watch wake-ups per release; target 1), and the raw
+//!    handoff it cannot beat (one session deletes a node another watches) with the
+//!    ratio of the two;
 //! 3. one session acquires 1000 distinct locks concurrently, then releases them.
 
 use lock_core::LockClient;
@@ -193,6 +195,29 @@ async fn uncontended(hosts: &str, rows: &mut Vec<(String, String)>) -> BenchResu
     Ok(())
 }
 
+/// The raw handoff, what one lock handoff cannot beat: session `a` deletes a node that
+/// session `b` watches; the time from sending the delete to `b`'s watch firing.
+async fn raw_handoff(hosts: &str) -> BenchResult<Duration> {
+    let (a, b) = (Client::connect(hosts).await?, Client::connect(hosts).await?);
+    let node = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let path = "/bench-raw-handoff";
+    let mut total = Duration::ZERO;
+    const N: u32 = 1000;
+    for i in 0..N + 100 {
+        a.create(path, b"", &node).await?;
+        let (stat, watch) = b.check_and_watch_stat(path).await?;
+        assert!(stat.is_some());
+        let t = Instant::now();
+        a.delete(path, None).await?;
+        drop(watch.changed().await);
+        if i >= 100 {
+            total += t.elapsed(); // the first 100 warm up the JIT and connections
+        }
+    }
+    drop((a, b)); // dropping a client closes its session
+    Ok(total / N)
+}
+
 async fn contended(hosts: &str, rows: &mut Vec<(String, String)>) -> BenchResult {
     const SESSIONS: usize = 8;
     const RUN: Duration = Duration::from_secs(10);
@@ -231,9 +256,19 @@ async fn contended(hosts: &str, rows: &mut Vec<(String, String)>) -> BenchResult
     let wakeups = lock_zk::predecessor_wakeups() - wakeups_before;
     all.sort_unstable();
     let cycles = all.len();
+    let rate = cycles as f64 / elapsed.as_secs_f64();
+    let handoff = raw_handoff(hosts).await?;
     rows.push((
         "contended: 8 sessions, cycles/s".into(),
-        format!("{:.0}", cycles as f64 / elapsed.as_secs_f64()),
+        format!("{rate:.0}"),
+    ));
+    rows.push((
+        "raw handoff (delete → watch fired at another session), mean".into(),
+        format!("{:.0} µs", micros(handoff)),
+    ));
+    rows.push((
+        "contended cycles/s ÷ (1 / raw handoff) (target ≥ 0.7)".into(),
+        format!("{:.2}", rate * handoff.as_secs_f64()),
     ));
     rows.push((
         "contended: wait p50 / p99".into(),

@@ -309,6 +309,25 @@ async fn keep(
 /// `[2, 20] × tickTime`). Revoking it closes the session, which deletes every lock
 /// node on it in one step. A session that expired is dead for good;
 /// [`LockClient::session`](lock_core::LockClient::session) then grants a new one.
+///
+/// # One slow, stalled or cut-off server
+///
+/// The session's connection counts as lost once its server is silent for the
+/// per-host timeout ([`ZkConfig::per_host_timeout`](crate::ZkConfig::per_host_timeout),
+/// at most a fifth of the session timeout), and zookeeper-client moves it to another
+/// server of the URL, where it resumes with its locks. A disconnect alone does not
+/// make the lease `Suspect`: that happens only when no heartbeat was confirmed for
+/// 0.8 of the timeout (the rule on [`lock_core::LockState`]). Tested: a follower
+/// SIGSTOPped for 30 s costs none of three holders at a 3 s timeout.
+///
+/// # Non-guarantees
+///
+/// A stalled or cut-off **leader** costs an election first: the followers notice
+/// after `syncLimit × tickTime` and elect a new one, and until then no session can be
+/// renewed. A lease rides that out only when its timeout leaves room for the
+/// election on top; with a short timeout (a few ticks) it may expire. A standalone
+/// server has nowhere to move to: a round-trip jump of more than about two thirds of
+/// the per-host timeout drops the connection and the lease turns `Suspect`.
 pub struct ZkLease {
     session: Arc<Session>,
 }
