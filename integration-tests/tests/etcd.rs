@@ -140,7 +140,69 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             one_lease_serves_many_locks,
         ),
+        trial(
+            "nested_prefixes_do_not_block_each_other",
+            &h,
+            nested_prefixes,
+        ),
     ]
+}
+
+/// Client prefix `P` with lock `team` and client prefix `P/team` with lock `nightly`:
+/// the second's keys lie inside the first's lock range, yet neither blocks, counts
+/// or breaks the other (contenders are direct children of a lock's range only).
+async fn nested_prefixes(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let outer_url = h.url(ctx.ns());
+    let inner_url = format!("{outer_url}/team");
+    let (outer, outer2) = (
+        fencelock::connect(&outer_url).await?,
+        fencelock::connect(&outer_url).await?,
+    );
+    let inner = fencelock::connect(&inner_url).await?;
+    // The nested key exists first: every read of `team` meets it.
+    let nightly = within(
+        Duration::from_secs(2),
+        "inner lock",
+        inner.acquire("nightly"),
+    )
+    .await??;
+    let team = within(
+        Duration::from_secs(2),
+        "try team",
+        outer.try_acquire("team"),
+    )
+    .await??
+    .ok_or("the nested namespace's key blocked try_acquire")?;
+    let info = outer.inspect("team").await?.ok_or("team not held")?;
+    assert_eq!(info.token, team.token());
+    assert_eq!(info.waiters, 0, "a nested key counted as a waiter");
+    assert!(
+        inner.try_acquire("nightly").await?.is_none(),
+        "nightly is held"
+    );
+    // A waiter on `team` waits for `team`'s holder only.
+    let waiter = tokio::spawn({
+        let outer2 = outer2.clone();
+        async move { outer2.acquire("team").await }
+    });
+    wait_for_waiters(&outer, "team", 1).await?;
+    assert!(!waiter.is_finished());
+    team.release().await?;
+    let next = within(Duration::from_secs(5), "waiter on team", waiter).await???;
+    assert!(next.token() > info.token);
+    let listed: Vec<String> = outer
+        .list("")
+        .await?
+        .into_iter()
+        .map(|i| i.name.to_string())
+        .collect();
+    assert_eq!(listed, ["team"], "list shows the nested namespace's lock");
+    next.release().await?;
+    nightly.release().await?;
+    for c in [outer, outer2, inner] {
+        c.close().await?;
+    }
+    Ok(())
 }
 
 async fn client(ctx: &Ctx) -> fencelock::Result<LockClient> {

@@ -323,8 +323,22 @@ impl Backend for EtcdBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
-        let (kvs, count) = self.read_locks(self.lock_range(name), 1).await?;
-        Ok(kvs.first().map(|owner| info(name.clone(), owner, count)))
+        let range = self.lock_range(name);
+        let (kvs, count) = self.read_locks(range.clone(), 1).await?;
+        let direct = kvs
+            .first()
+            .is_none_or(|kv| queue::is_direct_child(&range, kv.key()));
+        if direct && count <= 1 {
+            return Ok(kvs.first().map(|owner| info(name.clone(), owner, count)));
+        }
+        // Waiters, or keys of a nested namespace in the range: count contenders only.
+        let (all, _) = self.read_locks(range.clone(), 0).await?;
+        let contenders: Vec<_> = all
+            .iter()
+            .filter(|kv| queue::is_direct_child(&range, kv.key()))
+            .collect();
+        let n = i64::try_from(contenders.len()).unwrap_or(i64::MAX);
+        Ok(contenders.first().map(|owner| info(name.clone(), owner, n)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {

@@ -263,6 +263,42 @@ pub(crate) async fn acquire(
         (WaitMode::NoWait, false) => match range(&resp, 0).first() {
             // A retry may find the key an earlier attempt created: then it is ours.
             Some(w) if w.key == key.as_bytes() => (w.create_revision, rev),
+            Some(w) if !queue::is_direct_child(&range_key, &w.key) => {
+                // Only keys of a nested namespace may be there, which the range-empty
+                // compare cannot tell apart: enqueue, and keep the key only if it is
+                // the first contender (else the cleanup deletes it).
+                let put = TxnOp::put(
+                    key.clone(),
+                    queue::encode_value(SystemTime::now(), options.holder()),
+                    Some(PutOptions::new().with_lease(lease.id)),
+                );
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([put, TxnOp::get(key.clone(), None)])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                let task_conn = conn.clone();
+                let what_name = name.clone();
+                cleanup.pending = Some(Box::pin(async move {
+                    let what = move || format!("acquiring lock {what_name}");
+                    task_conn
+                        .call_counted(&what, None, |mut c| {
+                            let txn = txn.clone();
+                            async move { c.txn(txn).await }
+                        })
+                        .await
+                }));
+                let (resp, _) = cleanup.join().await?;
+                let index = usize::from(resp.succeeded());
+                let own_rev = range(&resp, index)
+                    .first()
+                    .map(|w| w.create_revision)
+                    .ok_or_else(|| lost_while_waiting(name))?;
+                let (ahead, read_rev) = direct_ahead(conn, name, &range_key, own_rev).await?;
+                if !ahead.is_empty() {
+                    return Ok(None);
+                }
+                (own_rev, read_rev)
+            }
             _ => {
                 if !retried {
                     drop(cleanup.disarm());
@@ -272,7 +308,12 @@ pub(crate) async fn acquire(
         },
         (WaitMode::Wait, put) => {
             let (own_rev, ahead) = if put {
-                (rev, Some(range(&resp, 1)))
+                let read = range(&resp, 1);
+                // A key of a nested namespace among them: let the wait read properly.
+                let foreign = read
+                    .iter()
+                    .any(|w| !queue::is_direct_child(&range_key, &w.key));
+                (rev, (!foreign).then_some(read))
             } else {
                 let own = range(&resp, 0);
                 let own_rev = own
@@ -320,6 +361,41 @@ async fn still_there(
         .kvs()
         .first()
         .is_some_and(|kv| kv.create_revision() == create_revision))
+}
+
+/// The contender just ahead of `own_rev` in `range` (none or one), skipping the keys
+/// of nested namespaces: one keys-only read of every key created before ours. Also
+/// returns the revision it was read at.
+async fn direct_ahead(
+    conn: &Conn,
+    name: &LockName,
+    range_key: &str,
+    own_rev: i64,
+) -> Result<(Vec<Waiter>, i64)> {
+    let what = || format!("reading the queue of lock {name}");
+    let options = GetOptions::new()
+        .with_prefix()
+        .with_keys_only()
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_max_create_revision(own_rev - 1);
+    let resp = conn
+        .call(&what, |mut c| {
+            let (range_key, options) = (range_key.to_owned(), options.clone());
+            async move { c.get(range_key, Some(options)).await }
+        })
+        .await?;
+    let ahead = resp
+        .kvs()
+        .iter()
+        .find(|kv| queue::is_direct_child(range_key, kv.key()))
+        .map(|kv| Waiter {
+            key: kv.key().to_vec(),
+            create_revision: kv.create_revision(),
+        });
+    Ok((
+        ahead.into_iter().collect(),
+        resp.header().map_or(0, |h| h.revision()),
+    ))
 }
 
 fn by_create(order: SortOrder, limit: i64) -> GetOptions {
@@ -380,7 +456,26 @@ async fn wait_for_turn(
                     lease.poke();
                     return Err(lost_while_waiting(name));
                 }
-                range(&resp, 1)
+                let ahead = range(&resp, 1);
+                if ahead
+                    .iter()
+                    .all(|w| queue::is_direct_child(&range_key, &w.key))
+                {
+                    ahead
+                } else {
+                    // The nearest key is a nested namespace's: read further down.
+                    match direct_ahead(conn, name, &range_key, own_rev).await {
+                        Ok((ahead, rev)) => {
+                            read_rev = read_rev.max(rev);
+                            ahead
+                        }
+                        Err(e) if e.is_retryable() && !lease.liveness.state().is_lost() => {
+                            tokio::time::sleep(backoff.next_delay()).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         };
         waiters.push(own.clone());

@@ -49,14 +49,19 @@ impl EtcdBackend {
             .conn
             .call(&|| format!("reading the holder of lock {name}"), |mut c| {
                 let range = range.clone();
-                let first = GetOptions::new()
+                let all = GetOptions::new()
                     .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(1);
-                async move { c.get(range, Some(first)).await }
+                    .with_keys_only()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend);
+                async move { c.get(range, Some(all)).await }
             })
             .await?;
-        let Some(kv) = owner.kvs().first() else {
+        // The first contender; keys of a nested namespace in the range are not ours.
+        let Some(kv) = owner
+            .kvs()
+            .iter()
+            .find(|kv| crate::queue::is_direct_child(&range, kv.key()))
+        else {
             return Ok(None);
         };
         let (key, rev) = (kv.key().to_vec(), kv.create_revision());

@@ -6,6 +6,13 @@
 //! `<prefix>/<encoded name>/` holds the waiters of exactly one lock: lock `a` never
 //! sees the waiters of lock `a/b`. The encoding preserves prefixes, so listing the
 //! locks whose names start with `p` is one range read of `<prefix>/<encoded p>`.
+//!
+//! Client prefixes may nest (`/locks` and `/locks/team`): then the keys of lock
+//! `nightly` under `/locks/team` lie inside the range of lock `team` under `/locks`.
+//! Only direct children of a range contend ([`is_direct_child`]); the recipe reads
+//! past deeper keys, so nested prefixes never block, count or break each other. The
+//! cheap single-key reads stay as they are and a full keys-only read of the range
+//! happens only when such a key shows up.
 
 use lock_core::{
     backend::{decide, Claim, Decision},
@@ -37,6 +44,17 @@ pub(crate) fn name_of(prefix: &str, key: &[u8]) -> Option<LockName> {
         return None;
     }
     LockName::new(encoded.replace("%2F", "/")).ok()
+}
+
+/// Whether `key` is a contender of the lock whose range is `range`: a direct child
+/// (`<range><suffix>` with no `/` in the suffix). Keys deeper down belong to another
+/// namespace whose prefix happens to run through this range (client prefix `/locks`
+/// with lock `team` vs client prefix `/locks/team`); they never count, so nested
+/// prefixes do not block each other. etcd's own recipe (`etcdctl lock`, Go's
+/// `concurrency.Mutex`) also keys its contenders as direct children.
+pub(crate) fn is_direct_child(range: &str, key: &[u8]) -> bool {
+    key.strip_prefix(range.as_bytes())
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
 }
 
 fn encode(name: &str) -> String {
@@ -142,6 +160,20 @@ mod tests {
         assert_eq!(name_of("/p", b"/p/a"), None);
         assert!(list_range("/p", "a/").starts_with("/p/a%2F"));
         assert!(lock_range("", &a).starts_with("/a/"));
+    }
+
+    #[test]
+    fn only_direct_children_of_a_range_contend() {
+        let team = LockName::new("team").unwrap();
+        let range = lock_range("/locks", &team);
+        assert!(is_direct_child(&range, b"/locks/team/beef-0"));
+        assert!(is_direct_child(&range, b"/locks/team/694d7f3a2b1c"));
+        // lock `nightly` of a client whose prefix is `/locks/team`
+        let nested = waiter_key("/locks/team", &LockName::new("nightly").unwrap(), 0xbeef, 0);
+        assert!(nested.starts_with(&range));
+        assert!(!is_direct_child(&range, nested.as_bytes()));
+        assert!(!is_direct_child(&range, b"/locks/team/"));
+        assert!(!is_direct_child(&range, b"/locks/teams/beef-0"));
     }
 
     #[test]
