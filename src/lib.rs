@@ -48,6 +48,12 @@
 //! | `zk` | `zk://` | `lock-zk` |
 //!
 //! A known scheme whose feature is off gives [`ErrorKind::FeatureDisabled`].
+//!
+//! # Observability
+//!
+//! [`LockClient::stats`] returns a snapshot of the client's counters with no feature
+//! on. The opt-in feature `metrics` also records `fencelock_…` series through the
+//! `metrics` facade (fencelock never installs a recorder); [`stats`] lists them.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -1,13 +1,16 @@
 //! The handle applications hold: a backend behind an `Arc<dyn Backend>`.
 
 use crate::{
-    backend::Backend, validate_ttl, Capabilities, FencingToken, IntoLockName, Lease, Lock,
-    LockGuard, LockInfo, Result,
+    backend::Backend,
+    stats::{LockStats, Telemetry},
+    validate_ttl, Capabilities, Fence, FencingToken, IntoLockName, Lease, Lock, LockGuard,
+    LockInfo, Result,
 };
 use std::{any::Any, fmt, future::Future, sync::Arc, time::Duration};
 use tokio::sync::Mutex;
 
 struct Inner {
+    tel: Arc<Telemetry>,
     backend: Arc<dyn Backend>,
     session: Mutex<Option<Lease>>,
 }
@@ -50,6 +53,7 @@ impl LockClient {
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
         LockClient {
             inner: Arc::new(Inner {
+                tel: Telemetry::new(backend.scheme()),
                 backend,
                 session: Mutex::new(None),
             }),
@@ -72,6 +76,48 @@ impl LockClient {
     /// ```
     pub fn backend<T: Any>(&self) -> Option<&T> {
         self.inner.backend.as_any().downcast_ref()
+    }
+
+    /// A snapshot of this client's counters: acquire outcomes, releases, losses, locks
+    /// held now, acquires in flight, tokens issued and the rejections of fences from
+    /// [`fence`](Self::fence). Shared by all clones of the client and everything made
+    /// from it; needs no cargo feature. See [`stats`](crate::stats) for what each
+    /// count means, and for the same numbers as metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{LockClient, ErrorKind};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+    /// let client = LockClient::new(lock_memory::MemoryBackend::new());
+    /// let fence = client.fence();
+    /// let first = client.acquire("report").await?;
+    /// let err = client.acquire_timeout("report", Duration::from_millis(10)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// let token = first.token();
+    /// first.release().await?;
+    /// let second = client.acquire("report").await?;
+    /// fence.check("report", second.token())?;
+    /// assert!(fence.check("report", token).is_err()); // stale
+    ///
+    /// let stats = client.stats();
+    /// assert_eq!(stats.acquires_granted, 2);
+    /// assert_eq!(stats.acquires_timed_out, 1);
+    /// assert_eq!(stats.releases, 1);
+    /// assert_eq!(stats.locks_held, 1);
+    /// assert_eq!(stats.fence_rejections, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> LockStats {
+        self.inner.tel.snapshot()
+    }
+
+    /// A [`Fence`] whose rejections count in this client's [`stats`](Self::stats) and
+    /// carry its `backend` label.
+    pub fn fence(&self) -> Fence {
+        Fence::with_telemetry(self.inner.tel.clone())
     }
 
     /// The TTL of leases made without an explicit one.
@@ -105,7 +151,7 @@ impl LockClient {
     pub async fn lease_with_ttl(&self, ttl: Duration) -> Result<Lease> {
         let ttl = validate_ttl(ttl)?;
         let backend = self.inner.backend.grant_lease(ttl).await?;
-        let lease = Lease::from_backend(backend);
+        let lease = Lease::with_telemetry(backend, self.inner.tel.clone());
         tracing::debug!(lease = %lease.id(), requested = ?ttl, granted = ?lease.ttl(), "lease granted");
         Ok(lease)
     }

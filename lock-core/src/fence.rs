@@ -1,10 +1,10 @@
 //! The resource side of fencing: reject writes that carry an old token.
 
-use crate::{Error, ErrorKind, FencingToken, Result};
+use crate::{stats::Telemetry, Error, ErrorKind, FencingToken, Result};
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 /// Remembers the highest [`FencingToken`] seen per resource key and rejects older ones.
@@ -54,15 +54,27 @@ use std::{
 /// assert_eq!(fence.highest("report"), Some(FencingToken::new(34)));
 /// # Ok::<(), lock_core::Error>(())
 /// ```
+///
+/// Each rejection counts in `fencelock_fence_rejections_total` (feature `metrics`) and,
+/// for a fence from [`LockClient::fence`](crate::LockClient::fence), in that client's
+/// [`stats`](crate::LockClient::stats).
 #[derive(Default)]
 pub struct Fence {
     highest: Mutex<HashMap<String, FencingToken>>,
+    tel: Option<Arc<Telemetry>>,
 }
 
 impl Fence {
-    /// An empty fence.
+    /// An empty fence, counting its rejections under `backend="none"`.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub(crate) fn with_telemetry(tel: Arc<Telemetry>) -> Self {
+        Fence {
+            highest: Mutex::default(),
+            tel: Some(tel),
+        }
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, FencingToken>> {
@@ -93,10 +105,16 @@ impl Fence {
     ) -> Result<T> {
         let mut table = self.table();
         match table.get(resource) {
-            Some(&highest) if token < highest => Err(Error::new(
-                ErrorKind::StaleToken,
-                format!("token {token} for {resource:?} is older than {highest}, already accepted"),
-            )),
+            Some(&highest) if token < highest => {
+                drop(table);
+                Telemetry::fence_rejected(self.tel.as_deref());
+                Err(Error::new(
+                    ErrorKind::StaleToken,
+                    format!(
+                        "token {token} for {resource:?} is older than {highest}, already accepted"
+                    ),
+                ))
+            }
             _ => {
                 table.insert(resource.to_owned(), token);
                 Ok(write())

@@ -1,10 +1,11 @@
 //! Proof of holding a lock.
 
+use crate::stats::{End, GrantTel, Scope, Telemetry};
 use crate::{
     backend::HeldLock, Error, ErrorKind, FencingToken, Lease, LockName, LockState, Result,
     StateWatch,
 };
-use std::{any::Any, fmt, future::Future};
+use std::{any::Any, fmt, future::Future, sync::Arc};
 use tracing::Instrument;
 
 /// Proof that a lock was granted: its [`FencingToken`], its live state, and the means to
@@ -50,6 +51,13 @@ pub struct LockGuard {
     lease: Lease,
     watch: StateWatch,
     held: Option<Box<dyn HeldLock>>,
+    tracking: Option<Tracking>,
+}
+
+/// A tracked grant's accounting and its hook on the lease's liveness.
+struct Tracking {
+    grant: Arc<GrantTel>,
+    lease_hook: u64,
 }
 
 impl LockGuard {
@@ -61,7 +69,62 @@ impl LockGuard {
             lease,
             watch,
             held: Some(held),
+            tracking: None,
         }
+    }
+
+    /// Starts the grant's accounting in `tel`: held from now until released, dropped
+    /// or lost (whichever comes first).
+    pub(crate) fn track(&mut self, tel: &Arc<Telemetry>) {
+        let Some(held) = self.held.as_ref() else {
+            return;
+        };
+        let grant = GrantTel::new(tel);
+        let on_entry = {
+            let grant = grant.clone();
+            Arc::new(move |from, to| {
+                if grant.is_releasing() {
+                    return;
+                }
+                grant.telemetry().transition(Scope::Lock, from, to);
+                if to == LockState::Lost {
+                    grant.end(End::Lost);
+                }
+            })
+        };
+        held.liveness().subscribe(on_entry);
+        let on_lease = {
+            let grant = grant.clone();
+            Arc::new(move |_, to| {
+                if to == LockState::Lost && !grant.is_releasing() {
+                    grant.end(End::Lost);
+                }
+            })
+        };
+        let lease_hook = self.lease.backend().liveness().subscribe(on_lease);
+        // Lost between the grant and the subscriptions: no hook saw it.
+        if self.state().is_lost() {
+            grant.end(End::Lost);
+        }
+        self.tracking = Some(Tracking { grant, lease_hook });
+    }
+
+    /// Stops watching for a loss before the guard itself frees the entry, ending the
+    /// accounting now if lost or dropped; a release ends it after the backend answers.
+    fn untrack(&mut self, cause: End) -> Option<Arc<GrantTel>> {
+        let tracking = self.tracking.take()?;
+        let lost = self.state().is_lost();
+        tracking.grant.start_releasing();
+        self.lease
+            .backend()
+            .liveness()
+            .unsubscribe(tracking.lease_hook);
+        if lost {
+            tracking.grant.end(End::Lost);
+        } else if cause == End::Dropped {
+            tracking.grant.end(End::Dropped);
+        }
+        Some(tracking.grant)
     }
 
     /// The grant's fencing token.
@@ -142,8 +205,13 @@ impl LockGuard {
         let Some(mut held) = self.held.take() else {
             return Ok(());
         };
+        let grant = self.untrack(End::Released);
         let span = tracing::debug_span!("release", lock = %self.name, token = %self.token);
         let result = held.release().instrument(span).await;
+        if let Some(grant) = grant {
+            let gone = matches!(&result, Err(e) if e.kind() == ErrorKind::NotHeld);
+            grant.end(if gone { End::Lost } else { End::Released });
+        }
         tracing::debug!(lock = %self.name, token = %self.token, ok = result.is_ok(), "released");
         result
     }
@@ -154,6 +222,7 @@ impl Drop for LockGuard {
         let Some(mut held) = self.held.take() else {
             return;
         };
+        self.untrack(End::Dropped);
         let (name, token) = (self.name.clone(), self.token);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {

@@ -1,8 +1,9 @@
 //! The user-facing lease handle.
 
 use crate::{
-    backend::LeaseBackend, Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, Result,
-    StateWatch,
+    backend::LeaseBackend,
+    stats::{Scope, Telemetry},
+    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, Result, StateWatch,
 };
 use std::{
     fmt,
@@ -49,10 +50,14 @@ pub fn validate_ttl(ttl: Duration) -> Result<Duration> {
 struct Inner {
     backend: Arc<dyn LeaseBackend>,
     closed: AtomicBool,
+    /// Set when the lease is closed or dropped: its own `…→lost` is then deliberate.
+    ending: Arc<AtomicBool>,
+    tel: Arc<Telemetry>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.ending.store(true, Ordering::Release);
         if self.closed.load(Ordering::Acquire) {
             return;
         }
@@ -119,13 +124,36 @@ pub struct Lease {
 impl Lease {
     /// Wraps a backend lease. Backends and tests use this; applications get leases
     /// from [`LockClient`](crate::LockClient).
+    ///
+    /// Its [stats](crate::stats) go to a counter set of its own, labelled
+    /// `backend="unknown"`.
     pub fn from_backend(backend: Arc<dyn LeaseBackend>) -> Self {
+        Self::with_telemetry(backend, Telemetry::new("unknown"))
+    }
+
+    pub(crate) fn with_telemetry(backend: Arc<dyn LeaseBackend>, tel: Arc<Telemetry>) -> Self {
+        let ending = Arc::new(AtomicBool::new(false));
+        let hook = {
+            let (tel, ending) = (tel.clone(), ending.clone());
+            Arc::new(move |from, to| {
+                if !(to == LockState::Lost && ending.load(Ordering::Acquire)) {
+                    tel.transition(Scope::Lease, from, to);
+                }
+            })
+        };
+        backend.liveness().subscribe(hook);
         Lease {
             inner: Arc::new(Inner {
                 backend,
                 closed: AtomicBool::new(false),
+                ending,
+                tel,
             }),
         }
+    }
+
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.inner.tel
     }
 
     /// The backend's id of the lease.
@@ -192,6 +220,7 @@ impl Lease {
     /// expires after its TTL.
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.ending.store(true, Ordering::Release);
         let result = self.inner.backend.revoke().await;
         self.inner.backend.liveness().lose();
         tracing::debug!(lease = %self.id(), ok = result.is_ok(), "lease closed");

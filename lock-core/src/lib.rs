@@ -51,6 +51,7 @@ mod lease;
 mod lock;
 mod name;
 mod state;
+pub mod stats;
 mod token;
 pub mod url;
 
@@ -64,4 +65,5 @@ pub use lease::{validate_ttl, Lease, MAX_TTL, MIN_TTL};
 pub use lock::Lock;
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
 pub use state::{local_deadline, suspect_window, Liveness, LockState, StateWatch};
+pub use stats::LockStats;
 pub use token::FencingToken;

@@ -1,5 +1,6 @@
 //! The user-facing lock handle: acquire, try, timeout, critical sections.
 
+use crate::stats::{AcquireTimer, Outcome};
 use crate::{
     backend::WaitMode, AcquireOptions, Error, ErrorKind, FencingToken, Lease, LockGuard, LockName,
     LockState, Result,
@@ -91,6 +92,16 @@ impl Lock {
     /// Cancel safe in the strong sense: dropping the future leaves no waiter entry
     /// behind and does not block the queue.
     pub async fn acquire(&self) -> Result<LockGuard> {
+        let timer = AcquireTimer::start(self.lease.telemetry());
+        let result = self.acquire_waiting().await;
+        timer.finish(match &result {
+            Ok(_) => Outcome::Granted,
+            Err(e) => Outcome::of_error(e),
+        });
+        result
+    }
+
+    async fn acquire_waiting(&self) -> Result<LockGuard> {
         let guard = self.acquire_with(WaitMode::Wait).await?;
         guard.ok_or_else(|| {
             Error::new(
@@ -114,7 +125,10 @@ impl Lock {
     ///
     /// Cancel safe in the strong sense.
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>> {
-        self.acquire_with(WaitMode::NoWait).await
+        let timer = AcquireTimer::start(self.lease.telemetry());
+        let result = self.acquire_with(WaitMode::NoWait).await;
+        timer.finish(Outcome::of_result(&result));
+        result
     }
 
     /// Waits at most `timeout` for the lock.
@@ -128,13 +142,19 @@ impl Lock {
     ///
     /// Cancel safe in the strong sense.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard> {
-        match tokio::time::timeout(timeout, self.acquire()).await {
+        let timer = AcquireTimer::start(self.lease.telemetry());
+        let result = match tokio::time::timeout(timeout, self.acquire_waiting()).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!("lock {} not acquired within {timeout:?}", self.name),
             )),
-        }
+        };
+        timer.finish(match &result {
+            Ok(_) => Outcome::Granted,
+            Err(e) => Outcome::of_error(e),
+        });
+        result
     }
 
     /// Acquires the lock, runs `critical(token)` and releases the lock.
@@ -227,7 +247,8 @@ impl Lock {
                 tracing::debug!("held by another");
                 return Ok(None);
             };
-            let guard = LockGuard::new(self.name.clone(), self.lease.clone(), held);
+            self.lease.telemetry().token_issued();
+            let mut guard = LockGuard::new(self.name.clone(), self.lease.clone(), held);
             tracing::Span::current().record("token", guard.token().get());
             if guard.state().is_lost() {
                 return Err(Error::new(
@@ -238,6 +259,7 @@ impl Lock {
                     ),
                 ));
             }
+            guard.track(self.lease.telemetry());
             tracing::debug!(token = %guard.token(), "acquired");
             Ok(Some(guard))
         }

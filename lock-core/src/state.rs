@@ -3,7 +3,10 @@
 use futures::future::select_all;
 use std::{
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
@@ -126,8 +129,14 @@ pub fn suspect_window(granted_ttl: Duration) -> Duration {
     granted_ttl / 10
 }
 
+/// Called with `(from, to)` after each state change; see [`Liveness::subscribe`].
+pub(crate) type Hook = Arc<dyn Fn(LockState, LockState) + Send + Sync>;
+
 struct Inner {
     tx: watch::Sender<LockState>,
+    /// Observers of state changes (the client's telemetry), by subscription id.
+    hooks: Mutex<Vec<(u64, Hook)>>,
+    next_hook: AtomicU64,
     deadline: Mutex<Option<Instant>>,
     /// `Suspect` from `deadline - window` unless renewed; zero: only explicit.
     window: Duration,
@@ -179,13 +188,25 @@ impl Inner {
     }
 
     fn set(&self, next: LockState) {
-        self.tx.send_if_modified(|cur| {
+        let mut from = next;
+        let changed = self.tx.send_if_modified(|cur| {
             let changed = *cur != LockState::Lost && *cur != next;
             if changed {
+                from = *cur;
                 *cur = next;
             }
             changed
         });
+        if changed {
+            // Called outside the hooks' lock, so a hook may (un)subscribe.
+            let hooks: Vec<Hook> = crate::backend::lock_unpoisoned(&self.hooks)
+                .iter()
+                .map(|(_, h)| h.clone())
+                .collect();
+            for hook in hooks {
+                hook(from, next);
+            }
+        }
     }
 }
 
@@ -246,6 +267,8 @@ impl Liveness {
         Liveness {
             inner: Arc::new(Inner {
                 tx,
+                hooks: Mutex::new(Vec::new()),
+                next_hook: AtomicU64::new(0),
                 deadline: Mutex::new(deadline),
                 window,
             }),
@@ -293,6 +316,19 @@ impl Liveness {
     /// The local deadline, if any.
     pub fn deadline(&self) -> Option<Instant> {
         *self.inner.deadline()
+    }
+
+    /// Calls `hook(from, to)` after every later state change, on the thread that made
+    /// (or, for deadlines, first noticed) it. Returns the id for [`unsubscribe`](Self::unsubscribe).
+    pub(crate) fn subscribe(&self, hook: Hook) -> u64 {
+        let id = self.inner.next_hook.fetch_add(1, Ordering::Relaxed);
+        crate::backend::lock_unpoisoned(&self.inner.hooks).push((id, hook));
+        id
+    }
+
+    /// Removes the hook `id` (no-op if gone).
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        crate::backend::lock_unpoisoned(&self.inner.hooks).retain(|(i, _)| *i != id);
     }
 
     /// A reader of this state.

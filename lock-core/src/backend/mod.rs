@@ -48,6 +48,17 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// The TTL used for leases when the caller does not pick one.
     fn default_ttl(&self) -> Duration;
 
+    /// The backend's name, its URL scheme: the `backend` label of the
+    /// [metrics](crate::stats). By default derived from the token source
+    /// (`"memory"`, `"etcd"`, `"zk"`); a backend of another kind overrides it.
+    fn scheme(&self) -> &'static str {
+        match self.capabilities().token_source {
+            crate::TokenSource::Counter => "memory",
+            crate::TokenSource::CreateRevision => "etcd",
+            crate::TokenSource::Czxid => "zk",
+        }
+    }
+
     /// Grants a new lease with (about) `ttl`, kept alive in the background until
     /// revoked or lost. `ttl` has been validated by the caller
     /// ([`validate_ttl`](crate::validate_ttl)); the backend may round it up.
