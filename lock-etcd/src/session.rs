@@ -453,8 +453,10 @@ async fn keep_alive(
                     backoff.reset();
                     let took = sent_at.elapsed();
                     rtt = if rtt.is_zero() { took } else { (rtt * 3 + took) / 4 };
-                    members.prefer(member);
                     if sent_at > last_ok {
+                        // The freshest answer picks the member; a late answer to an
+                        // older exchange (from the member we moved away from) does not.
+                        members.prefer(member);
                         last_ok = sent_at;
                         next = sent_at + period;
                         waiting_on = None;
