@@ -34,6 +34,9 @@ fn main() {
         holder_child(&spec);
         return;
     }
+    // Parse the arguments before any server starts: a bad flag exits the process at
+    // once, which would leave ten etcd processes running.
+    let _ = libtest_mimic::Arguments::from_args();
     // The leader kill gets its own 3-member cluster, so that it cannot disturb the
     // cases running beside it.
     // So does the stalled-member case.
