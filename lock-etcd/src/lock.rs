@@ -188,6 +188,21 @@ fn range(resp: &TxnResponse, index: usize) -> Vec<Waiter> {
     }
 }
 
+/// The enqueueing `txn` as a request the [`Cleanup`] can await or hand over:
+/// retried through [`Conn::call_counted`], which reports whether it was repeated.
+fn enqueue_request(conn: &Arc<Conn>, name: &LockName, txn: Txn) -> Request {
+    let conn = conn.clone();
+    let name = name.clone();
+    Box::pin(async move {
+        let what = move || format!("acquiring lock {name}");
+        conn.call_counted(&what, None, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    })
+}
+
 fn lost_while_waiting(name: &LockName) -> Error {
     Error::new(
         ErrorKind::LeaseLost,
@@ -223,7 +238,7 @@ pub(crate) async fn acquire(
         // Put only if the lock's range is empty; else read the owner.
         WaitMode::NoWait => Txn::new()
             .when([Compare::create_revision(range_key.clone(), CompareOp::Equal, 0).with_prefix()])
-            .and_then([put])
+            .and_then([put.clone()])
             .or_else([TxnOp::get(
                 range_key.clone(),
                 Some(by_create(SortOrder::Ascend, 1)),
@@ -233,27 +248,16 @@ pub(crate) async fn acquire(
         WaitMode::Wait => Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
-                put,
+                put.clone(),
                 TxnOp::get(range_key.clone(), Some(by_create(SortOrder::Descend, 2))),
             ])
             .or_else([TxnOp::get(key.clone(), None)]),
     };
-    let task_conn = conn.clone();
-    let what_name = name.clone();
-    let request: Request = Box::pin(async move {
-        let what = move || format!("acquiring lock {what_name}");
-        task_conn
-            .call_counted(&what, None, |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await
-    });
     let mut cleanup = Cleanup {
         conn: conn.clone(),
         key: Some(key.clone()),
         slot: Some(slot),
-        pending: Some(request),
+        pending: Some(enqueue_request(conn, name, txn)),
         indeterminate: false,
     };
     let (resp, retried) = cleanup.join().await?;
@@ -267,26 +271,11 @@ pub(crate) async fn acquire(
                 // Only keys of a nested namespace may be there, which the range-empty
                 // compare cannot tell apart: enqueue, and keep the key only if it is
                 // the first contender (else the cleanup deletes it).
-                let put = TxnOp::put(
-                    key.clone(),
-                    queue::encode_value(SystemTime::now(), options.holder()),
-                    Some(PutOptions::new().with_lease(lease.id)),
-                );
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                     .and_then([put, TxnOp::get(key.clone(), None)])
                     .or_else([TxnOp::get(key.clone(), None)]);
-                let task_conn = conn.clone();
-                let what_name = name.clone();
-                cleanup.pending = Some(Box::pin(async move {
-                    let what = move || format!("acquiring lock {what_name}");
-                    task_conn
-                        .call_counted(&what, None, |mut c| {
-                            let txn = txn.clone();
-                            async move { c.txn(txn).await }
-                        })
-                        .await
-                }));
+                cleanup.pending = Some(enqueue_request(conn, name, txn));
                 let (resp, _) = cleanup.join().await?;
                 let index = usize::from(resp.succeeded());
                 let own_rev = range(&resp, index)
