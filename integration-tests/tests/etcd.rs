@@ -16,7 +16,7 @@ use fencelock_integration_tests::{
     etcd_harness::EtcdHarness,
     latency::LatencyProxy,
     run_main,
-    servers::{self, EtcdCluster},
+    servers::{self, EtcdCluster, Fabric, Link},
     Harness, TestResult,
 };
 use libtest_mimic::Trial;
@@ -63,6 +63,7 @@ fn main() {
     trials.extend(failover_trials(failover.clone()));
     let stall = Arc::new(stall);
     trials.push(stalled_follower_trial(stall.clone()));
+    trials.push(isolated_follower_trial());
     run_main(trials, move || {
         drop(single);
         drop(triple);
@@ -878,16 +879,45 @@ fn stalled_follower_trial(cluster: Arc<EtcdCluster>) -> Trial {
         Duration::from_secs(120),
         move || async move {
             let ctx = Ctx::new(h.clone());
-            stalled_follower(cluster, ctx.clone()).await?;
+            stalled_follower(&cluster, ctx.clone(), Outage::Pause).await?;
             ctx.finish().await
         },
     )
 }
 
-/// One follower SIGSTOPped for 30 s in a healthy 3-member cluster, listed first in
-/// every client's URL: four holders (TTL 3 s, one lease each) never leave `Held`, and
-/// a waiter queued behind one of them is served when it releases mid-stall.
-async fn stalled_follower(cluster: Arc<EtcdCluster>, ctx: Ctx) -> TestResult {
+/// The same with the follower cut off from everyone (a cluster of its own, each
+/// member in a network namespace): requests to it hang rather than fail.
+fn isolated_follower_trial() -> Trial {
+    async_trial_within(
+        "etcd-3::etcd::one_isolated_follower_for_30s_costs_no_lock",
+        Duration::from_secs(120),
+        || async move {
+            if !servers::require(Fabric::available(), "root (network namespaces)") {
+                return Ok(());
+            }
+            let cluster =
+                tokio::task::spawn_blocking(|| EtcdCluster::start_in_namespaces(3)).await??;
+            let ctx = Ctx::new(Arc::new(EtcdHarness::new(cluster.endpoints())));
+            stalled_follower(&cluster, ctx.clone(), Outage::Isolate).await?;
+            ctx.finish().await
+        },
+    )
+}
+
+/// What takes one member out for 30 s.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// `SIGSTOP`: it keeps its connections but answers nothing.
+    Pause,
+    /// Both of its links cut (network namespaces): packets to it vanish.
+    Isolate,
+}
+
+/// One follower SIGSTOPped (or isolated) for 30 s in a healthy 3-member cluster,
+/// listed first in every client's URL: four holders (TTL 3 s, one lease each) never
+/// leave `Held`, and a waiter queued behind one of them is served when it releases
+/// mid-stall.
+async fn stalled_follower(cluster: &EtcdCluster, ctx: Ctx, outage: Outage) -> TestResult {
     let leader = cluster.leader().ok_or("no leader")?;
     let follower = (leader + 1) % 3;
     let endpoints = cluster.endpoints();
@@ -926,9 +956,12 @@ async fn stalled_follower(cluster: Arc<EtcdCluster>, ctx: Ctx) -> TestResult {
         async move { client.acquire("stall-0").await }
     });
     wait_for_waiters(&holders[0].0, "stall-0", 1).await?;
-    cluster.pause(follower);
+    match outage {
+        Outage::Pause => cluster.pause(follower),
+        Outage::Isolate => cluster.cut(follower, Link::Both)?,
+    }
     let paused = Instant::now();
-    eprintln!("paused follower member {follower} (leader is {leader})");
+    eprintln!("{outage:?}: follower member {follower} (leader is {leader})");
     let outcome = async {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let (client, lease, guard) = holders.remove(0);
@@ -955,7 +988,10 @@ async fn stalled_follower(cluster: Arc<EtcdCluster>, ctx: Ctx) -> TestResult {
         Ok::<_, fencelock_integration_tests::TestError>(())
     }
     .await;
-    cluster.resume(follower);
+    match outage {
+        Outage::Pause => cluster.resume(follower),
+        Outage::Isolate => cluster.heal(follower, Link::Both)?,
+    }
     outcome?;
     for (client, lease, guard) in holders {
         guard.release().await?;

@@ -13,7 +13,7 @@ use fencelock_integration_tests::{
     async_trial,
     conformance::{self, within, Ctx},
     run_main,
-    servers::{self, ZkEnsemble, ZkOptions},
+    servers::{self, Fabric, Link, ZkEnsemble, ZkOptions},
     zk_harness::ZkHarness,
     Harness, TestResult,
 };
@@ -645,6 +645,10 @@ fn failover_trials(ensemble: &Ensemble) -> Vec<Trial> {
         "zk-3::failover::server_paused_30s_costs_nobody_their_lock",
         move || server_paused(paused),
     ));
+    trials.push(async_trial(
+        "zk-3::failover::server_isolated_30s_costs_nobody_their_lock",
+        server_isolated,
+    ));
     trials
 }
 
@@ -741,15 +745,45 @@ fn sessions_on(port: &str) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
+/// What takes one server out for 30 s.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// `SIGSTOP`: it keeps its connections but answers nothing.
+    Pause,
+    /// Both of its links cut (network namespaces): packets to it vanish.
+    Isolate,
+}
+
 /// Pauses (`SIGSTOP`) for 30 s a follower that serves some of the sessions of three
 /// holders with a 3 s TTL: their sessions move to the other servers, and nobody
 /// loses a lock.
 async fn server_paused(ensemble: Ensemble) -> TestResult {
-    let ttl = Duration::from_secs(3);
     let mut slot = ensemble.lock().await;
     let Some(servers) = failover_ensemble(&mut slot).await? else {
         return Ok(());
     };
+    server_out_for_30s(servers, Outage::Pause).await
+}
+
+/// The same with the follower cut off from everyone (its own ensemble, each server
+/// in a network namespace): the clients' connections to it hang rather than fail.
+async fn server_isolated() -> TestResult {
+    if !servers::require(Fabric::available(), "root (network namespaces)") {
+        return Ok(());
+    }
+    let options = ZkOptions {
+        sync_limit: 2,
+        ..ZkOptions::default()
+    };
+    let servers =
+        tokio::task::spawn_blocking(move || ZkEnsemble::start_in_namespaces(3, options)).await??;
+    server_out_for_30s(&servers, Outage::Isolate).await
+}
+
+/// Takes a follower that serves some of the sessions of three holders (TTL 3 s) out
+/// for 30 s: nobody loses a lock, and every lock keeps its holder.
+async fn server_out_for_30s(servers: &ZkEnsemble, outage: Outage) -> TestResult {
+    let ttl = Duration::from_secs(3);
     let harness = Arc::new(ZkHarness::new(servers.connect_string()).with_name("zk-3"));
     let ctx = Ctx::new(harness as Arc<dyn Harness>);
     let url = format!(
@@ -792,7 +826,10 @@ async fn server_paused(ensemble: Ensemble) -> TestResult {
             tokio::spawn(async move { watch.lost().await })
         })
         .collect();
-    servers.pause(victim);
+    match outage {
+        Outage::Pause => servers.pause(victim),
+        Outage::Isolate => servers.cut(victim, Link::Both)?,
+    }
     let paused = Instant::now();
     let mut result = Ok(());
     while paused.elapsed() < Duration::from_secs(30) {
@@ -808,7 +845,10 @@ async fn server_paused(ensemble: Ensemble) -> TestResult {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    servers.resume(victim);
+    match outage {
+        Outage::Pause => servers.resume(victim),
+        Outage::Isolate => servers.heal(victim, Link::Both)?,
+    }
     result?;
     for (i, w) in watchers.iter().enumerate() {
         assert!(!w.is_finished(), "holder {i} turned lost during the pause");

@@ -1,6 +1,7 @@
 //! An etcd cluster made of real `etcd` processes on `127.0.0.1`.
 
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -8,8 +9,8 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use super::{
-    find_executable, free_port, port_accepts, retry_port_clash, tcp_exchange, temp_dir, wait_until,
-    with_log_tails, ServerProcess, READY_TIMEOUT,
+    find_executable, free_port, memory_temp_dir, port_accepts, retry_port_clash, tcp_exchange,
+    temp_dir, wait_until, with_log_tails, Fabric, Link, ServerProcess, READY_TIMEOUT,
 };
 
 /// Environment variable naming the etcd binary. Not `ETCD_*`: etcd would
@@ -24,14 +25,21 @@ const ELECTION_TIMEOUT_MS: u32 = 1000;
 
 /// A running etcd cluster of one or more members, for tests.
 ///
-/// Dropping it kills every member (by PID) and then removes its temporary
-/// directory, which holds each member's data directory and log file.
+/// Members run with `--pre-vote` (the default from etcd 3.5 on), so a member
+/// that was cut off does not depose a healthy leader when it comes back.
+///
+/// Dropping it kills every member (by PID), deletes its network namespaces if
+/// it has any, and then removes its temporary directory, which holds each
+/// member's data directory and log file.
 #[derive(Debug)]
 pub struct EtcdCluster {
     /// What every member's command line shares.
     spec: ClusterSpec,
     /// The members, in start order; indexes are member numbers.
     members: Vec<Member>,
+    /// The members' namespaces and links, for clusters started with
+    /// [`EtcdCluster::start_in_namespaces`].
+    fabric: Option<Fabric>,
     /// Declared last so it is removed after the members are killed.
     dir: TempDir,
 }
@@ -52,6 +60,12 @@ struct ClusterSpec {
 struct MemberSpec {
     /// `--name`.
     name: String,
+    /// Member number.
+    index: usize,
+    /// Address of the client URL.
+    client_ip: Ipv4Addr,
+    /// Address of the peer URL.
+    peer_ip: Ipv4Addr,
     /// Port of the client URL.
     client_port: u16,
     /// Port of the peer URL.
@@ -105,7 +119,7 @@ impl EtcdCluster {
         }
         let binary = find_executable(BIN_ENV, "etcd")?;
         let started = Instant::now();
-        let cluster = retry_port_clash("etcd", || Self::try_start(&binary, members))?;
+        let cluster = retry_port_clash("etcd", || Self::try_start(&binary, members, None))?;
         tracing::info!(
             "etcd cluster of {members} ready in {:?} at {}",
             started.elapsed(),
@@ -114,11 +128,27 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
+    /// Starts a cluster of `members` members, each in a network namespace of
+    /// its own (see [`Fabric`]), so that [`EtcdCluster::cut`] can partition
+    /// them; their data lives in memory (`/dev/shm`) so that recoveries are not
+    /// timed against a shared disk's fsyncs. Clients in the calling process
+    /// reach the members on [`EtcdCluster::endpoints`] as usual.
+    ///
+    /// Needs root (see [`Fabric::available`]).
+    pub fn start_in_namespaces(members: usize) -> io::Result<EtcdCluster> {
+        let binary = find_executable(BIN_ENV, "etcd")?;
+        let fabric = Fabric::create(members)?;
+        Self::try_start(&binary, members, Some(fabric))
+    }
+
     /// One start attempt with freshly chosen ports.
-    fn try_start(binary: &Path, count: usize) -> io::Result<EtcdCluster> {
-        let dir = temp_dir("fencelock-etcd-")?;
+    fn try_start(binary: &Path, count: usize, fabric: Option<Fabric>) -> io::Result<EtcdCluster> {
+        let dir = match fabric {
+            Some(_) => memory_temp_dir("fencelock-etcd-")?,
+            None => temp_dir("fencelock-etcd-")?,
+        };
         let specs = (0..count)
-            .map(|i| MemberSpec::new(i, dir.path()))
+            .map(|i| MemberSpec::new(i, dir.path(), fabric.as_ref()))
             .collect::<io::Result<Vec<_>>>()?;
         let spec = ClusterSpec {
             binary: binary.to_owned(),
@@ -132,7 +162,7 @@ impl EtcdCluster {
         let members = specs
             .into_iter()
             .map(|member| {
-                let process = member.spawn(&spec)?;
+                let process = member.spawn(&spec, fabric.as_ref())?;
                 Ok(Member {
                     spec: member,
                     id: 0,
@@ -140,7 +170,12 @@ impl EtcdCluster {
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let mut cluster = EtcdCluster { spec, members, dir };
+        let mut cluster = EtcdCluster {
+            spec,
+            members,
+            fabric,
+            dir,
+        };
         cluster.wait_all_healthy()?;
         cluster.learn_member_ids()?;
         Ok(cluster)
@@ -155,7 +190,7 @@ impl EtcdCluster {
             }
             Ok(members
                 .iter()
-                .all(|m| is_healthy(m.spec.client_port))
+                .all(|m| is_healthy(m.spec.client_addr()))
                 .then_some(()))
         })
         .map_err(|e| with_log_tails(e, self.members.iter().map(|m| &m.process)))
@@ -164,17 +199,18 @@ impl EtcdCluster {
     /// Asks every member for its raft member ID.
     fn learn_member_ids(&mut self) -> io::Result<()> {
         for member in &mut self.members {
-            member.id = status(member.spec.client_port)?.member_id;
+            member.id = status(member.spec.client_addr())?.member_id;
         }
         Ok(())
     }
 
-    /// The client endpoint, `127.0.0.1:PORT`, of every member (killed ones
-    /// included), in member order.
+    /// The client endpoint, `IP:PORT`, of every member (killed ones
+    /// included), in member order; the IP is `127.0.0.1` unless the cluster
+    /// runs in namespaces.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.spec.client_port))
+            .map(|m| m.spec.client_addr().to_string())
             .collect()
     }
 
@@ -237,10 +273,12 @@ impl EtcdCluster {
     /// If `member` is not a member index.
     pub fn restart(&mut self, member: usize) -> io::Result<()> {
         self.members[member].process.kill();
-        self.members[member].process = self.members[member].spec.spawn(&self.spec)?;
+        self.members[member].process = self.members[member]
+            .spec
+            .spawn(&self.spec, self.fabric.as_ref())?;
         let quorum = self.running_count() > self.members.len() / 2;
         let target = &mut self.members[member];
-        let port = target.spec.client_port;
+        let port = target.spec.client_addr();
         let what = format!("restarted etcd member {member} to be ready");
         wait_until(&what, READY_TIMEOUT, || {
             target.process.check_running()?;
@@ -252,6 +290,52 @@ impl EtcdCluster {
             Ok(ready.then_some(()))
         })
         .map_err(|e| with_log_tails(e, [&target.process]))
+    }
+
+    /// Kills every member, starts them all again with their data, and waits
+    /// until every member is healthy: a whole-cluster restart.
+    pub fn restart_all(&mut self) -> io::Result<()> {
+        for member in &mut self.members {
+            member.process.kill();
+        }
+        for member in &mut self.members {
+            member.process = member.spec.spawn(&self.spec, self.fabric.as_ref())?;
+        }
+        self.wait_all_healthy()
+    }
+
+    /// True when every member runs and answers `/health` with `true`.
+    pub fn all_healthy(&self) -> bool {
+        self.members
+            .iter()
+            .all(|m| !m.process.is_paused() && is_healthy(m.spec.client_addr()))
+    }
+
+    /// Cuts `member`'s `link` (see [`Fabric`]): packets are dropped silently
+    /// until [`EtcdCluster::heal`].
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::Unsupported`] unless the cluster was started with
+    /// [`EtcdCluster::start_in_namespaces`]; the failing `ip` command.
+    pub fn cut(&self, member: usize, link: Link) -> io::Result<()> {
+        self.fabric()?.cut(member, link)
+    }
+
+    /// Heals `member`'s `link`.
+    ///
+    /// # Errors
+    /// As [`EtcdCluster::cut`].
+    pub fn heal(&self, member: usize, link: Link) -> io::Result<()> {
+        self.fabric()?.heal(member, link)
+    }
+
+    fn fabric(&self) -> io::Result<&Fabric> {
+        self.fabric.as_ref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "links can be cut only in a cluster started in namespaces",
+            )
+        })
     }
 
     /// How many members have a live (possibly paused) process.
@@ -272,7 +356,7 @@ impl EtcdCluster {
             .members
             .iter()
             .filter(|m| m.process.pid().is_some() && !m.process.is_paused())
-            .filter_map(|m| status(m.spec.client_port).ok())
+            .filter_map(|m| status(m.spec.client_addr()).ok())
             .filter(|s| s.leader != 0)
             .max_by_key(|s| s.raft_term)?;
         self.members.iter().position(|m| m.id == freshest.leader)
@@ -285,7 +369,7 @@ impl EtcdCluster {
             .iter()
             .filter(|m| !m.process.is_paused())
             .find_map(|m| {
-                let body = http(m.spec.client_port, "GET", "/version", "").ok()?;
+                let body = http(m.spec.client_addr(), "GET", "/version", "").ok()?;
                 json_field(&body, "etcdserver").map(str::to_owned)
             })
             .or_else(|| binary_version(&self.spec.binary))
@@ -294,12 +378,15 @@ impl EtcdCluster {
 }
 
 impl MemberSpec {
-    /// Chooses ports and paths for member `index` under `dir`.
-    fn new(index: usize, dir: &Path) -> io::Result<MemberSpec> {
+    /// Chooses addresses, ports and paths for member `index` under `dir`.
+    fn new(index: usize, dir: &Path, fabric: Option<&Fabric>) -> io::Result<MemberSpec> {
         let member_dir = dir.join(format!("member-{index}"));
         std::fs::create_dir(&member_dir)?;
         Ok(MemberSpec {
             name: format!("member-{index}"),
+            index,
+            client_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.client_ip(index)),
+            peer_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.peer_ip(index)),
             client_port: free_port()?,
             peer_port: free_port()?,
             data_dir: member_dir.join("data"),
@@ -307,14 +394,19 @@ impl MemberSpec {
         })
     }
 
-    /// `http://127.0.0.1:PORT` for the client port.
-    fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+    /// The client address.
+    fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.client_ip, self.client_port))
     }
 
-    /// `http://127.0.0.1:PORT` for the peer port.
+    /// `http://IP:PORT` for the client port.
+    fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr())
+    }
+
+    /// `http://IP:PORT` for the peer port.
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.peer_ip, self.peer_port)
     }
 
     /// This member's `name=peer-url` entry of `--initial-cluster`.
@@ -322,15 +414,18 @@ impl MemberSpec {
         format!("{}={}", self.name, self.peer_url())
     }
 
-    /// Starts the member's process.
-    fn spawn(&self, cluster: &ClusterSpec) -> io::Result<ServerProcess> {
+    /// Starts the member's process, in its namespace if there is a fabric.
+    fn spawn(&self, cluster: &ClusterSpec, fabric: Option<&Fabric>) -> io::Result<ServerProcess> {
         let name = format!("etcd {}", self.name);
-        ServerProcess::spawn(&name, self.command(cluster), &self.log)
+        ServerProcess::spawn(&name, self.command(cluster, fabric), &self.log)
     }
 
     /// The member's command line, with no `ETCD_*` variable inherited.
-    fn command(&self, cluster: &ClusterSpec) -> Command {
-        let mut command = Command::new(&cluster.binary);
+    fn command(&self, cluster: &ClusterSpec, fabric: Option<&Fabric>) -> Command {
+        let mut command = match fabric {
+            Some(f) => f.command(self.index, &cluster.binary),
+            None => Command::new(&cluster.binary),
+        };
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD_") {
                 command.env_remove(key);
@@ -351,19 +446,20 @@ impl MemberSpec {
             .args(["--initial-cluster-state", "new"])
             .args(["--heartbeat-interval", &heartbeat])
             .args(["--election-timeout", &election])
+            .arg("--pre-vote")
             .args(["--logger", "zap"]);
         command
     }
 }
 
-/// True when the member on `port` answers `/health` with `true`.
-fn is_healthy(port: u16) -> bool {
-    http(port, "GET", "/health", "").is_ok_and(|body| json_field(&body, "health") == Some("true"))
+/// True when the member on `addr` answers `/health` with `true`.
+fn is_healthy(addr: SocketAddr) -> bool {
+    http(addr, "GET", "/health", "").is_ok_and(|body| json_field(&body, "health") == Some("true"))
 }
 
-/// The member on `port`'s answer to the gRPC gateway's maintenance status.
-fn status(port: u16) -> io::Result<Status> {
-    let body = http(port, "POST", "/v3/maintenance/status", "{}")?;
+/// The member on `addr`'s answer to the gRPC gateway's maintenance status.
+fn status(addr: SocketAddr) -> io::Result<Status> {
+    let body = http(addr, "POST", "/v3/maintenance/status", "{}")?;
     let number = |key: &str| {
         json_field(&body, key)
             .and_then(|v| v.parse::<u64>().ok())
@@ -377,14 +473,14 @@ fn status(port: u16) -> io::Result<Status> {
 }
 
 /// Sends an HTTP/1.0 request (so the answer is neither chunked nor kept
-/// alive) to `127.0.0.1:port` and returns the body of a 200 answer.
-fn http(port: u16, method: &str, path: &str, body: &str) -> io::Result<String> {
+/// alive) to `addr` and returns the body of a 200 answer.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<String> {
     let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let response = tcp_exchange(port, request.as_bytes())?;
+    let response = tcp_exchange(addr, request.as_bytes())?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| io::Error::other(format!("malformed HTTP answer: {response:?}")))?;

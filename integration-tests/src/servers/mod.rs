@@ -18,9 +18,11 @@
 //!   Debian jars under `/usr/share/java`).
 
 pub mod etcd;
+pub mod netns;
 pub mod zk;
 
 pub use etcd::EtcdCluster;
+pub use netns::{Fabric, Link};
 pub use zk::{ZkEnsemble, ZkOptions};
 
 use std::collections::BTreeSet;
@@ -107,6 +109,19 @@ pub fn temp_dir(prefix: &str) -> io::Result<TempDir> {
     tempfile::Builder::new().prefix(prefix).tempdir()
 }
 
+/// Like [`temp_dir`], but in memory (`/dev/shm`) when the machine has it: servers
+/// whose fsyncs must not stall on a shared disk (fault runs that time recoveries)
+/// keep their data there.
+pub fn memory_temp_dir(prefix: &str) -> io::Result<TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm) {
+            return Ok(dir);
+        }
+    }
+    temp_dir(prefix)
+}
+
 /// Calls `probe` every few milliseconds until it returns `Ok(Some(value))`
 /// or an error, for at most `timeout`.
 ///
@@ -176,12 +191,11 @@ pub(crate) fn not_found(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, message)
 }
 
-/// Sends `request` to `127.0.0.1:port` and returns everything the server
-/// sends back until it closes the connection.
+/// Sends `request` to `addr` and returns everything the server sends back
+/// until it closes the connection.
 ///
 /// Every step has a short timeout, so a paused server cannot hang a probe.
-pub(crate) fn tcp_exchange(port: u16, request: &[u8]) -> io::Result<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+pub(crate) fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
     // Connecting to a port of the ephemeral range where nothing listens yet
     // can connect the socket to itself (TCP simultaneous open).
@@ -199,9 +213,8 @@ pub(crate) fn tcp_exchange(port: u16, request: &[u8]) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
-/// True when something accepts TCP connections on `127.0.0.1:port`.
-pub(crate) fn port_accepts(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// True when something accepts TCP connections on `addr`.
+pub(crate) fn port_accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
         .and_then(|s| Ok(s.local_addr()? != s.peer_addr()?))
         .unwrap_or(false)

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -9,8 +10,8 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use super::{
-    find_executable, free_port, not_found, retry_port_clash, tcp_exchange, temp_dir, wait_until,
-    with_log_tails, ServerProcess, READY_TIMEOUT,
+    find_executable, free_port, memory_temp_dir, not_found, retry_port_clash, tcp_exchange,
+    temp_dir, wait_until, with_log_tails, Fabric, Link, ServerProcess, READY_TIMEOUT,
 };
 
 /// Environment variable naming the java binary.
@@ -51,6 +52,10 @@ pub struct ZkOptions {
     /// `maxSessionTimeout` in milliseconds; `None` keeps ZooKeeper's
     /// default of 20 ticks.
     pub max_session_timeout_ms: Option<u32>,
+    /// `syncLimit` in ticks (default 5): how long a follower may be out of
+    /// touch with its leader, and so roughly how long a cut-off leader goes
+    /// unnoticed.
+    pub sync_limit: u32,
 }
 
 impl Default for ZkOptions {
@@ -58,6 +63,7 @@ impl Default for ZkOptions {
         ZkOptions {
             tick_time_ms: 200,
             max_session_timeout_ms: None,
+            sync_limit: 5,
         }
     }
 }
@@ -85,6 +91,9 @@ pub struct ZkEnsemble {
     options: ZkOptions,
     /// The servers, in order; indexes are server numbers (`myid` is index+1).
     servers: Vec<Server>,
+    /// The servers' namespaces and links, for ensembles started with
+    /// [`ZkEnsemble::start_in_namespaces`].
+    fabric: Option<Fabric>,
     /// Declared last so it is removed after the servers are killed.
     dir: TempDir,
 }
@@ -94,6 +103,10 @@ pub struct ZkEnsemble {
 struct ServerSpec {
     /// `myid`, from 1.
     id: usize,
+    /// Address of the client port.
+    client_ip: Ipv4Addr,
+    /// Address of the quorum and election ports.
+    peer_ip: Ipv4Addr,
     /// `clientPort`.
     client_port: u16,
     /// Quorum port, for followers to talk to the leader.
@@ -143,7 +156,7 @@ impl ZkEnsemble {
         let classpath = classpath()?;
         let started = Instant::now();
         let ensemble = retry_port_clash("zookeeper", || {
-            Self::try_start(&java, &classpath, servers, &options)
+            Self::try_start(&java, &classpath, servers, &options, None)
         })?;
         tracing::info!(
             "zookeeper ensemble of {servers} ready in {:?} at {}",
@@ -153,16 +166,33 @@ impl ZkEnsemble {
         Ok(ensemble)
     }
 
+    /// Starts `servers` servers with `options`, each in a network namespace
+    /// of its own (see [`Fabric`]), so that [`ZkEnsemble::cut`] can partition
+    /// them; their data lives in memory (`/dev/shm`). Clients in the calling
+    /// process reach them on [`ZkEnsemble::connect_string`] as usual.
+    ///
+    /// Needs root (see [`Fabric::available`]).
+    pub fn start_in_namespaces(servers: usize, options: ZkOptions) -> io::Result<ZkEnsemble> {
+        let java = find_executable(JAVA_ENV, "java")?;
+        let classpath = classpath()?;
+        let fabric = Fabric::create(servers)?;
+        Self::try_start(&java, &classpath, servers, &options, Some(fabric))
+    }
+
     /// One start attempt with freshly chosen ports.
     fn try_start(
         java: &Path,
         classpath: &str,
         count: usize,
         options: &ZkOptions,
+        fabric: Option<Fabric>,
     ) -> io::Result<ZkEnsemble> {
-        let dir = temp_dir("fencelock-zk-")?;
+        let dir = match fabric {
+            Some(_) => memory_temp_dir("fencelock-zk-")?,
+            None => temp_dir("fencelock-zk-")?,
+        };
         let specs = (0..count)
-            .map(|i| ServerSpec::new(i, dir.path()))
+            .map(|i| ServerSpec::new(i, dir.path(), fabric.as_ref()))
             .collect::<io::Result<Vec<_>>>()?;
         for spec in &specs {
             spec.write_files(options, &specs)?;
@@ -170,7 +200,7 @@ impl ZkEnsemble {
         let servers = specs
             .into_iter()
             .map(|spec| {
-                let process = spec.spawn(java, classpath)?;
+                let process = spec.spawn(java, classpath, fabric.as_ref())?;
                 Ok(Server { spec, process })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -179,6 +209,7 @@ impl ZkEnsemble {
             classpath: classpath.to_owned(),
             options: options.clone(),
             servers,
+            fabric,
             dir,
         };
         ensemble.wait_all_serving()?;
@@ -194,7 +225,7 @@ impl ZkEnsemble {
             }
             let modes = servers
                 .iter()
-                .map(|s| mode(s.spec.client_port))
+                .map(|s| mode(s.spec.client_addr()))
                 .collect::<Option<Vec<_>>>();
             let ready = modes.is_some_and(|m| m.iter().any(|m| is_leading(m)));
             Ok(ready.then_some(()))
@@ -207,12 +238,12 @@ impl ZkEnsemble {
         &self.options
     }
 
-    /// `127.0.0.1:PORT,127.0.0.1:PORT` for every server (killed ones
-    /// included), in server order.
+    /// `IP:PORT,IP:PORT` for every server (killed ones included), in server
+    /// order; the IP is `127.0.0.1` unless the ensemble runs in namespaces.
     pub fn connect_string(&self) -> String {
         self.servers
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.spec.client_port))
+            .map(|s| s.spec.client_addr().to_string())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -276,10 +307,13 @@ impl ZkEnsemble {
     /// If `i` is not a server index.
     pub fn restart(&mut self, i: usize) -> io::Result<()> {
         self.servers[i].process.kill();
-        self.servers[i].process = self.servers[i].spec.spawn(&self.java, &self.classpath)?;
+        self.servers[i].process =
+            self.servers[i]
+                .spec
+                .spawn(&self.java, &self.classpath, self.fabric.as_ref())?;
         let quorum = self.running_count() > self.servers.len() / 2;
         let target = &mut self.servers[i];
-        let port = target.spec.client_port;
+        let port = target.spec.client_addr();
         let what = format!("restarted zookeeper server {i} to be ready");
         wait_until(&what, READY_TIMEOUT, || {
             target.process.check_running()?;
@@ -291,6 +325,65 @@ impl ZkEnsemble {
             Ok(ready.then_some(()))
         })
         .map_err(|e| with_log_tails(e, [&target.process]))
+    }
+
+    /// Kills every server, starts them all again with their data, and waits
+    /// until every server serves (one as leader): a whole-ensemble restart.
+    pub fn restart_all(&mut self) -> io::Result<()> {
+        for server in &mut self.servers {
+            server.process.kill();
+        }
+        for server in &mut self.servers {
+            server.process =
+                server
+                    .spec
+                    .spawn(&self.java, &self.classpath, self.fabric.as_ref())?;
+        }
+        self.wait_all_serving()
+    }
+
+    /// True when every server runs, unpaused, and serves requests, and one of
+    /// them leads.
+    pub fn all_serving(&self) -> bool {
+        let modes = self
+            .servers
+            .iter()
+            .map(|s| {
+                if s.process.is_paused() {
+                    None
+                } else {
+                    mode(s.spec.client_addr())
+                }
+            })
+            .collect::<Option<Vec<_>>>();
+        modes.is_some_and(|m| m.iter().any(|m| is_leading(m)))
+    }
+
+    /// Cuts server `i`'s `link` (see [`Fabric`]): packets are dropped silently
+    /// until [`ZkEnsemble::heal`].
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::Unsupported`] unless the ensemble was started with
+    /// [`ZkEnsemble::start_in_namespaces`]; the failing `ip` command.
+    pub fn cut(&self, i: usize, link: Link) -> io::Result<()> {
+        self.fabric()?.cut(i, link)
+    }
+
+    /// Heals server `i`'s `link`.
+    ///
+    /// # Errors
+    /// As [`ZkEnsemble::cut`].
+    pub fn heal(&self, i: usize, link: Link) -> io::Result<()> {
+        self.fabric()?.heal(i, link)
+    }
+
+    fn fabric(&self) -> io::Result<&Fabric> {
+        self.fabric.as_ref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "links can be cut only in an ensemble started in namespaces",
+            )
+        })
     }
 
     /// How many servers have a live (possibly paused) process.
@@ -308,7 +401,7 @@ impl ZkEnsemble {
         self.servers.iter().position(|s| {
             s.process.pid().is_some()
                 && !s.process.is_paused()
-                && mode(s.spec.client_port).is_some_and(|m| is_leading(&m))
+                && mode(s.spec.client_addr()).is_some_and(|m| is_leading(&m))
         })
     }
 
@@ -319,7 +412,7 @@ impl ZkEnsemble {
             .iter()
             .filter(|s| s.process.pid().is_some() && !s.process.is_paused())
             .find_map(|s| {
-                let answer = four_letter(s.spec.client_port, "srvr").ok()?;
+                let answer = four_letter(s.spec.client_addr(), "srvr").ok()?;
                 let line = answer
                     .lines()
                     .find_map(|l| l.strip_prefix("Zookeeper version:"))?;
@@ -330,17 +423,25 @@ impl ZkEnsemble {
 }
 
 impl ServerSpec {
-    /// Chooses ports and the directory of server number `index` under `dir`.
-    fn new(index: usize, dir: &Path) -> io::Result<ServerSpec> {
+    /// Chooses addresses, ports and the directory of server number `index`
+    /// under `dir`.
+    fn new(index: usize, dir: &Path, fabric: Option<&Fabric>) -> io::Result<ServerSpec> {
         let server_dir = dir.join(format!("server-{index}"));
         std::fs::create_dir_all(server_dir.join("data"))?;
         Ok(ServerSpec {
             id: index + 1,
+            client_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.client_ip(index)),
+            peer_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.peer_ip(index)),
             client_port: free_port()?,
             peer_port: free_port()?,
             election_port: free_port()?,
             dir: server_dir,
         })
+    }
+
+    /// The client address.
+    fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.client_ip, self.client_port))
     }
 
     /// The config file.
@@ -372,16 +473,18 @@ impl ServerSpec {
         let mut config = format!(
             "tickTime={tick}\n\
              initLimit=10\n\
-             syncLimit=5\n\
+             syncLimit={sync}\n\
              dataDir={data}\n\
              clientPort={port}\n\
-             clientPortAddress=127.0.0.1\n\
+             clientPortAddress={ip}\n\
              maxSessionTimeout={max_session}\n\
              admin.enableServer=false\n\
              4lw.commands.whitelist=*\n\
              forceSync=no\n\
              maxClientCnxns=0\n",
             tick = options.tick_time_ms,
+            sync = options.sync_limit,
+            ip = self.client_ip,
             data = self.data_dir().display(),
             port = self.client_port,
             max_session = options.max_session_timeout(),
@@ -391,17 +494,25 @@ impl ServerSpec {
                 // Writing to a String cannot fail.
                 let _ = writeln!(
                     config,
-                    "server.{}=127.0.0.1:{}:{}",
-                    server.id, server.peer_port, server.election_port
+                    "server.{}={}:{}:{}",
+                    server.id, server.peer_ip, server.peer_port, server.election_port
                 );
             }
         }
         config
     }
 
-    /// Starts the server's JVM.
-    fn spawn(&self, java: &Path, classpath: &str) -> io::Result<ServerProcess> {
-        let mut command = Command::new(java);
+    /// Starts the server's JVM, in its namespace if there is a fabric.
+    fn spawn(
+        &self,
+        java: &Path,
+        classpath: &str,
+        fabric: Option<&Fabric>,
+    ) -> io::Result<ServerProcess> {
+        let mut command = match fabric {
+            Some(f) => f.command(self.id - 1, java),
+            None => Command::new(java),
+        };
         command
             .args(JVM_FLAGS)
             .args(["-cp", classpath, MAIN_CLASS])
@@ -434,14 +545,14 @@ fn classpath() -> io::Result<String> {
 }
 
 /// Sends the four-letter command `command` and returns the trimmed answer.
-fn four_letter(port: u16, command: &str) -> io::Result<String> {
-    Ok(tcp_exchange(port, command.as_bytes())?.trim().to_owned())
+fn four_letter(addr: SocketAddr, command: &str) -> io::Result<String> {
+    Ok(tcp_exchange(addr, command.as_bytes())?.trim().to_owned())
 }
 
-/// The `Mode:` of the server on `port` (`leader`, `follower`, `standalone`,
+/// The `Mode:` of the server on `addr` (`leader`, `follower`, `standalone`,
 /// ...), or `None` while it does not serve requests.
-fn mode(port: u16) -> Option<String> {
-    let answer = four_letter(port, "srvr").ok()?;
+fn mode(addr: SocketAddr) -> Option<String> {
+    let answer = four_letter(addr, "srvr").ok()?;
     answer
         .lines()
         .find_map(|line| line.strip_prefix("Mode:"))
