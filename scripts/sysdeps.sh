@@ -19,6 +19,7 @@ NEEDS=(
   "/usr/share/java/zookeeper-jute.jar            zookeeper          ZooKeeper integration tests"
   "/usr/share/java/slf4j-simple.jar              libslf4j-java      ZooKeeper server log"
   "java                                          default-jre-headless ZooKeeper server"
+  "/usr/sbin/ip                                  iproute2           member faults: one network namespace per server (fencecheck)"
 )
 
 have() {

@@ -33,11 +33,27 @@ pub enum FaultKind {
     Delete,
     /// The holder's ZooKeeper session is expired from a second connection.
     Expire,
+    /// SIGSTOP a follower for 2 x TTL, then SIGCONT: a quorum stays.
+    FollowerPause,
+    /// Cut a follower off from the other members and from every client for
+    /// 2 x TTL (network namespaces): a quorum stays.
+    FollowerIsolate,
+    /// Cut the leader off from the other members for 2 x TTL while its clients
+    /// still reach it: the majority elects a new leader within the election
+    /// timeout, well inside the TTL.
+    LeaderPartition,
+    /// Flap one member's links (0.4 s down, 0.4 s up) for 2 x TTL: a quorum stays.
+    LinkFlap,
+    /// Every holder's link to one member gets 250 ms per chunk (a round trip of
+    /// 0.5 s or more) for 2 x TTL: a quorum stays.
+    SlowLink,
+    /// Kill every member, start them all again with their data.
+    ClusterRestart,
 }
 
 impl FaultKind {
     /// Every kind, in display order.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -50,6 +66,12 @@ impl FaultKind {
         FaultKind::Revoke,
         FaultKind::Delete,
         FaultKind::Expire,
+        FaultKind::FollowerPause,
+        FaultKind::FollowerIsolate,
+        FaultKind::LeaderPartition,
+        FaultKind::LinkFlap,
+        FaultKind::SlowLink,
+        FaultKind::ClusterRestart,
     ];
 
     /// The kebab-case name.
@@ -67,6 +89,12 @@ impl FaultKind {
             FaultKind::Revoke => "revoke",
             FaultKind::Delete => "delete",
             FaultKind::Expire => "expire",
+            FaultKind::FollowerPause => "follower-pause",
+            FaultKind::FollowerIsolate => "follower-isolate",
+            FaultKind::LeaderPartition => "leader-partition",
+            FaultKind::LinkFlap => "link-flap",
+            FaultKind::SlowLink => "slow-link",
+            FaultKind::ClusterRestart => "cluster-restart",
         }
     }
 
@@ -81,9 +109,35 @@ impl FaultKind {
 
     /// Hits one holder (as opposed to the servers, which every holder shares).
     pub fn is_targeted(self) -> bool {
-        !matches!(
+        !self.hits_members()
+    }
+
+    /// Hits server members (as opposed to one holder).
+    pub fn hits_members(self) -> bool {
+        matches!(
             self,
-            FaultKind::LeaderKill | FaultKind::LeaderPause | FaultKind::FollowerKill
+            FaultKind::LeaderKill
+                | FaultKind::LeaderPause
+                | FaultKind::FollowerKill
+                | FaultKind::FollowerPause
+                | FaultKind::FollowerIsolate
+                | FaultKind::LeaderPartition
+                | FaultKind::LinkFlap
+                | FaultKind::SlowLink
+                | FaultKind::ClusterRestart
+        )
+    }
+
+    /// Leaves a quorum reachable within the TTL, so it may cost nobody their lock:
+    /// a loss during it is a spurious loss (L3), which fails the run.
+    pub fn keeps_quorum(self) -> bool {
+        matches!(
+            self,
+            FaultKind::FollowerPause
+                | FaultKind::FollowerIsolate
+                | FaultKind::LeaderPartition
+                | FaultKind::LinkFlap
+                | FaultKind::SlowLink
         )
     }
 
@@ -163,6 +217,16 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             FollowerKill,
             Delete,
             Expire,
+        ],
+        // Members in network namespaces: the faults of one member of a healthy
+        // cluster, and a whole-cluster restart.
+        "etcd3-net" | "zk3-net" => vec![
+            FollowerPause,
+            FollowerIsolate,
+            LeaderPartition,
+            LinkFlap,
+            SlowLink,
+            ClusterRestart,
         ],
         _ => Vec::new(),
     }

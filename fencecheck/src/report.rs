@@ -46,14 +46,21 @@ pub struct Report {
 }
 
 impl Report {
-    /// Judges `outcome`: any safety violation or enforced bound exceeded fails; no lost
-    /// unfenced update under pauses is inconclusive.
+    /// Judges `outcome`: any safety violation, spurious loss (L3) or enforced bound
+    /// exceeded fails; no lost unfenced update under pauses is inconclusive.
     pub fn new(run: RunInfo, outcome: Outcome, input: &Input) -> Report {
         let mut reasons = Vec::new();
         for (class, n) in &outcome.safety {
             if *n > 0 {
                 reasons.push(format!("{n} {class} violation(s)"));
             }
+        }
+        if outcome.spurious_losses > 0 {
+            reasons.push(format!(
+                "{} spurious loss(es): a lock reported lost with no fault to explain it \
+                 (a fault that keeps a quorum explains none)",
+                outcome.spurious_losses
+            ));
         }
         for (kind, r) in &outcome.recovery {
             if r.enforced && r.over_bound > 0 {
@@ -175,6 +182,10 @@ impl Report {
             );
         }
         row("L3 spurious losses", o.spurious_losses.to_string());
+        row(
+            "L3 suspect, quorum kept",
+            o.suspects_with_quorum.to_string(),
+        );
         row(
             "verdict",
             format!(

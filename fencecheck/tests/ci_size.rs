@@ -1,8 +1,13 @@
 //! The CI size of fencecheck: every backend (memory, etcd single + 3-member,
-//! ZooKeeper standalone + 3-server), every supported fault type at least 3 times.
-//! Fails on any safety violation, an inconclusive run (the unfenced control lost no
-//! update under pauses) or a recovery above its enforced bound. A deliberately broken
-//! variant (holders send a constant token) must be caught.
+//! ZooKeeper standalone + 3-server, and 3-member etcd and ZooKeeper with each member
+//! in a network namespace of its own for the member faults: follower pause and
+//! isolation, leader cut off from its majority, a flapping link, a slow link, a
+//! whole-cluster restart), every supported fault type at least 3 times.
+//! Fails on any safety violation, a spurious loss (a lock reported lost with no
+//! fault to explain it; faults that keep a quorum explain none), an inconclusive run
+//! (the unfenced control lost no update under pauses) or a recovery above its
+//! enforced bound. A deliberately broken variant (holders send a constant token)
+//! must be caught.
 //!
 //! `FENCECHECK_SECONDS` raises the minimum duration of each run (soak size).
 //! Without etcd or ZooKeeper installed those runs are skipped, except under `CI=true`.
@@ -13,7 +18,7 @@ use fencecheck::{
 };
 use fencelock_integration_tests::{
     async_trial_within,
-    servers::{require, EtcdCluster, ZkEnsemble},
+    servers::{require, EtcdCluster, Fabric, ZkEnsemble},
 };
 use libtest_mimic::{Arguments, Trial};
 use std::{future::Future, time::Duration};
@@ -43,6 +48,9 @@ fn config(backend: &str) -> RunConfig {
 }
 
 fn available(backend: &str) -> bool {
+    if backend.ends_with("-net") && !require(Fabric::available(), "root (network namespaces)") {
+        return false;
+    }
     match backend {
         "memory" => true,
         b if b.starts_with("etcd") => require(EtcdCluster::available(), "etcd"),
@@ -92,7 +100,15 @@ fn main() {
         "checker_catches_constant_token_holders",
         broken_is_caught,
     )];
-    for backend in ["memory", "etcd", "etcd3", "zk", "zk3"] {
+    for backend in [
+        "memory",
+        "etcd",
+        "etcd3",
+        "etcd3-net",
+        "zk",
+        "zk3",
+        "zk3-net",
+    ] {
         let name = format!("ci_size_{backend}");
         trials.push(trial(&name, move || async move {
             if !available(backend) {

@@ -38,7 +38,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// memory, etcd, etcd3, zk or zk3.
+    /// memory, etcd, etcd3, zk or zk3; etcd3-net and zk3-net run the 3 members in
+    /// network namespaces of their own (root only) for the member faults.
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Minimum duration of the workload.
@@ -52,13 +53,15 @@ struct RunArgs {
     holders: usize,
     /// Faults, comma separated: `all` (every one the backend supports), `none`, or
     /// names (kill, pause, partition, partition-short, reset, latency, leader-kill,
-    /// leader-pause, follower-kill, revoke, delete, expire).
+    /// leader-pause, follower-kill, revoke, delete, expire, follower-pause,
+    /// follower-isolate, leader-partition, link-flap, slow-link, cluster-restart).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     faults: Vec<String>,
     /// Keep going until every fault type ran this often.
     #[arg(long, default_value_t = 1)]
     min_per_fault: u32,
-    /// TTL / session timeout in ms (default: 1000 memory, 2000 servers).
+    /// TTL / session timeout in ms (default: 1000 memory, 2000 servers, 3000 servers
+    /// in namespaces).
     #[arg(long)]
     ttl_ms: Option<u64>,
     /// Read-modify-writes per cycle.

@@ -19,10 +19,21 @@ fn window(f: &FaultRecord, ttl: u64) -> (u64, u64) {
 }
 
 fn in_any_window(input: &Input, t: u64, holder: Option<u32>) -> bool {
+    in_window_of(input, t, holder, |_| true)
+}
+
+/// Whether `t` falls in the window of a fault relevant to `holder` (any holder for
+/// `None`) that `which` selects.
+fn in_window_of(
+    input: &Input,
+    t: u64,
+    holder: Option<u32>,
+    which: impl Fn(FaultKind) -> bool,
+) -> bool {
     input.faults.iter().any(|f| {
         let (a, b) = window(f, input.granted_ttl_ns);
         let relevant = holder.is_none() || !f.kind.is_targeted() || f.target == holder;
-        relevant && t >= a && t <= b
+        relevant && which(f.kind) && t >= a && t <= b
     })
 }
 
@@ -159,7 +170,36 @@ pub(super) fn stuck_waiters(input: &Input) -> usize {
     stuck
 }
 
-/// L3: loss-detection latency per fault type, and spurious losses.
+/// Whether `t` falls in the window of a forced revocation (revoke, delete, expire)
+/// that took `g`'s token: when the owner changed between choosing the victim and
+/// the operator's call, the fault hit another holder than its target.
+fn revoked_in_window(input: &Input, g: &Grant, t: u64) -> bool {
+    input.faults.iter().any(|f| {
+        let (a, b) = window(f, input.granted_ttl_ns);
+        f.kind.is_forced_revocation() && f.token == Some(g.token) && t >= a && t <= b
+    })
+}
+
+/// Guards first seen not `Held` inside the window of a fault that keeps a quorum,
+/// and of no other fault, before their release.
+pub(super) fn suspects_with_quorum(input: &Input, grants: &[Grant]) -> usize {
+    grants
+        .iter()
+        .filter_map(|g| {
+            g.not_held
+                .filter(|&n| g.release.is_none_or(|r| r > n))
+                .map(|n| (g, n))
+        })
+        .filter(|(g, n)| {
+            in_window_of(input, *n, Some(g.holder), FaultKind::keeps_quorum)
+                && !in_window_of(input, *n, Some(g.holder), |k| !k.keeps_quorum())
+        })
+        .count()
+}
+
+/// L3: loss-detection latency per fault type, and spurious losses: losses no fault
+/// explains. A fault that keeps a quorum reachable within the TTL
+/// ([`FaultKind::keeps_quorum`]) explains none.
 pub(super) fn loss_detection(input: &Input, grants: &[Grant]) -> (BTreeMap<String, Stats>, usize) {
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for f in &input.faults {
@@ -183,7 +223,10 @@ pub(super) fn loss_detection(input: &Input, grants: &[Grant]) -> (BTreeMap<Strin
                 .filter(|&l| g.release.is_none_or(|r| r > l))
                 .map(|l| (g, l))
         })
-        .filter(|(g, l)| !in_any_window(input, *l, Some(g.holder)))
+        .filter(|(g, l)| {
+            !in_window_of(input, *l, Some(g.holder), |k| !k.keeps_quorum())
+                && !revoked_in_window(input, g, *l)
+        })
         .count();
     let stats = samples
         .into_iter()

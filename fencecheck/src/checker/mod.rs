@@ -130,6 +130,10 @@ pub struct Outcome {
     pub loss_detection: BTreeMap<String, Stats>,
     /// L3: losses no fault explains.
     pub spurious_losses: usize,
+    /// Guards that turned `Suspect` (or worse) during a fault that keeps a quorum
+    /// and no other fault: allowed (Suspect is the conservative "deadline at risk"),
+    /// reported so that false alarms show.
+    pub suspects_with_quorum: usize,
     /// Faults injected per type.
     pub faults: BTreeMap<String, usize>,
 }
@@ -208,6 +212,7 @@ pub fn check(input: &Input) -> Outcome {
     let (detection, spurious) = liveness::loss_detection(input, &grants);
     out.loss_detection = detection;
     out.spurious_losses = spurious;
+    out.suspects_with_quorum = liveness::suspects_with_quorum(input, &grants);
     out
 }
 

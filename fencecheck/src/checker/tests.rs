@@ -274,3 +274,73 @@ fn recovery_of_a_kill_is_measured_against_its_bound() {
     assert_eq!(r.bound_ms, Some(2000.0));
     assert_eq!(out.bound_failures(), 1, "2950 ms > 2000 ms");
 }
+
+/// `clean()` with holder 1 reporting its lock lost at 50 ms, during `kind` (a server
+/// fault from 40 ms to 60 ms).
+fn lost_during(kind: FaultKind) -> Outcome {
+    let mut input = clean();
+    input.events.push(ev(
+        50,
+        1,
+        1,
+        Op::State {
+            state: "lost".into(),
+            deadline: None,
+        },
+    ));
+    input.events.sort_by_key(|e| e.t);
+    input.faults.push(FaultRecord {
+        kind,
+        t: 40 * MS,
+        end: 60 * MS,
+        target: None,
+        token: None,
+        detail: String::new(),
+    });
+    check(&input)
+}
+
+#[test]
+fn a_loss_during_a_fault_that_keeps_a_quorum_is_spurious() {
+    for kind in FaultKind::ALL.into_iter().filter(|k| k.keeps_quorum()) {
+        assert!(kind.hits_members(), "{kind}");
+        let out = lost_during(kind);
+        assert_eq!(out.spurious_losses, 1, "{kind}");
+        assert_eq!(out.suspects_with_quorum, 1, "{kind}");
+    }
+    // A leader kill may take the lock: the loss is explained.
+    assert_eq!(lost_during(FaultKind::LeaderKill).spurious_losses, 0);
+    assert_eq!(lost_during(FaultKind::ClusterRestart).spurious_losses, 0);
+}
+
+#[test]
+fn a_delete_that_hit_another_owner_explains_its_loss() {
+    // The nemesis aimed at holder 2, but holder 1 (token 5) owned the lock by the time
+    // the key was deleted: the record names no target, only the token it took.
+    let mut input = clean();
+    input.events.push(ev(
+        50,
+        1,
+        1,
+        Op::State {
+            state: "lost".into(),
+            deadline: None,
+        },
+    ));
+    input.events.sort_by_key(|e| e.t);
+    input.faults.push(FaultRecord {
+        kind: FaultKind::Delete,
+        t: 45 * MS,
+        end: 46 * MS,
+        target: None,
+        token: Some(5),
+        detail: "owner changed".into(),
+    });
+    assert_eq!(check(&input).spurious_losses, 0);
+    input.faults[0].token = Some(7);
+    assert_eq!(
+        check(&input).spurious_losses,
+        1,
+        "a delete of another token"
+    );
+}

@@ -12,6 +12,7 @@ use crate::{
     truth,
 };
 use fencelock::LockClient;
+use fencelock_integration_tests::servers::Link;
 use rand::Rng;
 use std::{io, net::SocketAddr, process::Stdio, time::Duration};
 use tokio::{
@@ -140,6 +141,125 @@ async fn victim(admin: &LockClient, slots: &[Slot], rng: &mut impl Rng) -> (usiz
     (rng.gen_range(0..slots.len()), None)
 }
 
+/// How long a member fault waits for the whole cluster to serve, before it starts
+/// (so that one fault never lands on the tail of the last) and after it ends.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// A member other than the leader.
+fn follower(servers: &Servers, rng: &mut impl Rng) -> (usize, usize) {
+    let leader = servers.leader().unwrap_or(0);
+    let n = servers.size();
+    (leader, (leader + 1 + rng.gen_range(0..n - 1)) % n)
+}
+
+/// Cuts member `m`'s `link` for `how_long`, then heals it.
+async fn cut_for(servers: &Servers, m: usize, link: Link, how_long: Duration) -> io::Result<()> {
+    servers.set_link(m, link, false)?;
+    sleep(how_long).await;
+    servers.set_link(m, link, true)
+}
+
+/// Injects a fault that hits server members (see [`FaultKind::hits_members`]).
+async fn inject_member_fault(
+    ctx: &mut Ctx<'_>,
+    slots: &mut [Slot],
+    kind: FaultKind,
+    rng: &mut impl Rng,
+    rec: &mut FaultRecord,
+) -> io::Result<()> {
+    let ttl = ctx.cfg.ttl;
+    let servers = &mut ctx.servers;
+    match kind {
+        FaultKind::FollowerPause => {
+            let (leader, m) = follower(servers, rng);
+            rec.t = mono_ns();
+            servers.pause(m);
+            sleep(ttl * 2).await;
+            servers.resume(m);
+            rec.detail = format!("member {m} (leader {leader})");
+        }
+        FaultKind::FollowerIsolate => {
+            let (leader, m) = follower(servers, rng);
+            rec.t = mono_ns();
+            cut_for(servers, m, Link::Both, ttl * 2).await?;
+            rec.detail = format!("member {m} (leader {leader})");
+        }
+        FaultKind::LeaderPartition => {
+            let m = servers.leader().unwrap_or(0);
+            rec.t = mono_ns();
+            cut_for(servers, m, Link::Peers, ttl * 2).await?;
+            rec.detail = format!("member {m}; new leader {:?}", servers.leader());
+        }
+        FaultKind::LinkFlap => {
+            let m = rng.gen_range(0..servers.size());
+            rec.t = mono_ns();
+            let mut flaps = 0;
+            while mono_ns() - rec.t < (ttl * 2).as_nanos() as u64 {
+                cut_for(servers, m, Link::Both, Duration::from_millis(400)).await?;
+                flaps += 1;
+                sleep(Duration::from_millis(400)).await;
+            }
+            rec.detail = format!(
+                "member {m} (leader was {:?}), {flaps} flaps",
+                servers.leader()
+            );
+        }
+        FaultKind::SlowLink => {
+            let m = rng.gen_range(0..servers.size());
+            let delay = Duration::from_millis(250);
+            rec.t = mono_ns();
+            for s in slots.iter() {
+                s.proxies[m].set(Mode::Latency(delay));
+            }
+            sleep(ttl * 2).await;
+            for s in slots.iter() {
+                s.proxies[m].set(Mode::Pass);
+            }
+            rec.detail = format!("member {m}, {delay:?} per chunk each way");
+        }
+        FaultKind::ClusterRestart => {
+            rec.t = mono_ns();
+            rec.detail = match servers.restart_all() {
+                Ok(()) => "all members".into(),
+                Err(e) => format!("restart failed: {e}"),
+            };
+        }
+        FaultKind::LeaderKill | FaultKind::FollowerKill => {
+            let leader = servers.leader().unwrap_or(0);
+            let m = if kind == FaultKind::LeaderKill {
+                leader
+            } else {
+                (leader + 1 + rng.gen_range(0..2)) % servers.size()
+            };
+            servers.kill(m);
+            rec.t = mono_ns();
+            sleep(Duration::from_secs(1)).await;
+            rec.detail = match servers.restart(m) {
+                Ok(()) => format!("member {m} (leader was {leader})"),
+                Err(e) => format!("member {m}: restart failed: {e}"),
+            };
+        }
+        FaultKind::LeaderPause => {
+            let m = servers.leader().unwrap_or(0);
+            servers.pause(m);
+            rec.t = mono_ns();
+            sleep(ttl).await;
+            servers.resume(m);
+            rec.detail = format!("member {m}");
+        }
+        other => unreachable!("{other} does not hit members"),
+    }
+    rec.end = mono_ns();
+    Ok(())
+}
+
+fn ready_text(waited: Option<Duration>) -> String {
+    match waited {
+        Some(d) => format!("after {} ms", d.as_millis()),
+        None => format!("NOT within {} s", READY_LIMIT.as_secs()),
+    }
+}
+
 async fn inject(
     ctx: &mut Ctx<'_>,
     slots: &mut [Slot],
@@ -148,6 +268,10 @@ async fn inject(
     rng: &mut impl Rng,
 ) -> io::Result<FaultRecord> {
     let ttl = ctx.cfg.ttl;
+    let mut before = None;
+    if kind.hits_members() {
+        before = ctx.servers.wait_all_ready(READY_LIMIT).await;
+    }
     let (i, token) = if kind.is_targeted() {
         victim(admin, slots, rng).await
     } else {
@@ -201,31 +325,22 @@ async fn inject(
             slots[i].set(Mode::Pass);
             rec.end = mono_ns();
         }
-        FaultKind::LeaderKill | FaultKind::FollowerKill => {
-            let leader = ctx.servers.leader().unwrap_or(0);
-            let m = if kind == FaultKind::LeaderKill {
-                leader
-            } else {
-                (leader + 1 + rng.gen_range(0..2)) % ctx.servers.size()
-            };
-            ctx.servers.kill(m);
-            rec.t = mono_ns();
-            sleep(Duration::from_secs(1)).await;
-            rec.detail = match ctx.servers.restart(m) {
-                Ok(()) => format!("member {m} (leader was {leader})"),
-                Err(e) => format!("member {m}: restart failed: {e}"),
-            };
-            rec.end = mono_ns();
-            sleep(Duration::from_secs(1)).await;
-        }
-        FaultKind::LeaderPause => {
-            let m = ctx.servers.leader().unwrap_or(0);
-            ctx.servers.pause(m);
-            rec.t = mono_ns();
-            sleep(ttl).await;
-            ctx.servers.resume(m);
-            rec.detail = format!("member {m}");
-            rec.end = mono_ns();
+        FaultKind::LeaderKill
+        | FaultKind::LeaderPause
+        | FaultKind::FollowerKill
+        | FaultKind::FollowerPause
+        | FaultKind::FollowerIsolate
+        | FaultKind::LeaderPartition
+        | FaultKind::LinkFlap
+        | FaultKind::SlowLink
+        | FaultKind::ClusterRestart => {
+            inject_member_fault(ctx, slots, kind, rng, &mut rec).await?;
+            let after = ctx.servers.wait_all_ready(READY_LIMIT).await;
+            rec.detail.push_str(&format!(
+                "; cluster ready {} before, {} after",
+                ready_text(before),
+                ready_text(after)
+            ));
             sleep(Duration::from_secs(1)).await;
         }
         FaultKind::Revoke | FaultKind::Delete => {

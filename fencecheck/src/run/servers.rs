@@ -4,9 +4,13 @@
 use fencelock::{LockClient, LockName};
 #[cfg(feature = "etcd")]
 use fencelock_integration_tests::servers::EtcdCluster;
+use fencelock_integration_tests::servers::Link;
 #[cfg(feature = "zk")]
 use fencelock_integration_tests::servers::{ZkEnsemble, ZkOptions};
-use std::{io, time::Duration};
+use std::{
+    io,
+    time::{Duration, Instant},
+};
 
 /// A running cluster.
 pub(super) enum Servers {
@@ -21,10 +25,14 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl Servers {
-    /// Starts `backend` (`etcd`, `etcd3`, `zk`, `zk3`); ZooKeeper with tickTime a
-    /// quarter of the TTL so the requested session timeout is within its clamp.
+    /// Starts `backend` (`etcd`, `etcd3`, `zk`, `zk3`, and `etcd3-net`, `zk3-net`
+    /// with each member in a network namespace of its own); ZooKeeper with tickTime
+    /// a quarter of the TTL so the requested session timeout is within its clamp
+    /// (in namespaces a sixth, with `syncLimit` 2, so that a cut-off leader is
+    /// noticed within about a third of the TTL).
     pub(super) fn start(backend: &str, ttl: Duration) -> io::Result<Servers> {
-        let n = if backend.ends_with('3') { 3 } else { 1 };
+        let n = if backend.contains('3') { 3 } else { 1 };
+        let net = backend.ends_with("-net");
         let missing = |what: &str| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -33,25 +41,41 @@ impl Servers {
         };
         if backend.starts_with("etcd") {
             #[cfg(feature = "etcd")]
-            return blocking(|| EtcdCluster::start(n)).map(Servers::Etcd);
+            return blocking(|| {
+                if net {
+                    EtcdCluster::start_in_namespaces(n)
+                } else {
+                    EtcdCluster::start(n)
+                }
+            })
+            .map(Servers::Etcd);
             #[cfg(not(feature = "etcd"))]
             return Err(missing("etcd"));
         }
         #[cfg(feature = "zk")]
         {
-            let tick = u32::try_from(ttl.as_millis() / 4)
+            let ticks_per_ttl = if net { 6 } else { 4 };
+            let tick = u32::try_from(ttl.as_millis() / ticks_per_ttl)
                 .unwrap_or(500)
                 .clamp(50, 2000);
             let options = ZkOptions {
                 tick_time_ms: tick,
-                max_session_timeout_ms: None,
+                sync_limit: if net { 2 } else { 5 },
+                ..ZkOptions::default()
             };
             let _ = &missing;
-            blocking(|| ZkEnsemble::start_with(n, options)).map(Servers::Zk)
+            blocking(|| {
+                if net {
+                    ZkEnsemble::start_in_namespaces(n, options)
+                } else {
+                    ZkEnsemble::start_with(n, options)
+                }
+            })
+            .map(Servers::Zk)
         }
         #[cfg(not(feature = "zk"))]
         {
-            let _ = (ttl, n);
+            let _ = (ttl, n, net);
             Err(missing("zk"))
         }
     }
@@ -118,6 +142,51 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.restart(i),
         })
+    }
+
+    /// Waits, at most `limit`, until every member runs and serves (one leads);
+    /// returns how long that took, or `None` on timeout.
+    pub(super) async fn wait_all_ready(&self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            let ready = blocking(|| match self {
+                #[cfg(feature = "etcd")]
+                Servers::Etcd(c) => c.all_healthy() && c.leader().is_some(),
+                #[cfg(feature = "zk")]
+                Servers::Zk(z) => z.all_serving(),
+            });
+            if ready {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills every member and starts them all again with their data.
+    pub(super) fn restart_all(&mut self) -> io::Result<()> {
+        blocking(|| match self {
+            #[cfg(feature = "etcd")]
+            Servers::Etcd(c) => c.restart_all(),
+            #[cfg(feature = "zk")]
+            Servers::Zk(z) => z.restart_all(),
+        })
+    }
+
+    /// Cuts (`up == false`) or heals member `i`'s `link`.
+    pub(super) fn set_link(&self, i: usize, link: Link, up: bool) -> io::Result<()> {
+        match (self, up) {
+            #[cfg(feature = "etcd")]
+            (Servers::Etcd(c), false) => c.cut(i, link),
+            #[cfg(feature = "etcd")]
+            (Servers::Etcd(c), true) => c.heal(i, link),
+            #[cfg(feature = "zk")]
+            (Servers::Zk(z), false) => z.cut(i, link),
+            #[cfg(feature = "zk")]
+            (Servers::Zk(z), true) => z.heal(i, link),
+        }
     }
 
     pub(super) fn pause(&self, i: usize) {
