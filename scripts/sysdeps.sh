@@ -19,6 +19,8 @@ NEEDS=(
   "/usr/share/java/zookeeper-jute.jar            zookeeper          ZooKeeper integration tests"
   "/usr/share/java/slf4j-simple.jar              libslf4j-java      ZooKeeper server log"
   "java                                          default-jre-headless ZooKeeper server"
+  "/usr/lib/postgresql/15/bin/initdb             postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
+  "/usr/lib/postgresql/15/bin/postgres           postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
 )
 
 have() {
@@ -85,6 +87,7 @@ check() {
   echo "sysdeps: etcdctl   $(version etcdctl version)"
   echo "sysdeps: zookeeper $(dpkg-query -W -f='${Version}' libzookeeper-java 2>/dev/null || echo '?')"
   echo "sysdeps: java      $(version java -version)"
+  echo "sysdeps: postgres  $(version /usr/lib/postgresql/15/bin/postgres --version)"
   echo "sysdeps: rustc     $(version rustc --version)"
 }
 
