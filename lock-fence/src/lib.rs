@@ -55,6 +55,8 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a driver only the shared schema and error types remain.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod driver;

@@ -19,9 +19,11 @@
 //!   the row, not on the statement's snapshot. A transaction that has fenced the same
 //!   name and not yet ended holds that lock, so a second one waits, then compares its
 //!   token with what the first committed (or with the old value if the first rolled
-//!   back). The lock is taken whether or not the `WHERE` passes and is held until
-//!   commit or rollback: fenced transactions of one name run their fenced part one
-//!   at a time, in an order where the stored token never decreases.
+//!   back). The lock is taken whether or not the `WHERE` passes (PostgreSQL's `INSERT`
+//!   reference: "only rows for which this expression returns true will be updated,
+//!   although all rows will be locked when the ON CONFLICT DO UPDATE action is taken")
+//!   and is held until commit or rollback: fenced transactions of one name run their
+//!   fenced part one at a time, in an order where the stored token never decreases.
 //! - **The row does not exist yet.** Two first inserts race on the primary key: the
 //!   second waits for the first transaction to end (speculative insertion), then takes
 //!   the conflict path above if it committed, or inserts if it rolled back.

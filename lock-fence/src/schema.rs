@@ -4,7 +4,8 @@
 use crate::Error;
 use lock_core::FencingToken;
 
-/// The table [`fenced`](crate::sqlite::fenced) writes to: one row per fence name.
+/// The table `fenced` (in the `sqlite` and `postgres` modules) writes to: one row per
+/// fence name.
 pub const FENCES_TABLE: &str = "fencelock_fences";
 
 /// Creates the fences table if it does not exist (PostgreSQL and SQLite alike).
@@ -27,8 +28,8 @@ pub(crate) const SELECT_FENCE: &str = "SELECT token FROM fencelock_fences WHERE 
 /// row itself, with no separate table.
 ///
 /// Add the column once ([`add_column_sql`](Self::add_column_sql)), create the row the
-/// usual way, then call `fenced_row` (in [`sqlite`](crate::sqlite) or
-/// [`postgres`](crate::postgres)) inside the transaction that updates that row.
+/// usual way, then call `fenced_row` (in the `sqlite` or `postgres` module) inside the
+/// transaction that updates that row.
 /// Table and column names are checked to be plain identifiers and then quoted, so
 /// they cannot inject SQL.
 ///
