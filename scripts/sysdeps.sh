@@ -20,6 +20,8 @@ NEEDS=(
   "/usr/share/java/slf4j-simple.jar              libslf4j-java      ZooKeeper server log"
   "java                                          default-jre-headless ZooKeeper server"
   "/usr/sbin/ip                                  iproute2           member faults: one network namespace per server (fencecheck)"
+  "/usr/lib/postgresql/15/bin/initdb             postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
+  "/usr/lib/postgresql/15/bin/postgres           postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
 )
 
 have() {
@@ -86,6 +88,7 @@ check() {
   echo "sysdeps: etcdctl   $(version etcdctl version)"
   echo "sysdeps: zookeeper $(dpkg-query -W -f='${Version}' libzookeeper-java 2>/dev/null || echo '?')"
   echo "sysdeps: java      $(version java -version)"
+  echo "sysdeps: postgres  $(version /usr/lib/postgresql/15/bin/postgres --version)"
   echo "sysdeps: rustc     $(version rustc --version)"
 }
 

@@ -49,6 +49,14 @@
 //!
 //! A known scheme whose feature is off gives [`ErrorKind::FeatureDisabled`].
 //!
+//! | feature | what | crate |
+//! |---|---|---|
+//! | `fence-sqlite` | `fence::sqlite`: fence writes inside your SQLite transaction | `lock-fence` |
+//! | `fence-postgres` | `fence::postgres`: the same on PostgreSQL | `lock-fence` |
+//!
+//! The fence kit checks the token where the data lives, in the same transaction as
+//! the write (see `lock-fence` and `examples/payment.rs`).
+//!
 //! # Observability
 //!
 //! [`LockClient::stats`] returns a snapshot of the client's counters with no feature
@@ -77,3 +85,11 @@ pub use lock_etcd as etcd;
 #[cfg(feature = "zk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "zk")))]
 pub use lock_zk as zk;
+
+/// The resource-side fence kit: accept a token inside your own SQL transaction.
+#[cfg(any(feature = "fence-sqlite", feature = "fence-postgres"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "fence-sqlite", feature = "fence-postgres")))
+)]
+pub use lock_fence as fence;

@@ -24,6 +24,7 @@ pub mod checker;
 pub mod history;
 pub mod holder;
 pub mod nemesis;
+mod pg_register;
 pub mod proxy;
 pub mod register;
 pub mod report;

@@ -5,8 +5,12 @@
 //!
 //! Requests and answers are JSON lines. Every access is logged with the register's
 //! own arrival time, in apply order.
+//!
+//! The cells live in this process ([`RegisterKind::Memory`]) or in a real PostgreSQL
+//! table fenced by `lock-fence` ([`RegisterKind::Postgres`]: the database itself
+//! refuses stale tokens; one database connection and transaction per access).
 
-use crate::history::mono_ns;
+use crate::{history::mono_ns, pg_register::PgRegister};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
@@ -19,6 +23,17 @@ use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
+
+/// Where the register keeps its cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RegisterKind {
+    /// A map in this process, behind a mutex.
+    #[default]
+    Memory,
+    /// A table in a PostgreSQL server the register starts (temp dir, free loopback
+    /// port), fenced by `lock_fence::postgres::fenced`.
+    Postgres,
+}
 
 /// A request to the register.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +162,12 @@ impl RegisterState {
     pub fn log(&self) -> &[RegEntry] {
         &self.log
     }
+
+    /// Logs an access that a database applied.
+    fn push(&mut self, entry: RegEntry) {
+        self.last_access = Some((entry.holder, entry.t));
+        self.log.push(entry);
+    }
 }
 
 /// The register service, listening on `127.0.0.1:0`. Dropping it stops it.
@@ -155,6 +176,8 @@ pub struct Register {
     addr: SocketAddr,
     state: Arc<Mutex<RegisterState>>,
     task: JoinHandle<()>,
+    /// The database, for [`RegisterKind::Postgres`]; its server stops on drop.
+    pg: Option<Arc<PgRegister>>,
 }
 
 impl Register {
@@ -164,17 +187,41 @@ impl Register {
     ///
     /// When it cannot bind.
     pub async fn start(fenced: bool) -> io::Result<Register> {
+        Self::listen(fenced, None).await
+    }
+
+    /// Starts a fenced register of `kind` (for PostgreSQL, its server first).
+    ///
+    /// # Errors
+    ///
+    /// When it cannot bind, or the database cannot be started or set up.
+    pub async fn start_with(kind: RegisterKind) -> io::Result<Register> {
+        match kind {
+            RegisterKind::Memory => Self::start(true).await,
+            RegisterKind::Postgres => {
+                let pg = Arc::new(PgRegister::start().await?);
+                Self::listen(true, Some(pg)).await
+            }
+        }
+    }
+
+    async fn listen(fenced: bool, pg: Option<Arc<PgRegister>>) -> io::Result<Register> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(RegisterState::new(fenced)));
-        let shared = state.clone();
+        let (shared, db) = (state.clone(), pg.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(stream, shared.clone()));
+                tokio::spawn(serve(stream, shared.clone(), db.clone()));
             }
         });
-        Ok(Register { addr, state, task })
+        Ok(Register {
+            addr,
+            state,
+            task,
+            pg,
+        })
     }
 
     /// Where it listens.
@@ -182,9 +229,14 @@ impl Register {
         self.addr
     }
 
-    /// A copy of the log so far.
+    /// A copy of the log so far, in apply order (for a database, the order of the
+    /// stamps taken under its row lock).
     pub fn log(&self) -> Vec<RegEntry> {
-        self.lock().log.clone()
+        let mut log = self.lock().log.clone();
+        if self.pg.is_some() {
+            log.sort_by_key(|e| e.t);
+        }
+        log
     }
 
     /// The holder of the latest access and its time (the likely lock holder).
@@ -203,20 +255,38 @@ impl Drop for Register {
     }
 }
 
-async fn serve(stream: TcpStream, state: Arc<Mutex<RegisterState>>) {
+async fn serve(stream: TcpStream, state: Arc<Mutex<RegisterState>>, pg: Option<Arc<PgRegister>>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
+    let mut db = match &pg {
+        Some(pg) => match pg.connect().await {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!("register: cannot connect to the database: {e}");
+                return;
+            }
+        },
+        None => None,
+    };
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     while let Ok(Some(line)) = lines.next_line().await {
-        let answer = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => {
-                let t = mono_ns();
-                let reply = state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .apply(&req, t);
+        let answer = match (serde_json::from_str::<Request>(&line), db.as_mut()) {
+            (Ok(req), None) => {
+                let reply = lock().apply(&req, mono_ns());
                 serde_json::to_string(&reply).unwrap_or_default()
             }
-            Err(e) => format!("{{\"error\":{:?}}}", e.to_string()),
+            (Ok(req), Some(conn)) => match crate::pg_register::apply(conn, &req).await {
+                Ok((reply, entry)) => {
+                    lock().push(entry);
+                    serde_json::to_string(&reply).unwrap_or_default()
+                }
+                // No answer: the holder records the access as failed (indeterminate).
+                Err(e) => {
+                    tracing::warn!("register: database access failed: {e}");
+                    return;
+                }
+            },
+            (Err(e), _) => format!("{{\"error\":{:?}}}", e.to_string()),
         };
         if write.write_all(answer.as_bytes()).await.is_err()
             || write.write_all(b"\n").await.is_err()
@@ -301,6 +371,27 @@ mod tests {
         let mut reg = RegisterState::new(false);
         reg.apply(&req("read", 9, 0), 1);
         assert!(reg.apply(&req("write", 1, 1), 2).accepted);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_register_refuses_stale_tokens_and_keeps_the_control() {
+        use fencelock_integration_tests::servers::{require, PgServer};
+        if !require(PgServer::available(), "PostgreSQL (initdb, postgres)") {
+            return;
+        }
+        let reg = Register::start_with(RegisterKind::Postgres).await.unwrap();
+        let mut c = RegisterClient::connect(reg.addr()).await.unwrap();
+        assert!(c.call(&req("read", 5, 0)).await.unwrap().accepted);
+        assert!(!c.call(&req("write", 4, 1)).await.unwrap().accepted);
+        assert!(c.call(&req("write", 5, 1)).await.unwrap().accepted);
+        assert!(c.call(&req("read", 6, 0)).await.unwrap().accepted);
+        let late = c.call(&req("write", 5, 2)).await.unwrap();
+        assert!(!late.accepted, "a read with 6 fences out 5");
+        assert_eq!((late.value, late.uvalue), (1, 2));
+        let log = reg.log();
+        assert_eq!(log.len(), 5);
+        assert_eq!(log[4].highest_before, 6);
+        assert_eq!(log[4].value_before, 1);
     }
 
     #[tokio::test]

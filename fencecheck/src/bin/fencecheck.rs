@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use fencecheck::{
     holder::TokenMode,
     nemesis::{supported, FaultKind},
+    register::RegisterKind,
     run::{run, RunConfig},
 };
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -70,6 +71,10 @@ struct RunArgs {
     /// **Test only**: the token holders send (constant and lease are broken on purpose).
     #[arg(long, value_enum, default_value = "real")]
     token_mode: TokenMode,
+    /// Where the fenced register keeps its cells: `memory`, or `postgres` (a table in a
+    /// PostgreSQL server started in a temp dir: the database refuses stale tokens).
+    #[arg(long, value_enum, default_value = "memory")]
+    register: RegisterKind,
     /// Histories directory (default: a temp dir, removed on a pass).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -101,6 +106,7 @@ fn config(args: &RunArgs) -> Result<RunConfig, String> {
     }
     cfg.writes = args.writes;
     cfg.token_mode = args.token_mode;
+    cfg.register = args.register;
     if let Some(out) = &args.out {
         cfg.out_dir = out.clone();
     }
@@ -110,6 +116,9 @@ fn config(args: &RunArgs) -> Result<RunConfig, String> {
 }
 
 async fn run_one(cfg: &RunConfig, json: bool) -> bool {
+    if cfg.register != RegisterKind::Memory && !json {
+        println!("register: {:?} (fenced by the database)", cfg.register);
+    }
     match run(cfg).await {
         Ok(report) => {
             if json {

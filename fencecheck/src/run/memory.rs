@@ -106,7 +106,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
     let mut ctx = Ctx {
         cfg,
         backend: backend.clone(),
-        register: Register::start(true).await?,
+        register: Register::start_with(cfg.register).await?,
         stop,
         next_id: 0,
         panics: 0,

@@ -14,7 +14,7 @@ use crate::{
     history::{read_jsonl, Event, JsonlWriter},
     holder::TokenMode,
     nemesis::{FaultKind, FaultRecord},
-    register::RegEntry,
+    register::{RegEntry, RegisterKind},
     report::{Report, RunInfo},
     truth::Snapshot,
 };
@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub writes: u32,
     /// The token holders send (`real` unless testing the checker).
     pub token_mode: TokenMode,
+    /// Where the fenced register keeps its cells (memory, or a PostgreSQL table).
+    pub register: RegisterKind,
     /// Where histories go.
     pub out_dir: PathBuf,
     /// Keep the histories even when the run passes.
@@ -96,6 +98,7 @@ impl RunConfig {
             ttl: Duration::from_millis(ttl),
             writes: 3,
             token_mode: TokenMode::Real,
+            register: RegisterKind::Memory,
             out_dir: std::env::temp_dir().join(format!(
                 "fencecheck-{backend}-{seed}-{}",
                 std::process::id()

@@ -389,7 +389,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
     let mut ctx = Ctx {
         cfg,
         servers,
-        register: Register::start(true).await?,
+        register: Register::start_with(cfg.register).await?,
         root: root.clone(),
         next_id: 0,
     };

@@ -1,4 +1,4 @@
-//! Real etcd and ZooKeeper server processes for integration tests.
+//! Real etcd, ZooKeeper and PostgreSQL server processes for integration tests.
 //!
 //! [`EtcdCluster`] and [`ZkEnsemble`] start servers as child processes that
 //! listen on free `127.0.0.1` ports, keep their data and logs in a temporary
@@ -15,14 +15,18 @@
 //! - `FENCELOCK_ETCD_BIN`: the etcd binary (default: `etcd` on `PATH`);
 //! - `FENCELOCK_JAVA`: the java binary (default: `java` on `PATH`);
 //! - `FENCELOCK_ZK_CLASSPATH`: the ZooKeeper server classpath (default: the
-//!   Debian jars under `/usr/share/java`).
+//!   Debian jars under `/usr/share/java`);
+//! - `FENCELOCK_PG_BINDIR`: the directory holding `initdb` and `postgres`
+//!   (default: the newest `/usr/lib/postgresql/*/bin`, else `PATH`).
 
 pub mod etcd;
 pub mod netns;
+pub mod postgres;
 pub mod zk;
 
 pub use etcd::EtcdCluster;
 pub use netns::{Fabric, Link};
+pub use postgres::PgServer;
 pub use zk::{ZkEnsemble, ZkOptions};
 
 use std::collections::BTreeSet;
@@ -339,6 +343,25 @@ impl ServerProcess {
             tracing::debug!("killed {} (pid {})", self.name, child.id());
         }
         self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Sends `signal` (a server's own shutdown signal), waits up to `grace` for the
+    /// process to exit, then kills it as [`ServerProcess::kill`] does.
+    pub fn stop(&mut self, signal: libc::c_int, grace: Duration) {
+        if self.child.is_some() && self.signal(signal) {
+            let deadline = Instant::now() + grace;
+            while let Some(child) = self.child.as_mut() {
+                match child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
+                    Ok(None) => break,
+                    _ => {
+                        self.child = None;
+                        break;
+                    }
+                }
+            }
+        }
+        self.kill();
     }
 
     /// Stops the process with `SIGSTOP`, as a hung server would be.
