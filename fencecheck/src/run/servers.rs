@@ -44,7 +44,7 @@ impl Servers {
                 .clamp(50, 2000);
             let options = ZkOptions {
                 tick_time_ms: tick,
-                max_session_timeout_ms: None,
+                ..ZkOptions::default()
             };
             let _ = &missing;
             blocking(|| ZkEnsemble::start_with(n, options)).map(Servers::Zk)

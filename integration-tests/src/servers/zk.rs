@@ -51,6 +51,10 @@ pub struct ZkOptions {
     /// `maxSessionTimeout` in milliseconds; `None` keeps ZooKeeper's
     /// default of 20 ticks.
     pub max_session_timeout_ms: Option<u32>,
+    /// How often the server looks for empty CONTAINER nodes to delete
+    /// (`znode.container.checkIntervalMs`); `None` keeps ZooKeeper's default of
+    /// 60 s.
+    pub container_check_interval_ms: Option<u32>,
 }
 
 impl Default for ZkOptions {
@@ -58,6 +62,7 @@ impl Default for ZkOptions {
         ZkOptions {
             tick_time_ms: 200,
             max_session_timeout_ms: None,
+            container_check_interval_ms: None,
         }
     }
 }
@@ -170,7 +175,7 @@ impl ZkEnsemble {
         let servers = specs
             .into_iter()
             .map(|spec| {
-                let process = spec.spawn(java, classpath)?;
+                let process = spec.spawn(java, classpath, options)?;
                 Ok(Server { spec, process })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -276,7 +281,10 @@ impl ZkEnsemble {
     /// If `i` is not a server index.
     pub fn restart(&mut self, i: usize) -> io::Result<()> {
         self.servers[i].process.kill();
-        self.servers[i].process = self.servers[i].spec.spawn(&self.java, &self.classpath)?;
+        self.servers[i].process =
+            self.servers[i]
+                .spec
+                .spawn(&self.java, &self.classpath, &self.options)?;
         let quorum = self.running_count() > self.servers.len() / 2;
         let target = &mut self.servers[i];
         let port = target.spec.client_port;
@@ -400,10 +408,18 @@ impl ServerSpec {
     }
 
     /// Starts the server's JVM.
-    fn spawn(&self, java: &Path, classpath: &str) -> io::Result<ServerProcess> {
+    fn spawn(
+        &self,
+        java: &Path,
+        classpath: &str,
+        options: &ZkOptions,
+    ) -> io::Result<ServerProcess> {
         let mut command = Command::new(java);
+        command.args(JVM_FLAGS);
+        if let Some(ms) = options.container_check_interval_ms {
+            command.arg(format!("-Dznode.container.checkIntervalMs={ms}"));
+        }
         command
-            .args(JVM_FLAGS)
             .args(["-cp", classpath, MAIN_CLASS])
             .arg(self.config_path())
             .current_dir(&self.dir);
