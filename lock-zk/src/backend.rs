@@ -158,7 +158,7 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
             Err(e) => return Err(error::map(e, what())),
         };
         let (holder, at) = match queue::decode_data(&data) {
-            (holder, Some(at)) => (holder, Some(at)),
+            (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
             // Another client's node: name the client, take the time from the stat.
             _ => (Some(queue::foreign_holder(kind, &data)), None),
         };

@@ -77,6 +77,12 @@ impl NodeKind {
         }
     }
 
+    /// Whether fencelock writes nodes of this kind (in one of its styles): only then is
+    /// the node's data read as fencelock's (time and holder text).
+    pub(crate) fn may_be_fencelock(self) -> bool {
+        matches!(self, NodeKind::Curator | NodeKind::KazooLock)
+    }
+
     /// The client that writes nodes of this kind, as shown for a foreign holder.
     pub(crate) fn client(self) -> &'static str {
         match self {
