@@ -7,7 +7,8 @@
 #   scripts/sysdeps.sh check     print the version of every tool; exit 1 naming any still missing
 #
 # Each line of NEEDS below is: a file that must exist, the Debian package that ships it,
-# and who reads it. Add a line when a test starts needing a new server or tool.
+# and who reads it (a file may be a glob, for files under a versioned directory). Add a
+# line when a test starts needing a new server or tool.
 set -euo pipefail
 
 NEEDS=(
@@ -22,11 +23,19 @@ NEEDS=(
   "/usr/sbin/ip                                  iproute2           member faults: one network namespace per server (fencecheck)"
   "/usr/lib/postgresql/15/bin/initdb             postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
   "/usr/lib/postgresql/15/bin/postgres           postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
+  "/usr/lib/python3.*/ensurepip/__init__.py      python3-venv       zk mixed-fleet tests (kazoo venv under target/)"
+  "/usr/bin/javac                                default-jdk-headless zk mixed-fleet tests (Curator / WriteLock holders)"
+  "/usr/share/java/curator-recipes.jar           libcurator-recipes-java zk mixed-fleet tests (Curator InterProcessMutex)"
+  "/usr/share/java/curator-framework.jar         libcurator-framework-java zk mixed-fleet tests (Curator)"
+  "/usr/share/java/curator-client.jar            libcurator-client-java zk mixed-fleet tests (Curator)"
+  "/usr/share/java/guava.jar                     libguava-java      zk mixed-fleet tests (Curator's guava)"
+  "/usr/share/java/slf4j-nop.jar                 libslf4j-java      zk mixed-fleet tests (quiet Java holders)"
+  "/usr/share/java/zookeeper-recipes-lock.jar    libzookeeper-java  zk mixed-fleet tests (ZooKeeper WriteLock recipe)"
 )
 
 have() {
   case "$1" in
-    /*) [ -e "$1" ] ;;
+    /*) compgen -G "$1" >/dev/null ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
@@ -89,6 +98,9 @@ check() {
   echo "sysdeps: zookeeper $(dpkg-query -W -f='${Version}' libzookeeper-java 2>/dev/null || echo '?')"
   echo "sysdeps: java      $(version java -version)"
   echo "sysdeps: postgres  $(version /usr/lib/postgresql/15/bin/postgres --version)"
+  echo "sysdeps: javac     $(version javac -version)"
+  echo "sysdeps: python3   $(version /usr/bin/python3 --version)"
+  echo "sysdeps: curator   $(dpkg-query -W -f='${Version}' libcurator-recipes-java 2>/dev/null || echo '?')"
   echo "sysdeps: rustc     $(version rustc --version)"
 }
 

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod foreign;
 mod harness;
 pub mod latency;
 mod memory_harness;

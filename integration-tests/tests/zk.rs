@@ -25,6 +25,9 @@ use std::{
 };
 use tokio::sync::Mutex as AsyncMutex;
 
+#[path = "zk/fleet.rs"]
+mod fleet;
+
 type Ensemble = Arc<AsyncMutex<Option<ZkEnsemble>>>;
 
 fn main() {
@@ -98,7 +101,8 @@ where
 }
 
 fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
-    vec![
+    let mut trials = fleet::trials(h.clone());
+    trials.extend([
         trial(
             "server_expired_session_loses_guard_and_next_waiter_gets_higher_token",
             &h,
@@ -150,7 +154,8 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             &h,
             deleted_lock_dir,
         ),
-    ]
+    ]);
+    trials
 }
 
 /// An operator deletes the whole lock directory (`deleteall`) under a holder and two

@@ -1,6 +1,9 @@
 //! The real `fencelock` binary against real etcd and ZooKeeper started by the harness.
 
-use fencelock_integration_tests::servers::{require, EtcdCluster, ZkEnsemble};
+use fencelock_integration_tests::{
+    foreign::{Foreign, ForeignHolder},
+    servers::{require, EtcdCluster, ZkEnsemble},
+};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::{
     fs,
@@ -541,6 +544,87 @@ fn status_and_list(s: &dyn Server, dir: &Path) -> Check {
     Ok(())
 }
 
+/// A foreign ZooKeeper client (`client`) and `fencelock run` (nodes of `style`) on
+/// one lock, both orders: the foreign holder is shown by `status` and `list`, makes
+/// `run -n` give up with the conflict code, and `run` waits for it; a foreign
+/// client queued behind a `run` waits for it in turn. Sections are disjoint and the
+/// tokens (czxids: `$FENCELOCK_TOKEN`, the foreign node's) increase.
+fn foreign_holder_and_run(zk: &ZkEnsemble, dir: &Path, client: Foreign, style: &str) -> Check {
+    if !require(client.available(), &format!("{client:?}")) {
+        return Ok(());
+    }
+    let chroot = format!("/{}", uid());
+    let url = format!("{}?node_style={style}", zk.url(&chroot));
+    let path = format!("{chroot}/fleet");
+    let hold = Duration::from_millis(1500);
+    let fail = |e: std::io::Error| Failed::from(e.to_string());
+    let mut x = ForeignHolder::start(client, &zk.connect_string(), &path, hold).map_err(fail)?;
+    let held = x.wait_held(Duration::from_secs(30)).map_err(fail)?;
+    let status = status_json(&url, "fleet")?;
+    ensure(
+        status["held"] == true
+            && status["token"].as_u64() == Some(held.czxid)
+            && status["holder"].as_str().is_some_and(|h| {
+                h.starts_with(if client == Foreign::Curator {
+                    "curator"
+                } else {
+                    "kazoo"
+                })
+            }),
+        format!(
+            "status of a {client:?} holder (czxid {}): {status}",
+            held.czxid
+        ),
+    )?;
+    let list = output(fencelock().args(["--backend", &url, "list", "--json"]));
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    ensure(
+        list.contains("\"fleet\"") && list.contains(&held.czxid.to_string()),
+        format!("list: {list}"),
+    )?;
+    let out = output(fencelock().args(["--backend", &url, "run", "-n", "fleet", "--", "true"]));
+    ensure(code(&out) == 1, format!("run -n exit {}", code(&out)))?;
+    let log = dir.join("run.log");
+    let script = format!(
+        "echo \"start $(date +%s%N) $FENCELOCK_TOKEN\" >> {0}; sleep 1.5; echo \"end $(date +%s%N)\" >> {0}",
+        log.display()
+    );
+    let run = spawn_run(&url, "5", "fleet", &script);
+    let x = x.finish(Duration::from_secs(30)).map_err(fail)?;
+    // The run holds now (or soon): a second foreign client queues behind it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !fs::read_to_string(&log).is_ok_and(|t| t.starts_with("start")) {
+        ensure(Instant::now() < deadline, "run never started")?;
+        sleep(Duration::from_millis(20));
+    }
+    let y =
+        ForeignHolder::start(client, &zk.connect_string(), &path, Duration::ZERO).map_err(fail)?;
+    let out = run.finish().map_err(|e| e.to_string())?;
+    ensure(
+        out.status.success(),
+        format!("run: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    let y = y.finish(Duration::from_secs(30)).map_err(fail)?;
+    let text = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (start, token, end) = match words.as_slice() {
+        ["start", start, token, "end", end] => (
+            start.parse::<u128>().map_err(|e| e.to_string())?,
+            token.parse::<u64>().map_err(|e| e.to_string())?,
+            end.parse::<u128>().map_err(|e| e.to_string())?,
+        ),
+        _ => return Err(format!("run log {text:?}").into()),
+    };
+    ensure(
+        x.end_ns.is_some_and(|e| e <= start) && end <= y.start_ns,
+        format!("sections overlap: {x:?}, run {start}..{end}, {y:?}"),
+    )?;
+    ensure(
+        x.czxid < token && token < y.czxid,
+        format!("tokens {} < {token} < {} broken", x.czxid, y.czxid),
+    )
+}
+
 fn bad_input(unreachable: &str) -> Check {
     let cases: [(&[&str], i32); 7] = [
         (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
@@ -701,6 +785,20 @@ fn main() {
             "zk::short_server_pause_kills_nothing",
             move || short_server_pause_kills_nothing(&blip),
         ));
+        let fleet = Arc::new(ZkEnsemble::start(1).expect("zookeeper starts"));
+        for (name, client, style) in [
+            ("curator_mutex", Foreign::Curator, "curator"),
+            ("kazoo_lock", Foreign::KazooLock, "kazoo"),
+        ] {
+            let zk = fleet.clone();
+            trials.push(Trial::test(
+                format!("zk::fleet::{name}_is_seen_by_status_list_and_run"),
+                move || {
+                    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                    foreign_holder_and_run(&zk, dir.path(), client, style)
+                },
+            ));
+        }
         let zk = ZkEnsemble::start(1).expect("zookeeper starts");
         trials.push(Trial::test(
             "zk::unreachable_server_kills_the_command_within_the_session_timeout",

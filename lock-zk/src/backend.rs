@@ -148,8 +148,8 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
             Err(ZkError::NoNode) => return Ok(None),
             Err(e) => return Err(error::map(e, what())),
         };
-        let nodes = queue::sorted(&children);
-        let Some(owner) = nodes.first() else {
+        let nodes = queue::queue(&children);
+        let Some(&(owner, kind)) = nodes.first() else {
             return Ok(None);
         };
         let (data, stat) = match client.get_data(&format!("{dir}/{owner}")).await {
@@ -157,7 +157,11 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
             Err(ZkError::NoNode) => continue,
             Err(e) => return Err(error::map(e, what())),
         };
-        let (holder, at) = queue::decode_data(&data);
+        let (holder, at) = match queue::decode_data(&data) {
+            (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
+            // Another client's node: name the client, take the time from the stat.
+            _ => (Some(queue::foreign_holder(kind, &data)), None),
+        };
         let mut info = LockInfo::new(
             name.clone(),
             FencingToken::new(stat.czxid as u64),
@@ -166,7 +170,7 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
         info.holder = holder;
         info.acquired_at =
             at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)));
-        info.waiters = nodes.len() - 1;
+        info.waiters = queue::holders_and_waiters(&nodes).1;
         return Ok(Some(info));
     }
     Err(Error::new(

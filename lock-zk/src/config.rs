@@ -55,6 +55,51 @@ impl ZkAcl {
     }
 }
 
+/// How this backend names its lock nodes: which other clients' recipes count them as
+/// contenders (see "Mixed fleets" in the README).
+///
+/// fencelock itself counts the nodes of every style (and those of Curator, kazoo and
+/// ZooKeeper's `WriteLock` recipe) whichever style it writes, so fencelock clients
+/// with different styles exclude each other. No single name can be seen by both
+/// Curator and a default kazoo `Lock`: Curator sorts children by the text after the
+/// last `lock-`, kazoo keeps only names ending in `__lock__` + sequence and compares
+/// the sequence text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ZkNodeStyle {
+    /// `<uuid>-lock-<seq>`, the layout of Curator's `InterProcessMutex`
+    /// (`_c_<uuid>-lock-<seq>`). Seen by Curator, by ZooKeeper's `WriteLock` recipe
+    /// and by kazoo with `extra_lock_patterns=["-lock-"]`; **not** by a default kazoo
+    /// `Lock`. The default, and the only style earlier fencelock versions wrote.
+    #[default]
+    Curator,
+    /// `<uuid>__lock__<seq>`, kazoo's own `Lock` / `WriteLock` node name: seen by
+    /// every kazoo lock (`Lock`, `WriteLock`, `ReadLock`) with default settings;
+    /// **not** seen correctly by Curator or ZooKeeper's `WriteLock` recipe, and not by
+    /// earlier fencelock versions (which count only `-lock-` nodes).
+    Kazoo,
+}
+
+impl ZkNodeStyle {
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "curator" => Ok(ZkNodeStyle::Curator),
+            "kazoo" => Ok(ZkNodeStyle::Kazoo),
+            other => Err(invalid(format!(
+                "node_style {other:?} is not one of: curator, kazoo"
+            ))),
+        }
+    }
+
+    /// The text between the uuid and the sequence number of a node of this style.
+    pub fn marker(self) -> &'static str {
+        match self {
+            ZkNodeStyle::Curator => "-lock-",
+            ZkNodeStyle::Kazoo => "__lock__",
+        }
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidConfig, msg)
 }
@@ -70,6 +115,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// | `session_timeout` | 10s | session timeout requested for each lease (the server clamps it to `[2, 20] × tickTime`) |
 /// | `connect_timeout` | 3s | how long connecting may take before [`ErrorKind::Unavailable`]; each server gets a share of it ([`per_host_timeout`](ZkConfig::per_host_timeout)) |
 /// | `acl` | `open` | `open` or `creator` (see [`ZkAcl`]; `creator` needs `user:password`) |
+/// | `node_style` | `curator` | `curator` (`<uuid>-lock-<seq>`) or `kazoo` (`<uuid>__lock__<seq>`): which foreign clients see this client's nodes (see [`ZkNodeStyle`]) |
 ///
 /// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The
 /// chroot (default: none) is created as persistent nodes if missing when the first
@@ -105,6 +151,7 @@ pub struct ZkConfig {
     connect_timeout: Duration,
     auth: Option<(String, String)>,
     acl: ZkAcl,
+    node_style: ZkNodeStyle,
 }
 
 impl ZkConfig {
@@ -122,6 +169,7 @@ impl ZkConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             auth: None,
             acl: ZkAcl::Open,
+            node_style: ZkNodeStyle::Curator,
         }
     }
 
@@ -139,7 +187,12 @@ impl ZkConfig {
                 parsed.scheme
             )));
         }
-        parsed.reject_unknown_params(&["session_timeout", "connect_timeout", "acl"])?;
+        parsed.reject_unknown_params(&[
+            "session_timeout",
+            "connect_timeout",
+            "acl",
+            "node_style",
+        ])?;
         let mut config = ZkConfig::new(parsed.hosts.clone()).with_chroot(&parsed.path)?;
         match (&parsed.username, &parsed.password) {
             (None, None) => {}
@@ -158,6 +211,9 @@ impl ZkConfig {
         }
         if let Some(acl) = parsed.param("acl") {
             config = config.with_acl(ZkAcl::parse(acl)?);
+        }
+        if let Some(style) = parsed.param("node_style") {
+            config = config.with_node_style(ZkNodeStyle::parse(style)?);
         }
         config.validate()?;
         Ok(config)
@@ -228,6 +284,18 @@ impl ZkConfig {
     pub fn with_acl(mut self, acl: ZkAcl) -> Self {
         self.acl = acl;
         self
+    }
+
+    /// Sets how lock nodes are named (see [`ZkNodeStyle`]).
+    #[must_use]
+    pub fn with_node_style(mut self, style: ZkNodeStyle) -> Self {
+        self.node_style = style;
+        self
+    }
+
+    /// How lock nodes are named.
+    pub fn node_style(&self) -> ZkNodeStyle {
+        self.node_style
     }
 
     /// The servers, `host:port` each.
@@ -357,6 +425,7 @@ impl fmt::Debug for ZkConfig {
             .field("user", &self.user())
             .field("password", &self.auth.as_ref().map(|_| "***"))
             .field("acl", &self.acl)
+            .field("node_style", &self.node_style)
             .finish()
     }
 }
@@ -375,6 +444,20 @@ mod tests {
         assert_eq!(cfg.acl(), ZkAcl::Open);
         assert_eq!(cfg.user(), None);
         assert_eq!(cfg.servers(), "127.0.0.1:2181");
+        assert_eq!(cfg.node_style(), ZkNodeStyle::Curator);
+    }
+
+    #[test]
+    fn node_style_is_read_from_the_url() {
+        let cfg = ZkConfig::from_url("zk://h:1/x?node_style=kazoo").unwrap();
+        assert_eq!(cfg.node_style(), ZkNodeStyle::Kazoo);
+        assert_eq!(cfg.node_style().marker(), "__lock__");
+        let cfg = ZkConfig::from_url("zk://h:1?node_style=curator").unwrap();
+        assert_eq!(cfg.node_style(), ZkNodeStyle::Curator);
+        assert_eq!(cfg.node_style().marker(), "-lock-");
+        let err = ZkConfig::from_url("zk://h:1?node_style=python").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("curator, kazoo"), "{err}");
     }
 
     #[test]

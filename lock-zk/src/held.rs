@@ -19,7 +19,8 @@ use std::{
 };
 use zookeeper_client::{Error as ZkError, EventType};
 
-/// A granted acquisition on ZooKeeper: the lock node `<chroot>/<lock dir>/<uuid>-lock-<seq>`.
+/// A granted acquisition on ZooKeeper: the lock node `<chroot>/<lock dir>/<uuid>-lock-<seq>`
+/// (`<uuid>__lock__<seq>` with `node_style=kazoo`).
 ///
 /// Use it through [`LockGuard::backend_lock`](lock_core::LockGuard::backend_lock) for
 /// ZooKeeper-specific extensions, such as [`fenced_write`](Self::fenced_write).
@@ -63,7 +64,8 @@ impl ZkHeldLock {
         }
     }
 
-    /// The lock node's path, relative to the chroot (`/<lock dir>/<uuid>-lock-<seq>`).
+    /// The lock node's path, relative to the chroot (`/<lock dir>/<uuid>-lock-<seq>`, or
+    /// `…__lock__<seq>` with `node_style=kazoo`).
     pub fn node_path(&self) -> &str {
         &self.path
     }

@@ -8,13 +8,14 @@
 //!
 //! # URL
 //!
-//! `zk://[user:password@]host:port[,host:port…][/chroot][?session_timeout=10s&connect_timeout=3s&acl=open|creator]`
+//! `zk://[user:password@]host:port[,host:port…][/chroot][?session_timeout=10s&connect_timeout=3s&acl=open|creator&node_style=curator|kazoo]`
 //!
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `session_timeout` | 10s | session timeout requested for each lease; the server clamps it to `[2, 20] × tickTime` (`[4 s, 40 s]` with the default tickTime of 2 s) |
 //! | `connect_timeout` | 3s | connecting fails with [`ErrorKind::Unavailable`](lock_core::ErrorKind::Unavailable) after this, never hangs |
 //! | `acl` | `open` | ACL of created nodes: `open` (anyone) or `creator` (only the authenticated user may change or delete them; everyone may read) |
+//! | `node_style` | `curator` | lock node names: `curator` (`<uuid>-lock-<seq>`, seen by Curator and ZooKeeper's `WriteLock` recipe) or `kazoo` (`<uuid>__lock__<seq>`, seen by a default kazoo `Lock`); see [`ZkNodeStyle`] |
 //!
 //! `user:password` authenticates every session with the `digest` scheme. Unknown keys
 //! are rejected. Credentials never appear in `Debug` output or error messages. See
@@ -24,9 +25,22 @@
 //!
 //! Lock `billing/charge` lives in the directory `<chroot>/billing%2Fcharge` (`/` is
 //! escaped, so locks `a` and `a/b` never share a directory), a **container** node the
-//! server deletes once it is empty. Each acquisition is a *protected*
-//! `EPHEMERAL_SEQUENTIAL` node `<uuid>-lock-<seq>` in it, holding the acquisition time
-//! and the holder text.
+//! server deletes once it is empty (a directory that already exists, e.g. a persistent
+//! one made by kazoo's `ensure_path`, is used as it is). Each acquisition is a
+//! *protected* `EPHEMERAL_SEQUENTIAL` node `<uuid>-lock-<seq>` (or `<uuid>__lock__<seq>`
+//! with `node_style=kazoo`) in it, holding the acquisition time and the holder text.
+//!
+//! # Mixed fleets
+//!
+//! Every well-known contender in a lock directory counts, ordered by its sequence
+//! suffix (the children of one directory share its counter): fencelock's nodes of both
+//! styles, Curator's `_c_<uuid>-lock-<seq>`, kazoo's `<uuid>__lock__<seq>` and
+//! `<uuid>__rlock__<seq>` (a read lock: a mutex waits for it, readers share only with
+//! each other), and ZooKeeper's `WriteLock` recipe's `x-<session>-<seq>`. Other
+//! children are ignored. `inspect`/`list` report a foreign holder with its czxid, its
+//! session and the client's name as the holder text. Which foreign client sees
+//! fencelock's nodes depends on [`ZkNodeStyle`]; the README's "Mixed fleets" section
+//! has the table and each client's token rule (the czxid of its own node).
 //!
 //! # The recipe (Curator's `InterProcessMutex`, kazoo's `Lock`)
 //!
@@ -149,8 +163,9 @@ mod session;
 
 pub use backend::{ZkBackend, CAPABILITIES};
 pub use config::{
-    ZkAcl, ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT, MAX_CONNECT_TIMEOUT,
-    MIN_CONNECT_TIMEOUT, MIN_PER_HOST_TIMEOUT, MIN_REQUESTED_SESSION_TIMEOUT, SCHEME,
+    ZkAcl, ZkConfig, ZkNodeStyle, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
+    MAX_CONNECT_TIMEOUT, MIN_CONNECT_TIMEOUT, MIN_PER_HOST_TIMEOUT, MIN_REQUESTED_SESSION_TIMEOUT,
+    SCHEME,
 };
 pub use faults::ZkSessionRef;
 pub use fenced::{fenced_write, FencedOp, FencedOutcome, FencedWrite};

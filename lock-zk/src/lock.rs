@@ -141,13 +141,14 @@ async fn create_node(
     uuid: &str,
     data: &[u8],
 ) -> Result<(String, Stat)> {
-    let prefix = queue::node_prefix(dir, uuid);
+    let style = session.node_style();
+    let prefix = queue::node_prefix(dir, uuid, style);
     let acls = session.acls();
     let node_mode = CreateMode::EphemeralSequential.with_acls(acls);
     let mut last = None;
     for _ in 0..RETRIES {
         match client.create(&prefix, data, &node_mode).await {
-            Ok((stat, seq)) => return Ok((format!("{uuid}-lock-{seq}"), stat)),
+            Ok((stat, seq)) => return Ok((format!("{uuid}{}{seq}", style.marker()), stat)),
             Err(ZkError::NoNode) => match client
                 .create(dir, &[], &CreateMode::Container.with_acls(acls))
                 .await

@@ -3,14 +3,12 @@
 //!
 //! No I/O here, so every rule is unit-tested without a server.
 
+use crate::config::ZkNodeStyle;
 use lock_core::{
     backend::{decide, Claim, Decision},
     LockName,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The marker between a node's uuid and its sequence number.
-const LOCK_MARKER: &str = "-lock-";
 
 /// The directory (one znode, directly under the chroot) of the lock `name`.
 ///
@@ -39,36 +37,126 @@ pub(crate) fn dir_path(name: &LockName) -> String {
     format!("/{}", encode_name(name))
 }
 
-/// The path prefix of a protected sequential node: the server appends the sequence.
-pub(crate) fn node_prefix(dir: &str, uuid: &str) -> String {
-    format!("{dir}/{uuid}{LOCK_MARKER}")
+/// The path prefix of a protected sequential node of `style`: the server appends the
+/// sequence.
+pub(crate) fn node_prefix(dir: &str, uuid: &str, style: ZkNodeStyle) -> String {
+    format!("{dir}/{uuid}{}", style.marker())
 }
 
-/// Whether `child` (a node name) was created with `uuid`.
+/// Whether `child` (a node name) was created with `uuid`, in either style.
 pub(crate) fn is_own(child: &str, uuid: &str) -> bool {
-    child
-        .strip_prefix(uuid)
-        .is_some_and(|rest| rest.starts_with(LOCK_MARKER))
+    child.strip_prefix(uuid).is_some_and(|rest| {
+        [ZkNodeStyle::Curator, ZkNodeStyle::Kazoo]
+            .iter()
+            .any(|style| rest.starts_with(style.marker()))
+    })
 }
 
-/// The sequence number of a lock node name `<uuid>-lock-<seq>`; `None` for other names.
-pub(crate) fn sequence(child: &str) -> Option<i64> {
-    let (_, seq) = child.rsplit_once(LOCK_MARKER)?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+/// Which recipe wrote a lock node, as read from its name. Every kind is a contender
+/// of the lock; anything else in a lock directory is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    /// `…-lock-<seq>` (or `lock-<seq>`): fencelock's `curator` style and Curator's
+    /// `InterProcessMutex` (`_c_<uuid>-lock-<seq>`).
+    Curator,
+    /// `…__lock__<seq>`: kazoo's `Lock` and `WriteLock`, fencelock's `kazoo` style.
+    KazooLock,
+    /// `…__rlock__<seq>`: kazoo's `ReadLock`, which shares with other readers only.
+    KazooRead,
+    /// `x-<session id>-<seq>`: ZooKeeper's own `recipes.lock.WriteLock`.
+    ZkRecipe,
+}
+
+impl NodeKind {
+    /// What the node asks for in the grant rule: a kazoo read lock shares with other
+    /// readers, everything else is a mutex.
+    fn claim(self) -> Claim {
+        match self {
+            NodeKind::KazooRead => Claim::Read,
+            _ => Claim::Exclusive,
+        }
+    }
+
+    /// Whether fencelock writes nodes of this kind (in one of its styles): only then is
+    /// the node's data read as fencelock's (time and holder text).
+    pub(crate) fn may_be_fencelock(self) -> bool {
+        matches!(self, NodeKind::Curator | NodeKind::KazooLock)
+    }
+
+    /// The client that writes nodes of this kind, as shown for a foreign holder.
+    pub(crate) fn client(self) -> &'static str {
+        match self {
+            NodeKind::Curator => "curator",
+            NodeKind::KazooLock => "kazoo",
+            NodeKind::KazooRead => "kazoo-read",
+            NodeKind::ZkRecipe => "zookeeper-recipe",
+        }
+    }
+}
+
+/// The kind and sequence number of a lock node name; `None` for any other name.
+///
+/// The sequence is the suffix the server appends (`%010d`: ten digits, or a `-` and
+/// nine or more after the counter wraps). All sequential children of one directory
+/// share the directory's counter, so sequences order nodes across clients.
+pub(crate) fn contender(child: &str) -> Option<(NodeKind, i64)> {
+    let unsigned = child.trim_end_matches(|c: char| c.is_ascii_digit());
+    if unsigned.len() == child.len() {
         return None;
     }
-    seq.parse().ok()
+    // A positive sequence (`…-lock-0000000012`), else a negative one, after the
+    // directory's counter wrapped (`…-lock--000000012`).
+    [Some(unsigned), unsigned.strip_suffix('-')]
+        .into_iter()
+        .flatten()
+        .find_map(|head| {
+            let kind = kind_of(head)?;
+            let seq = &child[head.len()..];
+            (seq.len() >= 10).then_some(())?;
+            Some((kind, seq.parse().ok()?))
+        })
 }
 
-/// The lock nodes among `children`, lowest sequence (the holder) first. Other names
-/// are ignored.
-pub(crate) fn sorted(children: &[String]) -> Vec<&str> {
-    let mut nodes: Vec<(i64, &str)> = children
+/// The kind of a node name without its sequence suffix.
+fn kind_of(head: &str) -> Option<NodeKind> {
+    if head == "lock-" || head.ends_with("-lock-") {
+        Some(NodeKind::Curator)
+    } else if head.ends_with("__lock__") {
+        Some(NodeKind::KazooLock)
+    } else if head.ends_with("__rlock__") {
+        Some(NodeKind::KazooRead)
+    } else {
+        let session = head.strip_prefix("x-")?.strip_suffix('-')?;
+        let digits = session.strip_prefix('-').unwrap_or(session);
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(NodeKind::ZkRecipe)
+    }
+}
+
+/// The contenders among `children`, lowest sequence (the head of the queue) first,
+/// with their kind. Other names are ignored.
+pub(crate) fn queue(children: &[String]) -> Vec<(&str, NodeKind)> {
+    let mut nodes: Vec<(i64, &str, NodeKind)> = children
         .iter()
-        .filter_map(|c| sequence(c).map(|s| (s, c.as_str())))
+        .filter_map(|c| contender(c).map(|(kind, seq)| (seq, c.as_str(), kind)))
         .collect();
-    nodes.sort_unstable();
-    nodes.into_iter().map(|(_, c)| c).collect()
+    nodes.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    nodes.into_iter().map(|(_, c, kind)| (c, kind)).collect()
+}
+
+/// The contender node names among `children`, lowest sequence (the holder) first.
+pub(crate) fn sorted(children: &[String]) -> Vec<&str> {
+    queue(children).into_iter().map(|(c, _)| c).collect()
+}
+
+/// How many contenders of `queue` hold the lock at once (a granted prefix: one
+/// mutex, or a run of kazoo readers) and how many wait.
+pub(crate) fn holders_and_waiters(queue: &[(&str, NodeKind)]) -> (usize, usize) {
+    let claims: Vec<Claim> = queue.iter().map(|(_, kind)| kind.claim()).collect();
+    let holders = (0..claims.len())
+        .take_while(|i| decide(&claims, *i) == Some(Decision::Granted))
+        .count();
+    (holders, claims.len() - holders)
 }
 
 /// Where an acquisition stands in its lock's queue.
@@ -82,19 +170,21 @@ pub(crate) enum Position<'a> {
     Missing,
 }
 
-/// The position of node `own` given the children of its lock directory. Every lock
-/// node is an [`Claim::Exclusive`] mutex claim, so [`decide`] grants the lowest
-/// sequence and has each waiter watch only its immediate predecessor.
+/// The position of node `own` (a mutex) given the children of its lock directory.
+/// [`decide`] grants the lowest sequence and has each waiter watch only its immediate
+/// predecessor, whichever client wrote it (a kazoo reader ahead is a predecessor like
+/// any other).
 pub(crate) fn position<'a>(children: &'a [String], own: &str) -> Position<'a> {
-    let nodes = sorted(children);
-    let Some(index) = nodes.iter().position(|c| *c == own) else {
+    let nodes = queue(children);
+    let Some(index) = nodes.iter().position(|(c, _)| *c == own) else {
         return Position::Missing;
     };
-    match decide(&vec![Claim::Exclusive; nodes.len()], index) {
+    let claims: Vec<Claim> = nodes.iter().map(|(_, kind)| kind.claim()).collect();
+    match decide(&claims, index) {
         Some(Decision::Granted) => Position::Owner,
         Some(Decision::WaitFor(ahead)) => nodes
             .get(ahead)
-            .map_or(Position::Missing, |node| Position::WaitFor(node)),
+            .map_or(Position::Missing, |(node, _)| Position::WaitFor(node)),
         None => Position::Missing,
     }
 }
@@ -109,6 +199,18 @@ pub(crate) fn encode_data(holder: Option<&str>, at: SystemTime) -> Vec<u8> {
     match holder {
         Some(holder) => format!("{millis}\n{holder}").into_bytes(),
         None => millis.to_string().into_bytes(),
+    }
+}
+
+/// The holder text shown for a node that [`decode_data`] does not read (another
+/// client's): the client's name, then the node's data if it is printable text (kazoo
+/// stores its `identifier`, Curator the host's address).
+pub(crate) fn foreign_holder(kind: NodeKind, data: &[u8]) -> String {
+    match std::str::from_utf8(data) {
+        Ok(text) if !text.is_empty() && !text.chars().any(char::is_control) => {
+            format!("{}: {text}", kind.client())
+        }
+        _ => kind.client().to_owned(),
     }
 }
 
@@ -161,13 +263,121 @@ mod tests {
     }
 
     #[test]
-    fn sequence_is_read_from_the_suffix() {
-        assert_eq!(sequence("0f3c-lock-0000000007"), Some(7));
-        assert_eq!(sequence("a-lock-b-lock-0000000012"), Some(12));
-        assert_eq!(sequence("x-lock--2147483648"), Some(-2147483648));
-        assert_eq!(sequence("x-lock-"), None);
-        assert_eq!(sequence("x-lock-12a"), None);
-        assert_eq!(sequence("readme"), None);
+    fn sequence_and_kind_are_read_from_the_name() {
+        let seq = |c: &str| contender(c).map(|(_, s)| s);
+        assert_eq!(seq("0f3c-lock-0000000007"), Some(7));
+        assert_eq!(seq("a-lock-b-lock-0000000012"), Some(12));
+        assert_eq!(seq("x-lock--2147483648"), Some(-2147483648));
+        assert_eq!(seq("a-lock--000000012"), Some(-12));
+        for bad in [
+            "x-lock-",
+            "x-lock-12a",
+            "x-lock-12",
+            "readme",
+            "0000000012",
+            "a_lock_0000000012",
+            "x-0000000012",
+            "x-a1-0000000012",
+            "x--0000000012",
+            "uuid__lock__",
+            "a-lock-99999999999999999999",
+        ] {
+            assert_eq!(contender(bad), None, "{bad}");
+        }
+        let kind = |c: &str| contender(c).map(|(k, _)| k);
+        assert_eq!(
+            contender("_c_4f1d2a9e-0d8c-4b4a-9a52-6f7e8b3c2d1a-lock-0000000003"),
+            Some((NodeKind::Curator, 3))
+        );
+        assert_eq!(kind("lock-0000000003"), Some(NodeKind::Curator));
+        assert_eq!(
+            contender("9b2c4e6f8a0b4c2d9e1f3a5b7c9d0e1f__lock__0000000004"),
+            Some((NodeKind::KazooLock, 4))
+        );
+        assert_eq!(
+            contender("9b2c4e6f8a0b4c2d9e1f3a5b7c9d0e1f__rlock__0000000005"),
+            Some((NodeKind::KazooRead, 5))
+        );
+        assert_eq!(
+            contender("x-72057594037927936-0000000006"),
+            Some((NodeKind::ZkRecipe, 6))
+        );
+        assert_eq!(
+            contender("x--72057594037927936-0000000006"),
+            Some((NodeKind::ZkRecipe, 6))
+        );
+        assert_eq!(
+            contender("x-7-000000006"),
+            None,
+            "nine digits is not a sequence"
+        );
+        assert_eq!(contender("x-7--000000006"), Some((NodeKind::ZkRecipe, -6)));
+    }
+
+    #[test]
+    fn every_clients_nodes_queue_by_sequence() {
+        let kids = children(&[
+            "x-72057594037927936-0000000004",
+            "b__rlock__0000000002",
+            "_c_u-lock-0000000001",
+            "junk",
+            "a__lock__0000000003",
+            "f-lock-0000000005",
+            "c__rlock__0000000006",
+        ]);
+        assert_eq!(
+            sorted(&kids),
+            [
+                "_c_u-lock-0000000001",
+                "b__rlock__0000000002",
+                "a__lock__0000000003",
+                "x-72057594037927936-0000000004",
+                "f-lock-0000000005",
+                "c__rlock__0000000006",
+            ]
+        );
+        assert_eq!(
+            position(&kids, "f-lock-0000000005"),
+            Position::WaitFor("x-72057594037927936-0000000004")
+        );
+        let kids = children(&["b__rlock__0000000002", "f-lock-0000000005"]);
+        assert_eq!(
+            position(&kids, "f-lock-0000000005"),
+            Position::WaitFor("b__rlock__0000000002"),
+            "a mutex waits for a kazoo reader ahead"
+        );
+        assert_eq!(position(&kids[1..], "f-lock-0000000005"), Position::Owner);
+    }
+
+    #[test]
+    fn kazoo_readers_at_the_head_hold_together() {
+        let kids = children(&[
+            "a__rlock__0000000001",
+            "b__rlock__0000000002",
+            "c-lock-0000000003",
+            "d__rlock__0000000004",
+        ]);
+        assert_eq!(holders_and_waiters(&queue(&kids)), (2, 2));
+        assert_eq!(holders_and_waiters(&queue(&kids[2..])), (1, 1));
+        assert_eq!(holders_and_waiters(&queue(&[])), (0, 0));
+    }
+
+    #[test]
+    fn foreign_holders_are_named_by_client() {
+        assert_eq!(
+            foreign_holder(NodeKind::KazooLock, b"worker-7"),
+            "kazoo: worker-7"
+        );
+        assert_eq!(
+            foreign_holder(NodeKind::Curator, b"127.0.0.1"),
+            "curator: 127.0.0.1"
+        );
+        assert_eq!(
+            foreign_holder(NodeKind::ZkRecipe, &[0x12, 0x34]),
+            "zookeeper-recipe"
+        );
+        assert_eq!(foreign_holder(NodeKind::KazooRead, b""), "kazoo-read");
+        assert_eq!(foreign_holder(NodeKind::KazooRead, b"\xff"), "kazoo-read");
     }
 
     #[test]
@@ -212,7 +422,16 @@ mod tests {
         assert!(is_own("abc-lock-0000000001", "abc"));
         assert!(!is_own("abcd-lock-0000000001", "abc"));
         assert!(!is_own("xabc-lock-0000000001", "abc"));
-        assert_eq!(node_prefix("/jobs", "abc"), "/jobs/abc-lock-");
+        assert!(is_own("abc__lock__0000000001", "abc"));
+        assert!(!is_own("abc__rlock__0000000001", "abc"));
+        assert_eq!(
+            node_prefix("/jobs", "abc", ZkNodeStyle::Curator),
+            "/jobs/abc-lock-"
+        );
+        assert_eq!(
+            node_prefix("/jobs", "abc", ZkNodeStyle::Kazoo),
+            "/jobs/abc__lock__"
+        );
     }
 
     #[test]

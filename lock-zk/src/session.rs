@@ -17,7 +17,7 @@
 //! answered).
 
 use crate::{
-    config::{ZkAcl, ZkConfig, MIN_REQUESTED_SESSION_TIMEOUT},
+    config::{ZkAcl, ZkConfig, ZkNodeStyle, MIN_REQUESTED_SESSION_TIMEOUT},
     error,
     lock::acquire,
 };
@@ -153,6 +153,7 @@ pub(crate) struct Session {
     liveness: Liveness,
     info: SessionInfo,
     acl: ZkAcl,
+    node_style: ZkNodeStyle,
     shutdown: watch::Sender<bool>,
 }
 
@@ -173,6 +174,11 @@ impl Session {
 
     pub(crate) fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    /// How this session's lock nodes are named.
+    pub(crate) fn node_style(&self) -> ZkNodeStyle {
+        self.node_style
     }
 
     pub(crate) fn acls(&self) -> Acls<'static> {
@@ -224,6 +230,7 @@ impl fmt::Debug for Session {
             .field("timeout", &self.timeout)
             .field("liveness", &self.liveness)
             .field("acl", &self.acl)
+            .field("node_style", &self.node_style)
             .finish()
     }
 }
@@ -350,6 +357,7 @@ impl ZkLease {
             timeout,
             liveness: liveness.clone(),
             acl: config.acl(),
+            node_style: config.node_style(),
             shutdown,
         });
         tokio::spawn(keep(

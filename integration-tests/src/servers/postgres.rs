@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -115,7 +116,7 @@ impl PgServer {
         let mut process = ServerProcess::spawn("postgres", postgres, &log)?;
         wait_until("postgres to accept connections", READY_TIMEOUT, || {
             process.check_running()?;
-            let ready = port_accepts(port)
+            let ready = port_accepts(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
                 && log_tail(&log).contains("database system is ready to accept connections");
             Ok(ready.then_some(()))
         })

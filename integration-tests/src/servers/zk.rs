@@ -56,6 +56,10 @@ pub struct ZkOptions {
     /// touch with its leader, and so roughly how long a cut-off leader goes
     /// unnoticed.
     pub sync_limit: u32,
+    /// How often the server looks for empty CONTAINER nodes to delete
+    /// (`znode.container.checkIntervalMs`); `None` keeps ZooKeeper's default of
+    /// 60 s.
+    pub container_check_interval_ms: Option<u32>,
 }
 
 impl Default for ZkOptions {
@@ -64,6 +68,7 @@ impl Default for ZkOptions {
             tick_time_ms: 200,
             max_session_timeout_ms: None,
             sync_limit: 5,
+            container_check_interval_ms: None,
         }
     }
 }
@@ -200,7 +205,7 @@ impl ZkEnsemble {
         let servers = specs
             .into_iter()
             .map(|spec| {
-                let process = spec.spawn(java, classpath, fabric.as_ref())?;
+                let process = spec.spawn(java, classpath, options, fabric.as_ref())?;
                 Ok(Server { spec, process })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -307,10 +312,12 @@ impl ZkEnsemble {
     /// If `i` is not a server index.
     pub fn restart(&mut self, i: usize) -> io::Result<()> {
         self.servers[i].process.kill();
-        self.servers[i].process =
-            self.servers[i]
-                .spec
-                .spawn(&self.java, &self.classpath, self.fabric.as_ref())?;
+        self.servers[i].process = self.servers[i].spec.spawn(
+            &self.java,
+            &self.classpath,
+            &self.options,
+            self.fabric.as_ref(),
+        )?;
         let quorum = self.running_count() > self.servers.len() / 2;
         let target = &mut self.servers[i];
         let port = target.spec.client_addr();
@@ -334,10 +341,12 @@ impl ZkEnsemble {
             server.process.kill();
         }
         for server in &mut self.servers {
-            server.process =
-                server
-                    .spec
-                    .spawn(&self.java, &self.classpath, self.fabric.as_ref())?;
+            server.process = server.spec.spawn(
+                &self.java,
+                &self.classpath,
+                &self.options,
+                self.fabric.as_ref(),
+            )?;
         }
         self.wait_all_serving()
     }
@@ -507,14 +516,18 @@ impl ServerSpec {
         &self,
         java: &Path,
         classpath: &str,
+        options: &ZkOptions,
         fabric: Option<&Fabric>,
     ) -> io::Result<ServerProcess> {
         let mut command = match fabric {
             Some(f) => f.command(self.id - 1, java),
             None => Command::new(java),
         };
+        command.args(JVM_FLAGS);
+        if let Some(ms) = options.container_check_interval_ms {
+            command.arg(format!("-Dznode.container.checkIntervalMs={ms}"));
+        }
         command
-            .args(JVM_FLAGS)
             .args(["-cp", classpath, MAIN_CLASS])
             .arg(self.config_path())
             .current_dir(&self.dir);
