@@ -27,6 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "etcd/fleet.rs"]
+mod fleet;
+
 const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
 
 fn main() {
@@ -147,6 +150,32 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             "nested_prefixes_do_not_block_each_other",
             &h,
             nested_prefixes,
+        ),
+        trial(
+            "fleet::fencelock_etcdctl_fencelock_queue_excludes_in_order",
+            &h,
+            |h, ctx| {
+                use fleet::Side::{Etcdctl, Fencelock};
+                fleet::mixed_queue(h, ctx, [Fencelock, Etcdctl, Fencelock])
+            },
+        ),
+        trial(
+            "fleet::etcdctl_fencelock_etcdctl_queue_excludes_in_order",
+            &h,
+            |h, ctx| {
+                use fleet::Side::{Etcdctl, Fencelock};
+                fleet::mixed_queue(h, ctx, [Etcdctl, Fencelock, Etcdctl])
+            },
+        ),
+        trial(
+            "fleet::default_prefix_meets_etcdctl_lock_on_the_bare_name",
+            &h,
+            fleet::default_prefix_meets_etcdctl,
+        ),
+        trial(
+            "fleet::same_lease_twice_gets_a_second_key_that_queues",
+            &h,
+            fleet::same_lease_twice_queues,
         ),
     ]
 }
