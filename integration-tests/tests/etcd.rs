@@ -173,6 +173,11 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             fleet::default_prefix_meets_etcdctl,
         ),
         trial(
+            "fleet::an_older_fencelock_key_under_the_same_prefix_is_a_contender",
+            &h,
+            fleet::old_layout_key_is_a_contender,
+        ),
+        trial(
             "fleet::same_lease_twice_gets_a_second_key_that_queues",
             &h,
             fleet::same_lease_twice_queues,

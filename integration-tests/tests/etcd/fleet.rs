@@ -397,3 +397,68 @@ pub(crate) async fn same_lease_twice_queues(_h: Arc<EtcdHarness>, ctx: Ctx) -> T
     lease.close().await?;
     Ok(())
 }
+
+/// Runs `etcdctl <args>` against `h`'s cluster; its stdout.
+fn etcdctl(h: &EtcdHarness, args: &[&str]) -> Result<String, String> {
+    let bin = EtcdCluster::etcdctl().map_err(|e| e.to_string())?;
+    let out = Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &h.endpoints().join(",")])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A key as an older fencelock wrote it (`<range><lease hex>-<slot>`, same value
+/// format), put by etcdctl on its own lease: with the same prefix it is a contender
+/// of the newer layout, shown by `inspect` and `list`, and its lease's end grants
+/// the waiter.
+pub(crate) async fn old_layout_key_is_a_contender(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    if !etcdctl_present() {
+        return Ok(());
+    }
+    let client = ctx.client().await?;
+    let backend = client.backend::<EtcdBackend>().ok_or("not etcd")?;
+    let range = backend.lock_range(&LockName::new("legacy")?);
+    let granted = etcdctl(&h, &["lease", "grant", "30"])?;
+    let lease = granted.split(' ').nth(1).ok_or("no lease id")?.to_owned();
+    let key = format!("{range}{lease}-0");
+    let millis = now_nanos() / 1_000_000;
+    etcdctl(
+        &h,
+        &[
+            "put",
+            &format!("--lease={lease}"),
+            &key,
+            &format!("{millis}\nold-client"),
+        ],
+    )?;
+    assert!(client.try_acquire("legacy").await?.is_none());
+    let info = client
+        .inspect("legacy")
+        .await?
+        .ok_or("old holder not seen")?;
+    assert_eq!(format!("{:x}", info.lease.get()), lease);
+    assert_eq!(info.holder.as_deref(), Some("old-client"));
+    let listed = client.list("leg").await?;
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.name.as_str() == "legacy" && l.lease == info.lease),
+        "{listed:?}"
+    );
+    let waiter = tokio::spawn({
+        let client = client.clone();
+        async move { client.acquire("legacy").await }
+    });
+    queue_len(&client, "legacy", 1).await?;
+    etcdctl(&h, &["lease", "revoke", &lease])?;
+    let guard = within(Duration::from_secs(5), "waiter", waiter).await???;
+    assert!(guard.token() > info.token);
+    guard.release().await?;
+    Ok(())
+}
