@@ -41,6 +41,11 @@ impl EtcdHarness {
         }
     }
 
+    /// The `host:port` of every member.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
     /// The URL of a client of `namespace`.
     pub fn url(&self, namespace: &str) -> String {
         format!("etcd://{}{}", self.endpoints.join(","), prefix(namespace))

@@ -27,6 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "etcd/fleet.rs"]
+mod fleet;
+
 const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
 
 fn main() {
@@ -149,6 +152,37 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             nested_prefixes,
         ),
+        trial(
+            "fleet::fencelock_etcdctl_fencelock_queue_excludes_in_order",
+            &h,
+            |h, ctx| {
+                use fleet::Side::{Etcdctl, Fencelock};
+                fleet::mixed_queue(h, ctx, [Fencelock, Etcdctl, Fencelock])
+            },
+        ),
+        trial(
+            "fleet::etcdctl_fencelock_etcdctl_queue_excludes_in_order",
+            &h,
+            |h, ctx| {
+                use fleet::Side::{Etcdctl, Fencelock};
+                fleet::mixed_queue(h, ctx, [Etcdctl, Fencelock, Etcdctl])
+            },
+        ),
+        trial(
+            "fleet::default_prefix_meets_etcdctl_lock_on_the_bare_name",
+            &h,
+            fleet::default_prefix_meets_etcdctl,
+        ),
+        trial(
+            "fleet::an_older_fencelock_key_under_the_same_prefix_is_a_contender",
+            &h,
+            fleet::old_layout_key_is_a_contender,
+        ),
+        trial(
+            "fleet::same_lease_twice_gets_a_second_key_that_queues",
+            &h,
+            fleet::same_lease_twice_queues,
+        ),
     ]
 }
 
@@ -200,7 +234,8 @@ async fn nested_prefixes(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
         .into_iter()
         .map(|i| i.name.to_string())
         .collect();
-    assert_eq!(listed, ["team"], "list shows the nested namespace's lock");
+    // Each lock once, with its own holder: the nested one is lock `team/nightly`.
+    assert_eq!(listed, ["team", "team/nightly"], "list: {listed:?}");
     next.release().await?;
     nightly.release().await?;
     for c in [outer, outer2, inner] {

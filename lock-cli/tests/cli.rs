@@ -625,6 +625,137 @@ fn foreign_holder_and_run(zk: &ZkEnsemble, dir: &Path, client: Foreign, style: &
     )
 }
 
+/// Starts `etcdctl lock <lock> sh -c <script>` (etcd's own recipe); killed on drop.
+fn spawn_etcdctl_lock(etcd: &EtcdCluster, lock: &str, script: &str) -> Result<Running, Failed> {
+    let child = Command::new(EtcdCluster::etcdctl().map_err(|e| e.to_string())?)
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints().join(","), "lock", lock])
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("etcdctl: {e}"))?;
+    Ok(Running(Some(child)))
+}
+
+/// The fields of the first line of `log` starting with `start <who>`, waiting for it.
+fn wait_started(log: &Path, who: &str) -> Result<Vec<String>, Failed> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.starts_with(&format!("start {who} ")))
+        {
+            return Ok(l.split(' ').map(str::to_owned).collect());
+        }
+        sleep(Duration::from_millis(20));
+    }
+    Err(format!("{who} never started").into())
+}
+
+fn wait_waiters(url: &str, name: &str, n: u64) -> Check {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if status_json(url, name)?["waiters"] == n {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err(format!("{name} never had {n} waiters").into())
+}
+
+/// `fencelock run` and `etcdctl lock` on one name, both orders in one queue
+/// (etcdctl → fencelock → etcdctl): `status`/`list` show the etcdctl holder with
+/// its lease, `run -n` sees it, the three critical sections do not overlap and run
+/// in queue order, and the documented tokens (`$FENCELOCK_TOKEN`; the create
+/// revision of `$ETCD_LOCK_KEY`) strictly increase.
+fn fleet_run_and_etcdctl_lock(etcd: &EtcdCluster, dir: &Path) -> Check {
+    let url = etcd.url(&uid());
+    let prefix = url.rsplit_once('/').map(|p| p.1).unwrap_or_default();
+    let (name, etcd_name) = ("jobs/nightly", format!("/{prefix}/jobs/nightly"));
+    let log = dir.join("sections.log");
+    let go = |who: &str| dir.join(format!("go-{who}"));
+    let section = |who: &str, token: &str| {
+        format!(
+            "echo \"start {who} $(date +%s%N) {token}\" >> {log}; \
+             while [ ! -e {go} ]; do sleep 0.02; done; sleep 0.3; \
+             echo \"end {who} $(date +%s%N)\" >> {log}",
+            log = log.display(),
+            go = go(who).display(),
+        )
+    };
+    let etcdctl = EtcdCluster::etcdctl().map_err(|e| e.to_string())?;
+    let ctl_token = format!(
+        "$({} --endpoints {} get \"$ETCD_LOCK_KEY\" -w json | sed -n 's/.*\"create_revision\":\\([0-9]*\\).*/\\1/p') $ETCD_LOCK_KEY",
+        etcdctl.display(),
+        etcd.endpoints().join(",")
+    );
+    let mut first = spawn_etcdctl_lock(etcd, &etcd_name, &section("etcdctl1", &ctl_token))?;
+    let line = wait_started(&log, "etcdctl1")?;
+    let lease = line[4].rsplit('/').next().unwrap_or_default().to_owned();
+    ensure(
+        line[4] == format!("{etcd_name}/{lease}"),
+        format!("{line:?}"),
+    )?;
+    let status = status_json(&url, name)?;
+    ensure(
+        status["held"] == true
+            && status["lease"] == lease.as_str()
+            && status["token"].as_u64() == line[3].parse().ok(),
+        format!("status shows etcdctl's holder {line:?}: {status}"),
+    )?;
+    let list = output(fencelock().args(["--backend", &url, "list", "--json"]));
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    ensure(
+        listed.contains(&format!("\"lease\":\"{lease}\"")) && listed.contains(name),
+        format!("list shows etcdctl's holder: {listed}"),
+    )?;
+    let out = output(fencelock().args(["--backend", &url, "run", "-n", name, "--", "true"]));
+    ensure(code(&out) == 1, format!("run -n exit {}", code(&out)))?;
+    let mut middle = spawn_run(&url, "5", name, &section("fencelock", "$FENCELOCK_TOKEN"));
+    wait_waiters(&url, name, 1)?;
+    fs::write(go("etcdctl1"), b"").map_err(|e| e.to_string())?;
+    wait_started(&log, "fencelock")?;
+    let mut last = spawn_etcdctl_lock(etcd, &etcd_name, &section("etcdctl2", &ctl_token))?;
+    wait_waiters(&url, name, 1)?;
+    for who in ["fencelock", "etcdctl2"] {
+        fs::write(go(who), b"").map_err(|e| e.to_string())?;
+    }
+    for (what, run) in [
+        ("etcdctl1", &mut first),
+        ("fencelock", &mut middle),
+        ("etcdctl2", &mut last),
+    ] {
+        let status = run.wait().map_err(|e| e.to_string())?;
+        ensure(
+            status.success(),
+            format!("{what} failed: {status} {}", run.stderr()),
+        )?;
+    }
+    let text = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+    let field = |kind: &str, who: &str, i: usize| -> Result<u128, Failed> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{kind} {who} ")))
+            .and_then(|l| l.split(' ').nth(i))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Failed::from(format!("no {kind} of {who}: {text}")))
+    };
+    let order = ["etcdctl1", "fencelock", "etcdctl2"];
+    for w in order.windows(2) {
+        ensure(
+            field("end", w[0], 2)? <= field("start", w[1], 2)?,
+            format!("{} and {} overlap: {text}", w[0], w[1]),
+        )?;
+        ensure(
+            field("start", w[0], 3)? < field("start", w[1], 3)?,
+            format!("tokens of {} and {} do not increase: {text}", w[0], w[1]),
+        )?;
+    }
+    let free = status_json(&url, name)?;
+    ensure(free["held"] == false, format!("{free}"))
+}
+
 fn bad_input(unreachable: &str) -> Check {
     let cases: [(&[&str], i32); 7] = [
         (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
@@ -771,6 +902,18 @@ fn main() {
             "etcd::lost_lease_kills_the_command_before_the_next_holder_starts".into(),
             s,
             lost_lease_kills_child_first,
+        ));
+    }
+    if require(EtcdCluster::available(), "etcd")
+        && require(EtcdCluster::etcdctl().is_ok(), "etcdctl")
+    {
+        let etcd = EtcdCluster::start(1).expect("etcd starts");
+        trials.push(Trial::test(
+            "etcd::fleet_run_and_etcdctl_lock_exclude_each_other_in_both_orders",
+            move || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                fleet_run_and_etcdctl_lock(&etcd, dir.path())
+            },
         ));
     }
     if require(ZkEnsemble::available(), "zookeeper") {

@@ -152,7 +152,7 @@ async fn recipe_cycles(client: &Client, lease: i64, n: usize) -> Vec<Duration> {
     use etcd_client::{GetOptions, SortOrder, SortTarget};
     let mut kv = client.kv_client();
     let range = "/bench-recipe/uncontended/";
-    let key = format!("{range}{lease:x}-0");
+    let key = format!("{range}{lease:x}");
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();

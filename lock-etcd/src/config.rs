@@ -6,8 +6,9 @@ use std::{fmt, path::PathBuf, time::Duration};
 /// The URL scheme of the etcd backend.
 pub const SCHEME: &str = "etcd";
 
-/// The default key prefix under which every lock key lives.
-pub const DEFAULT_PREFIX: &str = "/fencelock";
+/// The default key prefix: none, so lock `N` is the key range `N/`, the same lock as
+/// `etcdctl lock N` and Go's `concurrency.NewMutex(session, "N")`.
+pub const DEFAULT_PREFIX: &str = "";
 /// The default lease TTL (etcd grants whole seconds, at least its minimum of about 2 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 /// The default bound on connecting and checking that the cluster answers.
@@ -41,7 +42,7 @@ const PARAMS: [&str; 6] = [
 ///
 /// | key | default | meaning |
 /// |---|---|---|
-/// | path (`/prefix`) | `/fencelock` | key prefix of every lock key |
+/// | path (`/prefix`) | none | key prefix: lock `N` is the range `/prefix/N/`, or `N/` with no prefix (see below) |
 /// | `ttl` | `10s` | lease TTL when none is given (rounded up to whole seconds) |
 /// | `connect_timeout` | `3s` | bound on connecting and the first round trip (100 ms to 600 s) |
 /// | `request_timeout` | `5s` | bound on each request, retries of transient failures included (100 ms to 600 s) |
@@ -50,6 +51,16 @@ const PARAMS: [&str; 6] = [
 ///
 /// User name and password authenticate with etcd's auth; `Debug` and every error
 /// message leave the password out.
+///
+/// # Key prefix and etcd's own lock recipe
+///
+/// Lock `N` with prefix `/P` is the same lock as `etcdctl lock /P/N` and Go's
+/// `concurrency.NewMutex(session, "/P/N")`; with no prefix (the default, also what
+/// `etcd://host:port/` says) it is the same lock as `etcdctl lock N`. The prefix
+/// gets one leading `/` and loses trailing ones (`locks/` is `/locks`). A foreign
+/// lock whose name starts with `/` is met by moving all but its last segment into
+/// the prefix (`/jobs/nightly`: prefix `/jobs`, name `nightly`); a single segment
+/// with a leading `/` (`etcdctl lock /nightly`) cannot be named.
 ///
 /// # Examples
 ///
@@ -117,9 +128,9 @@ impl EtcdConfig {
         }
         parsed.reject_unknown_params(&PARAMS)?;
         let mut config = EtcdConfig::new(parsed.hosts.iter().cloned());
-        if !parsed.path.is_empty() {
-            config = config.with_prefix(&parsed.path);
-        }
+        // No path, `/` and `/locks/` all say what they mean: an explicit empty
+        // prefix is no prefix (it used to be replaced by the default).
+        config = config.with_prefix(&parsed.path);
         if let Some(ttl) = parsed.duration_param("ttl")? {
             config.default_ttl = ttl;
         }
@@ -142,7 +153,8 @@ impl EtcdConfig {
         Ok(config)
     }
 
-    /// Sets the key prefix (a leading `/` is added, trailing ones removed).
+    /// Sets the key prefix (a leading `/` is added, trailing ones removed; `""` and
+    /// `"/"` mean no prefix).
     #[must_use]
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         self.prefix = format!("/{}", prefix.trim_matches('/'));
@@ -199,7 +211,7 @@ impl EtcdConfig {
         &self.endpoints
     }
 
-    /// The key prefix (`""` for the root, otherwise starting with `/`).
+    /// The key prefix (`""` for none, otherwise starting with `/`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -336,6 +348,17 @@ mod tests {
     fn url_keys_and_defaults() {
         let cfg = EtcdConfig::from_url("etcd://127.0.0.1:2379").unwrap();
         assert_eq!(cfg.prefix(), DEFAULT_PREFIX);
+        assert_eq!(cfg.prefix(), "");
+        // An explicit root or empty prefix is no prefix, not the default replaced.
+        for url in ["etcd://h:1/", "etcd://h:1//", "etcd://h:1/?ttl=3s"] {
+            assert_eq!(EtcdConfig::from_url(url).unwrap().prefix(), "", "{url}");
+        }
+        assert_eq!(
+            EtcdConfig::from_url("etcd://h:1/fencelock")
+                .unwrap()
+                .prefix(),
+            "/fencelock"
+        );
         assert_eq!(cfg.default_ttl(), DEFAULT_TTL);
         assert_eq!(cfg.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
         let cfg = EtcdConfig::from_url(

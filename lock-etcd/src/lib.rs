@@ -14,7 +14,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | hosts | (required) | one or more `host:port`; requests fail over between them |
-//! | `/prefix` | `/fencelock` | key prefix of every lock key |
+//! | `/prefix` | none | key prefix: lock `N` is the key range `/prefix/N/`, or `N/` with none (`etcd://host:port/` is none too) |
 //! | `ttl` | `10s` | lease TTL when none is given; etcd grants whole seconds and at least its minimum (about 2 s) |
 //! | `connect_timeout` | `3s` | an unreachable cluster gives `Unavailable` within this time |
 //! | `request_timeout` | `5s` | bound on every request, retries of transient failures included |
@@ -41,10 +41,15 @@
 //! - A **lease** is an etcd lease kept alive by one task (a keep-alive every sixth of
 //!   the *granted* TTL; the local deadline runs from the *send* time of the last
 //!   acknowledged keep-alive). TTL 0 in a reply or lease-not-found: lost at once.
-//! - **Acquire** puts `<prefix>/<name, '/' as %2F>/<lease hex>-<slot>` with the
-//!   lease in one Txn that also reads the queue: uncontended, that is one round trip.
+//! - **Acquire** puts `<prefix>/<name>/<lease hex>` (`<name>/<lease hex>` with no
+//!   prefix) with the lease in one Txn that also reads the queue: uncontended, that
+//!   is one round trip. This is the key of etcd's own recipe (see
+//!   [Mixed fleets](#mixed-fleets)); a second acquisition of the same lock on the
+//!   same lease puts `<lease hex>-<n>` beside it instead of sharing the key.
 //!   The key with the smallest create revision owns the lock; the others wait, each
-//!   watching only its predecessor. Dropping an `acquire` future deletes its key.
+//!   watching only its predecessor. Only direct children of the range contend, so
+//!   lock `a` and lock `a/b` are independent. Dropping an `acquire` future deletes
+//!   its key.
 //! - **Token** = the key's create revision: etcd's global revision only grows, so a
 //!   later holder always has a higher token.
 //! - **Release** deletes the key only if its create revision is still the token.
@@ -54,6 +59,38 @@
 //! Mutual exclusion as strong as etcd (linearizable); FIFO order; a guard turns
 //! `Lost` when its lease is lost or its key is deleted; nothing is left behind by
 //! cancelled acquires; tokens increase across holders, also across server restarts.
+//!
+//! # Mixed fleets
+//!
+//! By default a lock named `N` **is** the lock of `etcdctl lock N` and of Go's
+//! `concurrency.NewMutex(session, "N")` (with prefix `/P`: of `etcdctl lock /P/N`):
+//! the same key range, the same order by create revision. Their keys are
+//! contenders like fencelock's own: `acquire` waits for them, `try_acquire` sees
+//! the lock taken, and `inspect`/`list` (`fencelock status`/`list`) report them with
+//! their lease (and no holder text, as they store an empty value). `list` reports
+//! a key as a lock key when it is attached to a lease and its last segment is that
+//! lease's id in hex (optionally `-<n>`); `inspect` and `acquire` count every direct
+//! child of the range, whatever it is.
+//!
+//! **Tokens across clients.** fencelock's token is the create revision of its own
+//! key; for a queue mixing clients to hand out strictly increasing numbers, every
+//! client must fence on the same thing, the create revision of its own key:
+//!
+//! | client | its key | the number to fence on |
+//! |---|---|---|
+//! | fencelock | [`EtcdHeldLock::key`] | the token ([`EtcdHeldLock::create_revision`]) |
+//! | `etcdctl lock N -- cmd` | `$ETCD_LOCK_KEY` | `create_revision` of `etcdctl get "$ETCD_LOCK_KEY" -w json`; **not** `$ETCD_LOCK_REV`, which is the store revision at which etcdctl saw itself owner (`Mutex.Header().Revision`) |
+//! | Go `concurrency.Mutex` | `m.Key()` | `Kvs[0].CreateRevision` of `Get(ctx, m.Key())`; **not** `m.Header().Revision` |
+//!
+//! A header revision is at least the holder's own create revision but can pass the
+//! create revision of a later holder that enqueued while it waited, so a resource
+//! fencing on a mix of both would reject the rightful holder.
+//!
+//! **Not compatible:** python-etcd3's `Lock` (one key `/locks/<name>` put if absent,
+//! no queue) does not interoperate: its key is outside every lock range, so neither
+//! side sees the other. Older fencelock clients (keys
+//! `/fencelock/<name, '/' as %2F>/<lease hex>-<slot>`) meet this one only when it
+//! is configured with the prefix `/fencelock` and the name has no `/`.
 //!
 //! # Non-guarantees
 //!
@@ -347,7 +384,7 @@ impl Backend for EtcdBackend {
         // Sorted by create revision: the first key seen per name is its owner.
         let mut locks: BTreeMap<LockName, (&::etcd_client::KeyValue, i64)> = BTreeMap::new();
         for kv in &kvs {
-            if let Some(name) = queue::name_of(self.conn.config.prefix(), kv.key()) {
+            if let Some(name) = queue::name_of(self.conn.config.prefix(), kv.key(), kv.lease()) {
                 locks.entry(name).or_insert((kv, 0)).1 += 1;
             }
         }

@@ -79,7 +79,7 @@ impl EtcdBackend {
     }
 
     /// Every key stored under this backend's prefix (lock keys and anything else),
-    /// for leak checks.
+    /// for leak checks. With no prefix: every key of the cluster.
     ///
     /// # Errors
     ///
@@ -89,7 +89,10 @@ impl EtcdBackend {
     ///
     /// Cancel safe: it only reads.
     pub async fn stored_keys(&self) -> Result<Vec<String>> {
-        let prefix = format!("{}/", self.conn.config.prefix());
+        let prefix = match self.conn.config.prefix() {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
         let resp = self
             .conn
             .call(&|| format!("listing keys under {prefix:?}"), |mut c| {

@@ -1,18 +1,25 @@
 //! Pure pieces of the recipe: the key layout, the value format and the queue
 //! position. No I/O here, so all of it is unit-tested without a server.
 //!
-//! Key layout: `<prefix>/<encoded name>/<lease id hex>-<slot>`. The name is encoded by
-//! replacing `/` with `%2F` (`%` never occurs in a valid name), so the range
-//! `<prefix>/<encoded name>/` holds the waiters of exactly one lock: lock `a` never
-//! sees the waiters of lock `a/b`. The encoding preserves prefixes, so listing the
-//! locks whose names start with `p` is one range read of `<prefix>/<encoded p>`.
+//! Key layout: etcd's own (`etcdctl lock`, Go's `concurrency.NewMutex`). Lock `N`
+//! under key prefix `P` is the range `P/N/` (`N/` with no prefix), and each
+//! acquisition puts one key `P/N/<lease id hex>` in it, attached to its lease,
+//! exactly the key Go's recipe puts for `NewMutex(session, "P/N")`. The name is
+//! written as it is, `/` included, so `etcdctl lock team/nightly` meets lock
+//! `team/nightly`. A second acquisition of the same lock on the same lease (which
+//! Go's recipe would give the same key, and so a shared "hold") gets its own key
+//! `P/N/<lease id hex>-<slot>` instead; every key of the range orders by create
+//! revision whatever its suffix, so the queue is one queue for all clients.
 //!
-//! Client prefixes may nest (`/locks` and `/locks/team`): then the keys of lock
-//! `nightly` under `/locks/team` lie inside the range of lock `team` under `/locks`.
-//! Only direct children of a range contend ([`is_direct_child`]); the recipe reads
-//! past deeper keys, so nested prefixes never block, count or break each other. The
-//! cheap single-key reads stay as they are and a full keys-only read of the range
-//! happens only when such a key shows up.
+//! Lock ranges may nest: the range of lock `team/nightly` (`team/nightly/`) lies
+//! inside the range of lock `team` (`team/`), and so do the keys of lock `nightly`
+//! of a client whose prefix is `/locks/team` inside those of lock `team` under
+//! `/locks`. Only direct children of a range contend ([`is_direct_child`]); the
+//! recipe reads past deeper keys, so nested locks never block, count or break each
+//! other. The cheap single-key reads stay as they are and a full keys-only read of
+//! the range happens only when such a key shows up. (Go's recipe counts every key
+//! of its range, deeper ones too: a Go holder of lock `team` also waits for a
+//! fencelock holder of `team/nightly`. That over-excludes, never under-excludes.)
 
 use lock_core::{
     backend::{decide, Claim, Decision},
@@ -20,45 +27,63 @@ use lock_core::{
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The key prefix that a lock name is appended to: `P/`, or nothing.
+fn dir(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
 /// The key range (a prefix ending in `/`) holding every waiter of `name`.
 pub(crate) fn lock_range(prefix: &str, name: &LockName) -> String {
-    format!("{prefix}/{}/", encode(name.as_str()))
+    format!("{}{name}/", dir(prefix))
 }
 
-/// The key prefix of every lock whose name starts with `name_prefix`.
+/// The key prefix of every lock whose name starts with `name_prefix` (empty: the
+/// whole key space, read as every key).
 pub(crate) fn list_range(prefix: &str, name_prefix: &str) -> String {
-    format!("{prefix}/{}", encode(name_prefix))
+    format!("{}{name_prefix}", dir(prefix))
 }
 
-/// The waiter key of `name` on lease `lease` in key slot `slot`.
+/// The waiter key of `name` on lease `lease` in key slot `slot`: etcd's recipe's
+/// key for slot 0, a suffixed one for the others.
 pub(crate) fn waiter_key(prefix: &str, name: &LockName, lease: i64, slot: u32) -> String {
-    format!("{}{lease:x}-{slot}", lock_range(prefix, name))
+    let range = lock_range(prefix, name);
+    match slot {
+        0 => format!("{range}{lease:x}"),
+        _ => format!("{range}{lease:x}-{slot}"),
+    }
 }
 
-/// The lock name a key under `prefix` belongs to; `None` for foreign keys.
-pub(crate) fn name_of(prefix: &str, key: &[u8]) -> Option<LockName> {
-    let rest = key.strip_prefix(prefix.as_bytes())?.strip_prefix(b"/")?;
+/// The lock name a lock key under `prefix` belongs to; `None` for keys that are not
+/// lock keys. A lock key (fencelock's or etcd's recipe's) is attached to a lease and
+/// its last segment is that lease's id in hex, optionally followed by `-<slot>`.
+pub(crate) fn name_of(prefix: &str, key: &[u8], lease: i64) -> Option<LockName> {
+    let rest = key.strip_prefix(dir(prefix).as_bytes())?;
     let rest = std::str::from_utf8(rest).ok()?;
-    let (encoded, suffix) = rest.split_once('/')?;
-    if suffix.is_empty() || suffix.contains('/') {
+    let (name, suffix) = rest.rsplit_once('/')?;
+    if lease == 0 {
         return None;
     }
-    LockName::new(encoded.replace("%2F", "/")).ok()
+    let after = suffix.strip_prefix(&format!("{lease:x}"))?;
+    let slot_ok = after.is_empty()
+        || after
+            .strip_prefix('-')
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    slot_ok.then(|| LockName::new(name).ok()).flatten()
 }
 
 /// Whether `key` is a contender of the lock whose range is `range`: a direct child
-/// (`<range><suffix>` with no `/` in the suffix). Keys deeper down belong to another
-/// namespace whose prefix happens to run through this range (client prefix `/locks`
-/// with lock `team` vs client prefix `/locks/team`); they never count, so nested
-/// prefixes do not block each other. etcd's own recipe (`etcdctl lock`, Go's
-/// `concurrency.Mutex`) also keys its contenders as direct children.
+/// (`<range><suffix>` with no `/` in the suffix), whoever wrote it (fencelock,
+/// `etcdctl lock`, Go's `concurrency.Mutex`, or anything else). Keys deeper down
+/// belong to a nested lock (lock `a/b` inside the range of `a`, or a client whose
+/// prefix runs through this range); they never count, so nested locks do not block
+/// each other.
 pub(crate) fn is_direct_child(range: &str, key: &[u8]) -> bool {
     key.strip_prefix(range.as_bytes())
         .is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
-}
-
-fn encode(name: &str) -> String {
-    name.replace('/', "%2F")
 }
 
 /// The value stored in a waiter key: acquisition time in unix milliseconds, a
@@ -147,33 +172,47 @@ mod tests {
     }
 
     #[test]
-    fn names_are_encoded_so_nested_locks_do_not_share_a_range() {
+    fn layout_is_etcds_recipe_and_nested_locks_do_not_share_a_range() {
         let a = LockName::new("a").unwrap();
         let ab = LockName::new("a/b").unwrap();
-        assert_eq!(lock_range("/p", &a), "/p/a/");
-        assert_eq!(lock_range("/p", &ab), "/p/a%2Fb/");
-        assert!(!lock_range("/p", &ab).starts_with(&lock_range("/p", &a)));
+        // `etcdctl lock a` / `NewMutex(s, "a")` puts `a/<lease hex>`.
+        assert_eq!(lock_range("", &a), "a/");
+        assert_eq!(waiter_key("", &a, 0x694d, 0), "a/694d");
+        assert_eq!(lock_range("/p", &ab), "/p/a/b/");
+        assert_eq!(waiter_key("/p", &ab, 0xbeef, 0), "/p/a/b/beef");
         let key = waiter_key("/p", &ab, 0xbeef, 3);
-        assert_eq!(key, "/p/a%2Fb/beef-3");
-        assert_eq!(name_of("/p", key.as_bytes()), Some(ab.clone()));
-        assert_eq!(name_of("/q", key.as_bytes()), None);
-        assert_eq!(name_of("/p", b"/p/a"), None);
-        assert!(list_range("/p", "a/").starts_with("/p/a%2F"));
-        assert!(lock_range("", &a).starts_with("/a/"));
+        assert_eq!(key, "/p/a/b/beef-3");
+        // the nested lock's keys are in `a`'s range, but not direct children
+        assert!(key.starts_with(&lock_range("/p", &a)));
+        assert!(!is_direct_child(&lock_range("/p", &a), key.as_bytes()));
+        assert_eq!(name_of("/p", key.as_bytes(), 0xbeef), Some(ab.clone()));
+        assert_eq!(name_of("/p", b"/p/a/b/beef", 0xbeef), Some(ab.clone()));
+        assert_eq!(name_of("", b"a/694d", 0x694d), Some(a.clone()));
+        assert_eq!(name_of("/q", key.as_bytes(), 0xbeef), None);
+        // not a lock key: no lease, another lease, no hex suffix, bad name
+        assert_eq!(name_of("/p", key.as_bytes(), 0), None);
+        assert_eq!(name_of("/p", key.as_bytes(), 0xbee), None);
+        assert_eq!(name_of("", b"config/db", 0x1), None);
+        assert_eq!(name_of("", b"a/1-", 0x1), None);
+        assert_eq!(name_of("", b"a/1-x", 0x1), None);
+        assert_eq!(name_of("", b"/a/1", 0x1), None);
+        assert_eq!(name_of("/p", b"/p/a", 0xa), None);
+        assert_eq!(list_range("/p", "a/"), "/p/a/");
+        assert_eq!(list_range("", ""), "");
     }
 
     #[test]
     fn only_direct_children_of_a_range_contend() {
         let team = LockName::new("team").unwrap();
         let range = lock_range("/locks", &team);
-        assert!(is_direct_child(&range, b"/locks/team/beef-0"));
+        assert!(is_direct_child(&range, b"/locks/team/beef-1"));
         assert!(is_direct_child(&range, b"/locks/team/694d7f3a2b1c"));
         // lock `nightly` of a client whose prefix is `/locks/team`
         let nested = waiter_key("/locks/team", &LockName::new("nightly").unwrap(), 0xbeef, 0);
         assert!(nested.starts_with(&range));
         assert!(!is_direct_child(&range, nested.as_bytes()));
         assert!(!is_direct_child(&range, b"/locks/team/"));
-        assert!(!is_direct_child(&range, b"/locks/teams/beef-0"));
+        assert!(!is_direct_child(&range, b"/locks/teams/beef"));
     }
 
     #[test]

@@ -119,14 +119,20 @@ impl Conn {
     /// Reads the prefix's key count from every member at once, until `deadline`:
     /// the first member to answer becomes the preferred one, so a hung member early
     /// in the URL costs nothing. Fails with the most telling error when none answers.
+    /// With no prefix it reads the one key `/` instead (counting the whole key space
+    /// walks all of it).
     pub(crate) async fn probe_members(&self, deadline: Instant) -> Result<()> {
+        let whole = self.config.prefix().is_empty();
         let key = format!("{}/", self.config.prefix());
         let mut probes: FuturesUnordered<_> = (0..self.members.len())
             .map(|member| {
                 let mut client = self.members.client(member);
                 let key = key.clone();
                 async move {
-                    let options = GetOptions::new().with_prefix().with_count_only();
+                    let mut options = GetOptions::new().with_count_only();
+                    if !whole {
+                        options = options.with_prefix();
+                    }
                     let result =
                         tokio::time::timeout_at(deadline, client.get(key, Some(options))).await;
                     (member, result)

@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 /// timeout is 5 s plus two election timeouts).
 const GHOST_WINDOW: Duration = Duration::from_secs(10);
 
-/// The suffix of a waiter key, `<lease hex>-<slot>`, reserved until the key is known
+/// The suffix of a waiter key (`<lease hex>` for slot 0, as etcd's own recipe
+/// writes it; `<lease hex>-<slot>` for the others), reserved until the key is known
 /// to be deleted. Acquisitions of one lock on one lease reuse the lowest free slot,
 /// so a busy lock does not leave a new key behind per acquisition (etcd keeps every
 /// deleted key in its index until compaction, and range reads over the lock walk

@@ -17,6 +17,9 @@ use super::{
 /// read such a variable as a flag.
 const BIN_ENV: &str = "FENCELOCK_ETCD_BIN";
 
+/// Environment variable naming the etcdctl binary (installed with etcd).
+const CTL_ENV: &str = "FENCELOCK_ETCDCTL_BIN";
+
 /// Raft heartbeat interval in milliseconds: short, for quick elections.
 const HEARTBEAT_MS: u32 = 100;
 
@@ -102,6 +105,16 @@ impl EtcdCluster {
     /// True when an etcd binary can be found (see the module docs).
     pub fn available() -> bool {
         find_executable(BIN_ENV, "etcd").is_ok()
+    }
+
+    /// The `etcdctl` binary (v3 API), for tests that drive etcd's own lock
+    /// recipe: `FENCELOCK_ETCDCTL_BIN` if set, else `etcdctl` on `PATH`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when there is none.
+    pub fn etcdctl() -> io::Result<PathBuf> {
+        find_executable(CTL_ENV, "etcdctl")
     }
 
     /// Starts a cluster of `members` members (1 or 3 are typical) on free
