@@ -191,7 +191,7 @@ async fn inject_member_fault(
             rec.detail = format!("member {m}; new leader {:?}", servers.leader());
         }
         FaultKind::LinkFlap => {
-            let m = rng.gen_range(0..servers.size());
+            let (leader, m) = follower(servers, rng);
             rec.t = mono_ns();
             let mut flaps = 0;
             while mono_ns() - rec.t < (ttl * 2).as_nanos() as u64 {
@@ -199,10 +199,7 @@ async fn inject_member_fault(
                 flaps += 1;
                 sleep(Duration::from_millis(400)).await;
             }
-            rec.detail = format!(
-                "member {m} (leader was {:?}), {flaps} flaps",
-                servers.leader()
-            );
+            rec.detail = format!("member {m} (leader {leader}), {flaps} flaps");
         }
         FaultKind::SlowLink => {
             let m = rng.gen_range(0..servers.size());
