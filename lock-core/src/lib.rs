@@ -64,6 +64,6 @@ pub use info::{AcquireOptions, LeaseId, LockInfo, MAX_HOLDER_LEN};
 pub use lease::{validate_ttl, Lease, MAX_TTL, MIN_TTL};
 pub use lock::Lock;
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
-pub use state::{local_deadline, suspect_window, Liveness, LockState, StateWatch};
+pub use state::{local_deadline, suspect_window, Liveness, LockState, LossCause, StateWatch};
 pub use stats::LockStats;
 pub use token::FencingToken;

@@ -163,7 +163,8 @@ impl MemoryBackend {
     /// are deleted, its guards turn `Lost`, its waiters fail with `LeaseLost`, and the
     /// next waiters are granted. Returns whether the lease existed.
     pub fn expire_lease(&self, lease: LeaseId) -> bool {
-        self.store.revoke(lease.get())
+        self.store
+            .revoke(lease.get(), lock_core::LossCause::LeaseExpired)
     }
 
     /// **Fault:** stops `lease`'s keep-alive from reaching the "server" (a GC pause or a
