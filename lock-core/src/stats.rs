@@ -204,16 +204,14 @@ pub(crate) enum Scope {
     Lock,
 }
 
+/// The state changes that can happen (`Lost` is final).
 #[cfg(feature = "metrics")]
-const STATES: [LockState; 3] = [LockState::Held, LockState::Suspect, LockState::Lost];
-
-fn state_index(state: LockState) -> usize {
-    match state {
-        LockState::Held => 0,
-        LockState::Suspect => 1,
-        LockState::Lost => 2,
-    }
-}
+const TRANSITIONS: [(LockState, LockState); 4] = [
+    (LockState::Held, LockState::Suspect),
+    (LockState::Held, LockState::Lost),
+    (LockState::Suspect, LockState::Held),
+    (LockState::Suspect, LockState::Lost),
+];
 
 /// Per-cause loss counts in a [`LockStats`] snapshot.
 ///
@@ -233,8 +231,17 @@ fn state_index(state: LockState) -> usize {
 /// assert_eq!(losses.total(), client.stats().losses);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct LossCounts([u64; LossCause::ALL.len()]);
+
+impl std::fmt::Debug for LossCounts {
+    /// The non-zero counts by cause name, as a map.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(c, n)| (c.as_str(), n)))
+            .finish()
+    }
+}
 
 impl LossCounts {
     /// Grants lost because of `cause`.
@@ -270,9 +277,10 @@ struct Handles {
     waits: [metrics::Histogram; 6],
     /// Released, dropped, lost.
     holds: [metrics::Histogram; 3],
-    /// By scope, from, to.
-    transitions: [[[metrics::Counter; 3]; 3]; 2],
-    losses: [metrics::Counter; LossCause::ALL.len()],
+    /// By scope, then [`TRANSITIONS`] index.
+    transitions: [[metrics::Counter; 4]; 2],
+    /// By [`LossCause`] index; `None` for `Released` (no loss).
+    losses: [Option<metrics::Counter>; LossCause::ALL.len()],
     keep_alive: metrics::Histogram,
     keep_alive_margin: metrics::Histogram,
     keep_alive_failures: metrics::Counter,
@@ -293,7 +301,7 @@ impl Handles {
                 "to" => state_label(to),
             )
         };
-        let scoped = |scope| STATES.map(|from| STATES.map(|to| transition(scope, from, to)));
+        let scoped = |scope| TRANSITIONS.map(|(from, to)| transition(scope, from, to));
         Handles {
             in_flight: gauge!("fencelock_acquires_in_flight", "backend" => backend),
             held: gauge!("fencelock_locks_held", "backend" => backend),
@@ -302,9 +310,11 @@ impl Handles {
             waits: Outcome::ALL.map(outcome),
             holds: [hold("released"), hold("dropped"), hold("lost")],
             transitions: [scoped("lease"), scoped("lock")],
-            losses: LossCause::ALL.map(
-                |c| counter!("fencelock_losses_total", "backend" => backend, "cause" => c.as_str()),
-            ),
+            losses: LossCause::ALL.map(|c| {
+                (c != LossCause::Released).then(|| {
+                    counter!("fencelock_losses_total", "backend" => backend, "cause" => c.as_str())
+                })
+            }),
             keep_alive: histogram!("fencelock_keep_alive_seconds", "backend" => backend),
             keep_alive_margin: histogram!("fencelock_keep_alive_margin_seconds", "backend" => backend),
             keep_alive_failures: counter!("fencelock_keep_alive_failures_total", "backend" => backend),
@@ -430,9 +440,11 @@ impl Telemetry {
 
     pub(crate) fn transition(&self, scope: Scope, from: LockState, to: LockState) {
         #[cfg(feature = "metrics")]
-        self.series.transitions[scope as usize][state_index(from)][state_index(to)].increment(1);
+        if let Some(i) = TRANSITIONS.iter().position(|t| *t == (from, to)) {
+            self.series.transitions[scope as usize][i].increment(1);
+        }
         #[cfg(not(feature = "metrics"))]
-        let _ = (scope, state_index(from), state_index(to));
+        let _ = (scope, from, to);
     }
 
     pub(crate) fn keep_alive(&self, _rtt: Duration, _margin: Duration) {
@@ -586,7 +598,9 @@ impl GrantTel {
             End::Lost(why) => {
                 inc(&tel.losses[why.index()]);
                 #[cfg(feature = "metrics")]
-                tel.series.losses[why.index()].increment(1);
+                if let Some(c) = &tel.series.losses[why.index()] {
+                    c.increment(1);
+                }
                 tracing::warn!(
                     lock = %self.name,
                     token = %self.token,
