@@ -27,6 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "common/observe.rs"]
+mod observe;
+
 const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
 
 fn main() {
@@ -148,7 +151,17 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             nested_prefixes,
         ),
+        trial(
+            "observability_grant_release_and_forced_loss",
+            &h,
+            observability,
+        ),
     ]
+}
+
+async fn observability(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let etcd = backend(&client(&ctx).await?)?;
+    observe::grant_release_and_forced_loss(&*h, ctx.ns(), "etcd", || LockClient::new(etcd)).await
 }
 
 /// Client prefix `P` with lock `team` and client prefix `P/team` with lock `nightly`:

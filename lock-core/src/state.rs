@@ -243,6 +243,8 @@ struct Inner {
     deadline: Mutex<Option<Instant>>,
     /// Why it turned `Lost`; set once, right before the state does.
     cause: OnceLock<LossCause>,
+    /// Held while the state changes: one change (and its observers) at a time.
+    changing: Mutex<()>,
     /// `Suspect` from `deadline - window` unless renewed; zero: only explicit.
     window: Duration,
 }
@@ -300,30 +302,28 @@ impl Inner {
         self.set_with(next, None);
     }
 
+    /// Changes the state to `next` (never out of `Lost`): first records the cause,
+    /// then tells the observers, and only then publishes the new state, so whoever
+    /// sees it also sees what the observers counted (for example a lost grant in
+    /// [`LockStats`](crate::LockStats)). Observers must not change this state.
     fn set_with(&self, next: LockState, cause: Option<LossCause>) {
-        let mut from = next;
-        let changed = self.tx.send_if_modified(|cur| {
-            let changed = *cur != LockState::Lost && *cur != next;
-            if changed {
-                from = *cur;
-                if next == LockState::Lost {
-                    // Under the channel's lock: the first loss sets the cause.
-                    let _ = self.cause.set(cause.unwrap_or(LossCause::Unknown));
-                }
-                *cur = next;
-            }
-            changed
-        });
-        if changed {
-            let cause = (next == LockState::Lost)
-                .then(|| self.cause.get().copied())
-                .flatten();
-            self.emit(Event::Transition {
-                from,
-                to: next,
-                cause,
-            });
+        let _one_at_a_time = crate::backend::lock_unpoisoned(&self.changing);
+        let from = *self.tx.borrow();
+        if from == LockState::Lost || from == next {
+            return;
         }
+        let cause = (next == LockState::Lost).then(|| {
+            // The first loss sets the cause.
+            *self
+                .cause
+                .get_or_init(|| cause.unwrap_or(LossCause::Unknown))
+        });
+        self.emit(Event::Transition {
+            from,
+            to: next,
+            cause,
+        });
+        self.tx.send_replace(next);
     }
 
     fn emit(&self, event: Event) {
@@ -399,6 +399,7 @@ impl Liveness {
                 next_hook: AtomicU64::new(0),
                 deadline: Mutex::new(deadline),
                 cause: OnceLock::new(),
+                changing: Mutex::new(()),
                 window,
             }),
         }
