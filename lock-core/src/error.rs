@@ -44,6 +44,10 @@ pub enum ErrorKind {
     StaleToken,
     /// Any other failure reported by the backend.
     Backend,
+    /// The backend does not offer this operation (for example
+    /// [`LockClient::watch_lock`](crate::LockClient::watch_lock) on a backend without
+    /// watches).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::NotHeld => "not held",
             ErrorKind::StaleToken => "stale fencing token",
             ErrorKind::Backend => "backend error",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }

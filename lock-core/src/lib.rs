@@ -54,6 +54,7 @@ mod state;
 pub mod stats;
 mod token;
 pub mod url;
+mod watch;
 
 pub use capabilities::{Capabilities, TokenSource};
 pub use client::LockClient;
@@ -67,3 +68,4 @@ pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
 pub use state::{local_deadline, suspect_window, Liveness, LockState, LossCause, StateWatch};
 pub use stats::LockStats;
 pub use token::FencingToken;
+pub use watch::LockWatch;

@@ -42,6 +42,7 @@ mod config;
 mod lock;
 mod session;
 mod store;
+mod watch_lock;
 
 pub use config::{MemoryConfig, DEFAULT_TTL, SCHEME};
 pub use lock::MemoryHeldLock;
@@ -50,7 +51,7 @@ pub use store::StoreEvent;
 
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, LeaseBackend},
+    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
     Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
@@ -233,6 +234,10 @@ impl Backend for MemoryBackend {
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         Ok(self.store.list(prefix))
+    }
+
+    async fn watch_changes(&self, _scope: &WatchScope) -> Result<ChangeStream> {
+        Ok(self.store.changes.stream())
     }
 
     async fn close(&self) -> Result<()> {

@@ -113,6 +113,7 @@ type Observer = Box<dyn Fn(&StoreEvent) + Send + Sync>;
 pub(crate) struct Store {
     state: Mutex<State>,
     observers: Mutex<Vec<Observer>>,
+    pub(crate) changes: crate::watch_lock::Changes,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,6 +136,7 @@ impl Store {
     /// Calls the observers while the caller still holds the store lock, so events
     /// arrive in the order the store applied them.
     fn emit(&self, events: Vec<StoreEvent>) {
+        self.changes.bump();
         if events.is_empty() {
             return;
         }
@@ -233,6 +235,7 @@ impl Store {
             holder: options.holder().map(str::to_owned),
             tx,
         });
+        self.changes.bump();
         Ok((entry, Enqueued::Waiting(rx)))
     }
 
