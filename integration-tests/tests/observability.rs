@@ -278,6 +278,7 @@ fn a_stalled_lease_goes_suspect_then_lost() {
         // A waiter on the lost lease fails at once with LeaseLost.
         let err = lease.lock("b").unwrap().acquire().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LeaseLost);
+        assert_eq!(err.loss_cause(), Some(LossCause::DeadlinePassed));
         assert_eq!(client.stats().acquires_lease_lost, 1);
     });
     if METRICS {

@@ -262,10 +262,13 @@ impl Lease {
 
     pub(crate) fn ensure_not_lost(&self) -> Result<()> {
         match self.state() {
-            LockState::Lost => Err(Error::lease_lost(format_args!(
-                "lease {} is lost",
-                self.id()
-            ))),
+            LockState::Lost => {
+                let cause = self.loss_cause().unwrap_or(LossCause::Unknown);
+                Err(
+                    Error::lease_lost(format_args!("lease {} is lost: {cause}", self.id()))
+                        .with_loss_cause(cause),
+                )
+            }
             _ => Ok(()),
         }
     }
