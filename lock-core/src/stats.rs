@@ -424,17 +424,14 @@ impl Telemetry {
     }
 
     pub(crate) fn fence_rejected(this: Option<&Self>) {
-        match this {
-            Some(t) => {
-                inc(&t.fence_rejections);
-                #[cfg(feature = "metrics")]
-                t.series.fence_rejections.increment(1);
-            }
-            None => {
-                #[cfg(feature = "metrics")]
-                metrics::counter!("fencelock_fence_rejections_total", "backend" => "none")
-                    .increment(1);
-            }
+        if let Some(t) = this {
+            inc(&t.fence_rejections);
+            #[cfg(feature = "metrics")]
+            t.series.fence_rejections.increment(1);
+        } else {
+            #[cfg(feature = "metrics")]
+            metrics::counter!("fencelock_fence_rejections_total", "backend" => "none")
+                .increment(1);
         }
     }
 
