@@ -206,6 +206,37 @@ impl EtcdCluster {
         Ok(())
     }
 
+    /// The README's least-privilege recipe: a role named `user` with
+    /// `permission` (`read`, `write` or `readwrite`) on the key prefix `prefix`, and
+    /// the user `user` with `password` holding that role. Call again with the same
+    /// user to grant it more prefixes.
+    ///
+    /// # Errors
+    /// The failing etcdctl command.
+    pub fn add_prefix_user(
+        &self,
+        user: &str,
+        password: &str,
+        permission: &str,
+        prefix: &str,
+    ) -> io::Result<()> {
+        let known = self.ctl(&["user", "list"])?;
+        if !known.lines().any(|l| l.trim() == user) {
+            self.ctl(&["role", "add", user])?;
+            self.ctl(&["user", "add", &format!("{user}:{password}")])?;
+            self.ctl(&["user", "grant-role", user, user])?;
+        }
+        self.ctl(&[
+            "role",
+            "grant-permission",
+            user,
+            permission,
+            "--prefix=true",
+            prefix,
+        ])?;
+        Ok(())
+    }
+
     /// Runs `etcdctl` (v3) with `args` against the plain-text client ports
     /// (the TLS ones when the cluster has no others), as root once auth is on,
     /// and returns its standard output.

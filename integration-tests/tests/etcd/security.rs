@@ -52,55 +52,19 @@ fn secret() -> String {
 fn provision(cluster: &mut EtcdCluster, w: &World) -> std::io::Result<()> {
     cluster.enable_auth(&w.locker.root_password)?;
     let prefix = format!("{TEST_PREFIX}/");
-    for args in [
-        vec!["role", "add", "locker"],
-        vec![
-            "role",
-            "grant-permission",
-            "locker",
-            "readwrite",
-            "--prefix=true",
-            &prefix,
-        ],
-        vec!["user", "add", &format!("locker:{}", w.locker.password)],
-        vec!["user", "grant-role", "locker", "locker"],
-        // Read-only on the prefix: can look, cannot lock.
-        vec!["role", "add", "reader"],
-        vec![
-            "role",
-            "grant-permission",
-            "reader",
-            "read",
-            "--prefix=true",
-            &prefix,
-        ],
-        vec!["user", "add", &format!("reader:{}", w.reader_password)],
-        vec!["user", "grant-role", "reader", "reader"],
-        // Another service: reads the prefix, writes only its own.
-        vec!["role", "add", "other-service"],
-        vec![
-            "role",
-            "grant-permission",
-            "other-service",
-            "read",
-            "--prefix=true",
-            &prefix,
-        ],
-        vec![
-            "role",
-            "grant-permission",
-            "other-service",
-            "readwrite",
-            "--prefix=true",
-            "/other-service/",
-        ],
-        vec!["user", "add", &format!("intruder:{}", w.intruder_password)],
-        vec!["user", "grant-role", "intruder", "other-service"],
-        // A user with no role at all.
-        vec!["user", "add", &format!("nobody:{}", w.nobody_password)],
-    ] {
-        cluster.ctl(&args)?;
-    }
+    cluster.add_prefix_user("locker", &w.locker.password, "readwrite", &prefix)?;
+    // Read-only on the prefix: can look, cannot lock.
+    cluster.add_prefix_user("reader", &w.reader_password, "read", &prefix)?;
+    // Another service: reads the prefix, writes only its own.
+    cluster.add_prefix_user("intruder", &w.intruder_password, "read", &prefix)?;
+    cluster.add_prefix_user(
+        "intruder",
+        &w.intruder_password,
+        "readwrite",
+        "/other-service/",
+    )?;
+    // A user with no role at all.
+    cluster.ctl(&["user", "add", &format!("nobody:{}", w.nobody_password)])?;
     Ok(())
 }
 
