@@ -964,7 +964,7 @@ fn secured_etcd_credentials_stay_secret(dir: &Path) -> Check {
     all.push_str(&String::from_utf8_lossy(&denied.stderr));
     ensure(
         !all.contains(&password),
-        format!("the password leaked into the cli output or the command's environment"),
+        "the password leaked into the cli output or the command's environment",
     )
 }
 

@@ -271,8 +271,7 @@ impl EtcdBackend {
                 format!("etcd at {endpoints} is unreachable: {why}"),
             )
         };
-        let members = match members::Members::connect(config.endpoints(), &options, deadline).await
-        {
+        let members = match members::Members::connect(config.endpoints(), options, deadline).await {
             Ok(members) => members,
             Err(err) => {
                 return Err(match err.kind() {
