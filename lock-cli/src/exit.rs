@@ -45,7 +45,8 @@ impl From<Error> for Exit {
             ErrorKind::InvalidName
             | ErrorKind::InvalidConfig
             | ErrorKind::UnsupportedScheme
-            | ErrorKind::FeatureDisabled => USAGE,
+            | ErrorKind::FeatureDisabled
+            | ErrorKind::Unsupported => USAGE,
             ErrorKind::Unavailable | ErrorKind::Timeout => UNAVAILABLE,
             ErrorKind::LeaseLost => LOCK_LOST,
             ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => NO_PERMISSION,

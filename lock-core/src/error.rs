@@ -1,5 +1,6 @@
 //! The one error type of fencelock and its matchable kind.
 
+use crate::LossCause;
 use std::fmt;
 
 /// A `Result` whose error defaults to fencelock's [`Error`].
@@ -54,6 +55,10 @@ pub enum ErrorKind {
     PermissionDenied,
     /// Any other failure reported by the backend.
     Backend,
+    /// The backend does not offer this operation (for example
+    /// [`LockClient::watch_lock`](crate::LockClient::watch_lock) on a backend without
+    /// watches).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -72,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Backend => "backend error",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }
@@ -107,6 +113,7 @@ pub struct Error {
     message: String,
     #[source]
     source: Option<Source>,
+    cause: Option<LossCause>,
 }
 
 impl Error {
@@ -116,6 +123,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            cause: None,
         }
     }
 
@@ -124,6 +132,20 @@ impl Error {
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// Attaches why a lock or lease was lost, returned by
+    /// [`loss_cause`](Self::loss_cause).
+    #[must_use]
+    pub fn with_loss_cause(mut self, cause: LossCause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// Why the lock or lease was lost, for a [`ErrorKind::LeaseLost`] error that knows
+    /// it (for example from [`LockGuard::ensure_held`](crate::LockGuard::ensure_held)).
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.cause
     }
 
     /// What kind of failure this is.

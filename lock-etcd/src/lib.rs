@@ -127,6 +127,7 @@ mod queue;
 mod session;
 mod slot;
 mod watch;
+mod watch_lock;
 
 pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
@@ -148,7 +149,7 @@ pub mod etcd_client {
 use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
 use lock_core::{
-    backend::{Backend, LeaseBackend},
+    backend::{Backend, ChangeStream, LeaseBackend, WatchScope},
     Capabilities, Error, ErrorKind, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
 };
 use session::Conn;
@@ -434,6 +435,20 @@ impl Backend for EtcdBackend {
             .into_iter()
             .map(|(name, (owner, n))| info(name, owner, n))
             .collect())
+    }
+
+    async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
+        let range = match scope {
+            WatchScope::Lock(name) => self.lock_range(name),
+            WatchScope::Prefix(p) => queue::list_range(self.conn.config.prefix(), p),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("etcd cannot watch {other}"),
+                ))
+            }
+        };
+        watch_lock::changes(self.conn.clone(), range).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -42,6 +42,7 @@ mod config;
 mod lock;
 mod session;
 mod store;
+mod watch_lock;
 
 pub use config::{MemoryConfig, DEFAULT_TTL, SCHEME};
 pub use lock::MemoryHeldLock;
@@ -50,7 +51,7 @@ pub use store::StoreEvent;
 
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, LeaseBackend},
+    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
     Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
@@ -163,7 +164,8 @@ impl MemoryBackend {
     /// are deleted, its guards turn `Lost`, its waiters fail with `LeaseLost`, and the
     /// next waiters are granted. Returns whether the lease existed.
     pub fn expire_lease(&self, lease: LeaseId) -> bool {
-        self.store.revoke(lease.get())
+        self.store
+            .revoke(lease.get(), lock_core::LossCause::LeaseExpired)
     }
 
     /// **Fault:** stops `lease`'s keep-alive from reaching the "server" (a GC pause or a
@@ -232,6 +234,10 @@ impl Backend for MemoryBackend {
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         Ok(self.store.list(prefix))
+    }
+
+    async fn watch_changes(&self, _scope: &WatchScope) -> Result<ChangeStream> {
+        Ok(self.store.changes.stream())
     }
 
     async fn close(&self) -> Result<()> {

@@ -4,7 +4,7 @@ use crate::store::{Enqueued, Grant, Store};
 use async_trait::async_trait;
 use lock_core::{
     backend::{HeldLock, WaitMode},
-    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, Liveness, LockName, Result,
+    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, Liveness, LockName, LossCause, Result,
 };
 use std::{any::Any, sync::Arc};
 
@@ -123,7 +123,7 @@ impl HeldLock for MemoryHeldLock {
             return Ok(());
         }
         let was_holder = self.store.remove(&self.name, self.entry);
-        self.liveness.lose();
+        self.liveness.lose_with(LossCause::Released);
         if was_holder {
             Ok(())
         } else {

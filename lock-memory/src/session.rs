@@ -7,7 +7,7 @@ use crate::{
 use async_trait::async_trait;
 use lock_core::{
     backend::{HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, LeaseId, Liveness, LockName, Result,
+    AcquireOptions, LeaseId, Liveness, LockName, LossCause, Result,
 };
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -88,8 +88,8 @@ impl LeaseBackend for MemoryLease {
     }
 
     async fn revoke(&self) -> Result<()> {
-        self.store.revoke(self.id);
-        self.liveness.lose();
+        self.store.revoke(self.id, LossCause::LeaseRevoked);
+        self.liveness.lose_with(LossCause::LeaseRevoked);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use lock_core::{
     backend::lock_unpoisoned, local_deadline, AcquireOptions, Error, ErrorKind, FencingToken,
-    LeaseId, Liveness, LockInfo, LockName, Result,
+    LeaseId, Liveness, LockInfo, LockName, LossCause, Result,
 };
 use std::{
     collections::{HashMap, VecDeque},
@@ -113,6 +113,7 @@ type Observer = Box<dyn Fn(&StoreEvent) + Send + Sync>;
 pub(crate) struct Store {
     state: Mutex<State>,
     observers: Mutex<Vec<Observer>>,
+    pub(crate) changes: crate::watch_lock::Changes,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,6 +136,7 @@ impl Store {
     /// Calls the observers while the caller still holds the store lock, so events
     /// arrive in the order the store applied them.
     fn emit(&self, events: Vec<StoreEvent>) {
+        self.changes.bump();
         if events.is_empty() {
             return;
         }
@@ -175,13 +177,14 @@ impl Store {
         let mut state = self.lock();
         let entry = state.leases.get_mut(&lease)?;
         if entry.stalled {
+            entry.liveness.keep_alive_failed();
             entry.liveness.suspect();
         } else {
             entry.server_deadline = now + entry.ttl;
-            entry.liveness.renew(local_deadline(now, entry.ttl));
+            entry.liveness.confirm(now, entry.ttl);
         }
         if now >= entry.server_deadline {
-            let events = expire(&mut state, lease);
+            let events = expire(&mut state, lease, LossCause::LeaseExpired);
             self.emit(events);
             drop(state);
             return None;
@@ -232,6 +235,7 @@ impl Store {
             holder: options.holder().map(str::to_owned),
             tx,
         });
+        self.changes.bump();
         Ok((entry, Enqueued::Waiting(rx)))
     }
 
@@ -245,7 +249,7 @@ impl Store {
         let mut events = Vec::new();
         let was_holder = queue.holder.as_ref().is_some_and(|h| h.entry == entry);
         if was_holder {
-            free_holder(&mut state, name, &mut events);
+            free_holder(&mut state, name, &mut events, LossCause::Released);
         } else {
             queue.waiters.retain(|w| w.entry != entry);
             drop_if_empty(&mut state, name);
@@ -255,10 +259,11 @@ impl Store {
         was_holder
     }
 
-    pub(crate) fn revoke(&self, lease: u64) -> bool {
+    /// Deletes `lease` and its entries, losing them with `cause`.
+    pub(crate) fn revoke(&self, lease: u64, cause: LossCause) -> bool {
         let mut state = self.lock();
         let existed = state.leases.contains_key(&lease);
-        let events = expire(&mut state, lease);
+        let events = expire(&mut state, lease, cause);
         self.emit(events);
         drop(state);
         existed
@@ -279,7 +284,7 @@ impl Store {
         let mut state = self.lock();
         let token = state.locks.get(name)?.holder.as_ref()?.token;
         let mut events = Vec::new();
-        free_holder(&mut state, name, &mut events);
+        free_holder(&mut state, name, &mut events, LossCause::EntryDeleted);
         self.emit(events);
         drop(state);
         Some(token)
@@ -354,12 +359,12 @@ fn make_holder(
 
 /// Removes the holder of `name` (marking its guard lost) and grants the next waiter
 /// that is still listening: exactly one wake-up.
-fn free_holder(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>) {
+fn free_holder(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>, cause: LossCause) {
     let Some(queue) = state.locks.get_mut(name) else {
         return;
     };
     if let Some(old) = queue.holder.take() {
-        old.liveness.lose();
+        old.liveness.lose_with(cause);
         events.push(StoreEvent::Freed {
             name: name.clone(),
             token: old.token,
@@ -399,19 +404,19 @@ fn drop_if_empty(state: &mut State, name: &LockName) {
 }
 
 /// Deletes `lease` and every entry on it; waiters on it learn through their closed
-/// channel, holders through their liveness.
-fn expire(state: &mut State, lease: u64) -> Vec<StoreEvent> {
+/// channel, holders through their liveness (both lost with `cause`).
+fn expire(state: &mut State, lease: u64, cause: LossCause) -> Vec<StoreEvent> {
     let mut events = Vec::new();
     let Some(entry) = state.leases.remove(&lease) else {
         return events;
     };
-    entry.liveness.lose();
+    entry.liveness.lose_with(cause);
     let names: Vec<LockName> = state.locks.keys().cloned().collect();
     for name in names {
         if let Some(queue) = state.locks.get_mut(&name) {
             queue.waiters.retain(|w| w.lease != lease);
             if queue.holder.as_ref().is_some_and(|h| h.lease == lease) {
-                free_holder(state, &name, &mut events);
+                free_holder(state, &name, &mut events, cause);
             } else {
                 drop_if_empty(state, &name);
             }

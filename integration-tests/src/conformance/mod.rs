@@ -9,6 +9,7 @@ mod fifo;
 mod lease_loss;
 mod release;
 mod try_timeout;
+mod watch;
 
 use crate::{async_trial, Harness, TestError, TestResult};
 use fencelock::{Capabilities, LockClient};
@@ -134,6 +135,7 @@ const CASES: &[Case] = cases![
     release::inspect_shows_holder_token_and_waiters,
     bad_input::invalid_names_are_typed_errors,
     bad_input::bad_ttls_are_typed_errors,
+    watch::a_watcher_sees_acquire_handoff_and_release,
 ];
 
 /// Every conformance case as a separately named test
