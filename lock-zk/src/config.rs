@@ -1,7 +1,7 @@
 //! `zk://` URLs, the [`ZkConfig`] builder and defaults.
 
 use lock_core::{url::BackendUrl, validate_ttl, Error, ErrorKind, Result};
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 /// The URL scheme of the ZooKeeper backend.
 pub const SCHEME: &str = "zk";
@@ -117,6 +117,11 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// | `acl` | `open` | `open` or `creator` (see [`ZkAcl`]; `creator` needs `user:password`) |
 /// | `password_file` | none | read the digest password from this file instead of the URL |
 /// | `node_style` | `curator` | `curator` (`<uuid>-lock-<seq>`) or `kazoo` (`<uuid>__lock__<seq>`): which foreign clients see this client's nodes (see [`ZkNodeStyle`]) |
+/// | `ca` | none | PEM file of the CA that signed the servers' certificates: enables TLS to every host (their `secureClientPort`) |
+/// | `cert`, `key` | none | PEM client certificate and key, for servers with `ssl.clientAuth=need` (needs `ca`) |
+///
+/// The names of the TLS keys are those of `etcd://` URLs. The server certificate must
+/// be valid for the host name or IP address in the URL.
 ///
 /// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The
 /// chroot (default: none) is created as persistent nodes if missing when the first
@@ -153,6 +158,8 @@ pub struct ZkConfig {
     auth: Option<(String, String)>,
     acl: ZkAcl,
     node_style: ZkNodeStyle,
+    ca: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl ZkConfig {
@@ -171,6 +178,8 @@ impl ZkConfig {
             auth: None,
             acl: ZkAcl::Open,
             node_style: ZkNodeStyle::Curator,
+            ca: None,
+            identity: None,
         }
     }
 
@@ -193,6 +202,9 @@ impl ZkConfig {
             "connect_timeout",
             "acl",
             "node_style",
+            "ca",
+            "cert",
+            "key",
         ])?;
         let mut config = ZkConfig::new(parsed.hosts.clone()).with_chroot(&parsed.path)?;
         match (&parsed.username, &parsed.password) {
@@ -215,6 +227,14 @@ impl ZkConfig {
         }
         if let Some(style) = parsed.param("node_style") {
             config = config.with_node_style(ZkNodeStyle::parse(style)?);
+        }
+        if let Some(ca) = parsed.param("ca") {
+            config = config.with_tls_ca(ca);
+        }
+        match (parsed.param("cert"), parsed.param("key")) {
+            (Some(cert), Some(key)) => config = config.with_tls_identity(cert, key),
+            (None, None) => {}
+            _ => return Err(invalid("zk url: `cert` and `key` must be given together")),
         }
         config.validate()?;
         Ok(config)
@@ -294,6 +314,32 @@ impl ZkConfig {
         self
     }
 
+    /// Uses TLS to every server, trusting the CA certificate(s) in the PEM file `ca`.
+    #[must_use]
+    pub fn with_tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.ca = Some(ca.into());
+        self
+    }
+
+    /// Presents the client certificate `cert` with its key `key` (PEM files) in the
+    /// TLS handshake; needs [`with_tls_ca`](Self::with_tls_ca).
+    #[must_use]
+    pub fn with_tls_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The CA file, when TLS is on.
+    pub fn tls_ca(&self) -> Option<&PathBuf> {
+        self.ca.as_ref()
+    }
+
+    /// The client certificate and key files, if any (only their paths: the key is
+    /// read when connecting and kept nowhere else).
+    pub fn tls_identity(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.identity.as_ref().map(|(c, k)| (c, k))
+    }
+
     /// How lock nodes are named.
     pub fn node_style(&self) -> ZkNodeStyle {
         self.node_style
@@ -335,7 +381,8 @@ impl ZkConfig {
     ///
     /// [`ErrorKind::InvalidConfig`]: no host, a session timeout outside
     /// [`MIN_TTL`](lock_core::MIN_TTL)..=[`MAX_TTL`](lock_core::MAX_TTL), a zero or
-    /// huge connect timeout, or `acl=creator` without credentials.
+    /// huge connect timeout, `acl=creator` without credentials, or a client certificate
+    /// without `ca`.
     pub fn validate(&self) -> Result<()> {
         if self.hosts.is_empty() {
             return Err(invalid("zk url needs at least one host:port"));
@@ -358,6 +405,11 @@ impl ZkConfig {
         if self.acl == ZkAcl::Creator && self.auth.is_none() {
             return Err(invalid(
                 "acl=creator needs digest credentials (zk://user:password@…)",
+            ));
+        }
+        if self.identity.is_some() && self.ca.is_none() {
+            return Err(invalid(
+                "a zk client certificate (cert=, key=) needs the servers' ca= as well",
             ));
         }
         Ok(())
@@ -427,6 +479,8 @@ impl fmt::Debug for ZkConfig {
             .field("password", &self.auth.as_ref().map(|_| "***"))
             .field("acl", &self.acl)
             .field("node_style", &self.node_style)
+            .field("ca", &self.ca)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -481,10 +535,27 @@ mod tests {
             "zk://h:1/zookeeper/",
             "zk://h:1/zookeeper/quota",
             "zk://h:1/zookeeper/locks/a",
+            "zk://h:1?cert=/c",
+            "zk://h:1?ca=/a&key=/k",
+            "zk://h:1?cert=/c&key=/k",
         ] {
             let err = ZkConfig::from_url(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_files_are_read_from_the_url() {
+        let cfg = ZkConfig::from_url("zk://h:1/x?ca=/etc/ca.pem&cert=/c.pem&key=/k.pem").unwrap();
+        assert_eq!(cfg.tls_ca(), Some(&PathBuf::from("/etc/ca.pem")));
+        let (cert, key) = cfg.tls_identity().unwrap();
+        assert_eq!(
+            (cert.to_str(), key.to_str()),
+            (Some("/c.pem"), Some("/k.pem"))
+        );
+        let server_only = ZkConfig::from_url("zk://h:1?ca=/etc/ca.pem").unwrap();
+        assert!(server_only.tls_identity().is_none());
+        assert!(ZkConfig::from_url("zk://h:1").unwrap().tls_ca().is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! # URL
 //!
-//! `zk://[user:password@]host:port[,host:port…][/chroot][?session_timeout=10s&connect_timeout=3s&acl=open|creator&node_style=curator|kazoo]`
+//! `zk://[user:password@]host:port[,host:port…][/chroot][?session_timeout=10s&connect_timeout=3s&acl=open|creator&node_style=curator|kazoo&ca=…&cert=…&key=…]`
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -16,6 +16,7 @@
 //! | `connect_timeout` | 3s | connecting fails with [`ErrorKind::Unavailable`](lock_core::ErrorKind::Unavailable) after this, never hangs |
 //! | `acl` | `open` | ACL of created nodes: `open` (anyone) or `creator` (only the authenticated user may change or delete them; everyone may read) |
 //! | `node_style` | `curator` | lock node names: `curator` (`<uuid>-lock-<seq>`, seen by Curator and ZooKeeper's `WriteLock` recipe) or `kazoo` (`<uuid>__lock__<seq>`, seen by a default kazoo `Lock`); see [`ZkNodeStyle`] |
+//! | `ca`, `cert`, `key` | none | TLS to the servers' secure client port: the CA's PEM file, and the client certificate and key for `ssl.clientAuth=need` (the names etcd URLs use); see [`ZkConfig`] |
 //!
 //! `user:password` authenticates every session with the `digest` scheme. Unknown keys
 //! are rejected. Credentials never appear in `Debug` output or error messages. See
@@ -160,6 +161,7 @@ mod held;
 mod lock;
 mod queue;
 mod session;
+mod tls;
 mod watch_lock;
 
 pub use backend::{ZkBackend, CAPABILITIES};

@@ -76,6 +76,11 @@ pub(crate) async fn connect(
     if let Some(session) = resume {
         connector = connector.with_session(session);
     }
+    let tls = crate::tls::options(config)?;
+    let secure = tls.is_some();
+    if let Some(tls) = tls {
+        connector = connector.with_tls(tls);
+    }
     let servers = config.servers();
     let target = if chroot {
         format!("{servers}{}", config.chroot())
@@ -83,9 +88,17 @@ pub(crate) async fn connect(
         servers.clone()
     };
     let limit = config.connect_timeout();
-    match tokio::time::timeout(limit, connector.connect(&target)).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(ZkError::AuthFailed)) => Err(Error::new(
+    let connecting = async move {
+        match secure {
+            true => connector.secure_connect(&target).await,
+            false => connector.connect(&target).await,
+        }
+    };
+    let (outcome, findings) = crate::tls::watch(config, limit, connecting).await?;
+    let refusals = crate::tls::summary(&findings);
+    match outcome {
+        Some(Ok(client)) => Ok(client),
+        Some(Err(ZkError::AuthFailed)) => Err(Error::new(
             ErrorKind::Unauthenticated,
             format!(
                 "zookeeper at {servers} rejected the credentials of user {:?} (the server refused the auth packet)",
@@ -93,20 +106,22 @@ pub(crate) async fn connect(
             ),
         )
         .with_source(ZkError::AuthFailed)),
-        Ok(Err(e)) if error::is_terminal(&e) || error::kind_of(&e) == ErrorKind::InvalidConfig => {
+        Some(Err(e))
+            if error::is_terminal(&e) || error::kind_of(&e) == ErrorKind::InvalidConfig =>
+        {
             Err(error::map(
                 e,
                 format_args!("connecting to zookeeper at {servers}"),
             ))
         }
-        Ok(Err(e)) => Err(Error::new(
+        Some(Err(e)) => Err(Error::new(
             ErrorKind::Unavailable,
-            format!("cannot connect to zookeeper at {servers}: {e}"),
+            format!("cannot connect to zookeeper at {servers}: {e}{refusals}"),
         )
         .with_source(e)),
-        Err(_) => Err(Error::new(
+        None => Err(Error::new(
             ErrorKind::Unavailable,
-            format!("zookeeper at {servers} not reachable within {limit:?}"),
+            format!("zookeeper at {servers} not reachable within {limit:?}{refusals}"),
         )),
     }
 }
