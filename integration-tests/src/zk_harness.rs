@@ -23,6 +23,7 @@ use std::{
     collections::HashMap,
     io::{self, Read, Write},
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
+    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -169,6 +170,8 @@ pub struct ZkHarness {
     short_ttl: Duration,
     /// `user:password@` (already percent-encoded) and `&acl=creator` when set.
     digest: Option<(String, String)>,
+    /// `&ca=…&cert=…&key=…` when the servers speak TLS, else empty.
+    tls: String,
     clients: Mutex<HashMap<String, Vec<Registered>>>,
 }
 
@@ -187,6 +190,7 @@ impl ZkHarness {
             session_timeout: Duration::from_secs(4),
             short_ttl: Duration::from_secs(1),
             digest: None,
+            tls: String::new(),
             clients: Mutex::default(),
         }
     }
@@ -197,6 +201,18 @@ impl ZkHarness {
     #[must_use]
     pub fn with_digest(mut self, user: &str, password: &str) -> Self {
         self.digest = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Makes every client speak TLS (the servers of the connect string must be
+    /// secure client ports), trusting `ca` and, if given, presenting `identity`
+    /// (certificate and key files). The paths must be URL-safe.
+    #[must_use]
+    pub fn with_tls(mut self, ca: &Path, identity: Option<(&Path, &Path)>) -> Self {
+        self.tls = format!("&ca={}", ca.display());
+        if let Some((cert, key)) = identity {
+            self.tls += &format!("&cert={}&key={}", cert.display(), key.display());
+        }
         self
     }
 
@@ -216,10 +232,11 @@ impl ZkHarness {
             None => (String::new(), ""),
         };
         format!(
-            "zk://{userinfo}{}{}?session_timeout={}ms&connect_timeout=5s{acl}",
+            "zk://{userinfo}{}{}?session_timeout={}ms&connect_timeout=5s{acl}{}",
             hosts.join(","),
             self.namespace_root(namespace),
-            self.session_timeout.as_millis()
+            self.session_timeout.as_millis(),
+            self.tls
         )
     }
 

@@ -31,6 +31,8 @@ mod fleet;
 mod observe;
 #[path = "zk/security.rs"]
 mod security;
+#[path = "zk/tls.rs"]
+mod tls;
 
 type Ensemble = Arc<AsyncMutex<Option<ZkEnsemble>>>;
 
@@ -65,6 +67,10 @@ fn main() {
     trials.extend(specific_trials(harness));
     // The suite and the security cases with digest auth and acl=creator.
     trials.extend(security::trials(&single.connect_string()));
+    // The suite over TLS (1 server with digest auth too, and 3 servers), and the
+    // bad certificates.
+    let secured = tls::start(true);
+    trials.extend(secured.iter().flat_map(tls::Secured::trials));
     // The whole suite once more on a 3-server ensemble (watches and reads served by
     // followers), and the failover cases on another one they may break.
     let quorum = match ZkEnsemble::start(3) {
@@ -86,6 +92,9 @@ fn main() {
     trials.extend(failover_trials(&ensemble));
     run_main(trials, move || {
         drop(ensemble.blocking_lock().take());
+        if let Some(secured) = secured {
+            secured.stop();
+        }
         drop(quorum);
         drop(single);
     });

@@ -29,7 +29,7 @@ pub use etcd::{EtcdCluster, EtcdTls};
 pub use netns::{Fabric, Link};
 pub use pki::{CertFiles, Flaw, Pki};
 pub use postgres::PgServer;
-pub use zk::{ZkEnsemble, ZkOptions};
+pub use zk::{ClientAuth, ZkEnsemble, ZkOptions, ZkTls};
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tempfile::TempDir;
 
+use super::pki::CertFiles;
 use super::{
     find_executable, free_port, memory_temp_dir, not_found, retry_port_clash, tcp_exchange,
     temp_dir, wait_until, with_log_tails, Fabric, Link, ServerProcess, READY_TIMEOUT,
@@ -26,10 +27,41 @@ const DEBIAN_ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 /// Optional Debian jars added after the server jar when present:
 /// `slf4j-simple` sends ZooKeeper's log to stderr, i.e. the log file.
+/// `netty-codec` and `netty-resolver` (from `libnetty-java`, which the server jar's
+/// manifest leaves out) hold classes Netty's `SslHandler` needs on the secure port.
 const DEBIAN_EXTRA_JARS: &[&str] = &[
     "/usr/share/java/zookeeper-jute.jar",
     "/usr/share/java/slf4j-simple.jar",
+    "/usr/share/java/netty-codec.jar",
+    "/usr/share/java/netty-resolver.jar",
 ];
+
+/// The connection factory that serves TLS (the default NIO one cannot).
+const NETTY_FACTORY: &str = "org.apache.zookeeper.server.NettyServerCnxnFactory";
+
+/// Whether a TLS server asks for client certificates (`ssl.clientAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Refuses clients without a certificate of the CA.
+    Need,
+    /// Asks for one, accepts clients without.
+    Want,
+    /// Does not ask.
+    None,
+}
+
+/// Client TLS of an ensemble started with [`ZkEnsemble::start_secured`]: every
+/// server serves `server` on a `secureClientPort` and checks client certificates
+/// against `ca` as `client_auth` says. Quorum traffic stays plain.
+#[derive(Debug, Clone)]
+pub struct ZkTls {
+    /// The servers' certificate and key.
+    pub server: CertFiles,
+    /// The CA that client certificates must chain to.
+    pub ca: PathBuf,
+    /// Whether client certificates are required.
+    pub client_auth: ClientAuth,
+}
 
 /// The server's main class, for standalone and quorum mode alike.
 const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
@@ -99,6 +131,8 @@ pub struct ZkEnsemble {
     /// The servers' namespaces and links, for ensembles started with
     /// [`ZkEnsemble::start_in_namespaces`].
     fabric: Option<Fabric>,
+    /// Client TLS, for ensembles started with [`ZkEnsemble::start_secured`].
+    tls: Option<ZkTls>,
     /// Declared last so it is removed after the servers are killed.
     dir: TempDir,
 }
@@ -114,6 +148,8 @@ struct ServerSpec {
     peer_ip: Ipv4Addr,
     /// `clientPort`.
     client_port: u16,
+    /// `secureClientPort`, for a server with client TLS.
+    secure_port: Option<u16>,
     /// Quorum port, for followers to talk to the leader.
     peer_port: u16,
     /// Leader election port.
@@ -161,12 +197,39 @@ impl ZkEnsemble {
         let classpath = classpath()?;
         let started = Instant::now();
         let ensemble = retry_port_clash("zookeeper", || {
-            Self::try_start(&java, &classpath, servers, &options, None)
+            Self::try_start(&java, &classpath, servers, &options, None, None)
         })?;
         tracing::info!(
             "zookeeper ensemble of {servers} ready in {:?} at {}",
             started.elapsed(),
             ensemble.connect_string()
+        );
+        Ok(ensemble)
+    }
+
+    /// Starts `servers` servers like [`ZkEnsemble::start_with`] that also serve
+    /// client TLS with `tls` on a `secureClientPort` each
+    /// ([`ZkEnsemble::secure_connect_string`]), through Netty's connection factory.
+    /// The plain client port stays open for the harness's probes and for tests of
+    /// a TLS client against a plain-text port.
+    pub fn start_secured(servers: usize, options: ZkOptions, tls: ZkTls) -> io::Result<ZkEnsemble> {
+        let java = find_executable(JAVA_ENV, "java")?;
+        let classpath = classpath()?;
+        let started = Instant::now();
+        let ensemble = retry_port_clash("zookeeper", || {
+            Self::try_start(
+                &java,
+                &classpath,
+                servers,
+                &options,
+                None,
+                Some(tls.clone()),
+            )
+        })?;
+        tracing::info!(
+            "secured zookeeper ensemble of {servers} ready in {:?} at {}",
+            started.elapsed(),
+            ensemble.secure_connect_string()
         );
         Ok(ensemble)
     }
@@ -181,7 +244,7 @@ impl ZkEnsemble {
         let java = find_executable(JAVA_ENV, "java")?;
         let classpath = classpath()?;
         let fabric = Fabric::create(servers)?;
-        Self::try_start(&java, &classpath, servers, &options, Some(fabric))
+        Self::try_start(&java, &classpath, servers, &options, Some(fabric), None)
     }
 
     /// One start attempt with freshly chosen ports.
@@ -191,21 +254,23 @@ impl ZkEnsemble {
         count: usize,
         options: &ZkOptions,
         fabric: Option<Fabric>,
+        tls: Option<ZkTls>,
     ) -> io::Result<ZkEnsemble> {
         let dir = match fabric {
             Some(_) => memory_temp_dir("fencelock-zk-")?,
             None => temp_dir("fencelock-zk-")?,
         };
         let specs = (0..count)
-            .map(|i| ServerSpec::new(i, dir.path(), fabric.as_ref()))
+            .map(|i| ServerSpec::new(i, dir.path(), fabric.as_ref(), tls.is_some()))
             .collect::<io::Result<Vec<_>>>()?;
         for spec in &specs {
-            spec.write_files(options, &specs)?;
+            spec.write_files(options, &specs, tls.as_ref())?;
         }
         let servers = specs
             .into_iter()
             .map(|spec| {
-                let process = spec.spawn(java, classpath, options, fabric.as_ref())?;
+                let process =
+                    spec.spawn(java, classpath, options, fabric.as_ref(), tls.is_some())?;
                 Ok(Server { spec, process })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -215,6 +280,7 @@ impl ZkEnsemble {
             options: options.clone(),
             servers,
             fabric,
+            tls,
             dir,
         };
         ensemble.wait_all_serving()?;
@@ -249,6 +315,20 @@ impl ZkEnsemble {
         self.servers
             .iter()
             .map(|s| s.spec.client_addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `127.0.0.1:PORT,…` of every server's `secureClientPort`, for an ensemble
+    /// started with [`ZkEnsemble::start_secured`] (else the plain
+    /// [`ZkEnsemble::connect_string`]).
+    pub fn secure_connect_string(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| match s.spec.secure_port {
+                Some(port) => SocketAddr::from((s.spec.client_ip, port)).to_string(),
+                None => s.spec.client_addr().to_string(),
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -317,6 +397,7 @@ impl ZkEnsemble {
             &self.classpath,
             &self.options,
             self.fabric.as_ref(),
+            self.tls.is_some(),
         )?;
         let quorum = self.running_count() > self.servers.len() / 2;
         let target = &mut self.servers[i];
@@ -346,6 +427,7 @@ impl ZkEnsemble {
                 &self.classpath,
                 &self.options,
                 self.fabric.as_ref(),
+                self.tls.is_some(),
             )?;
         }
         self.wait_all_serving()
@@ -434,7 +516,12 @@ impl ZkEnsemble {
 impl ServerSpec {
     /// Chooses addresses, ports and the directory of server number `index`
     /// under `dir`.
-    fn new(index: usize, dir: &Path, fabric: Option<&Fabric>) -> io::Result<ServerSpec> {
+    fn new(
+        index: usize,
+        dir: &Path,
+        fabric: Option<&Fabric>,
+        secured: bool,
+    ) -> io::Result<ServerSpec> {
         let server_dir = dir.join(format!("server-{index}"));
         std::fs::create_dir_all(server_dir.join("data"))?;
         Ok(ServerSpec {
@@ -442,6 +529,7 @@ impl ServerSpec {
             client_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.client_ip(index)),
             peer_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.peer_ip(index)),
             client_port: free_port()?,
+            secure_port: if secured { Some(free_port()?) } else { None },
             peer_port: free_port()?,
             election_port: free_port()?,
             dir: server_dir,
@@ -468,9 +556,41 @@ impl ServerSpec {
         self.dir.join("zk.log")
     }
 
-    /// Writes `zoo.cfg` and, in a quorum, `data/myid`.
-    fn write_files(&self, options: &ZkOptions, all: &[ServerSpec]) -> io::Result<()> {
-        std::fs::write(self.config_path(), self.config(options, all))?;
+    /// Writes `zoo.cfg`, in a quorum `data/myid`, and with `tls` the key store
+    /// (`keystore.pem`: the server's key, then its certificate).
+    fn write_files(
+        &self,
+        options: &ZkOptions,
+        all: &[ServerSpec],
+        tls: Option<&ZkTls>,
+    ) -> io::Result<()> {
+        let mut config = self.config(options, all);
+        if let (Some(tls), Some(port)) = (tls, self.secure_port) {
+            let keystore = self.dir.join("keystore.pem");
+            let pem = std::fs::read_to_string(&tls.server.key)?
+                + &std::fs::read_to_string(&tls.server.cert)?;
+            std::fs::write(&keystore, pem)?;
+            let client_auth = match tls.client_auth {
+                ClientAuth::Need => "need",
+                ClientAuth::Want => "want",
+                ClientAuth::None => "none",
+            };
+            let _ = write!(
+                config,
+                "secureClientPort={port}\n\
+                 secureClientPortAddress={ip}\n\
+                 serverCnxnFactory={NETTY_FACTORY}\n\
+                 ssl.keyStore.location={keystore}\n\
+                 ssl.keyStore.type=PEM\n\
+                 ssl.trustStore.location={ca}\n\
+                 ssl.trustStore.type=PEM\n\
+                 ssl.clientAuth={client_auth}\n",
+                ip = self.client_ip,
+                keystore = keystore.display(),
+                ca = tls.ca.display(),
+            );
+        }
+        std::fs::write(self.config_path(), config)?;
         if all.len() > 1 {
             std::fs::write(self.data_dir().join("myid"), format!("{}\n", self.id))?;
         }
@@ -518,6 +638,7 @@ impl ServerSpec {
         classpath: &str,
         options: &ZkOptions,
         fabric: Option<&Fabric>,
+        secured: bool,
     ) -> io::Result<ServerProcess> {
         let mut command = match fabric {
             Some(f) => f.command(self.id - 1, java),
@@ -526,6 +647,9 @@ impl ServerSpec {
         command.args(JVM_FLAGS);
         if let Some(ms) = options.container_check_interval_ms {
             command.arg(format!("-Dznode.container.checkIntervalMs={ms}"));
+        }
+        if secured {
+            command.arg(format!("-Dzookeeper.serverCnxnFactory={NETTY_FACTORY}"));
         }
         command
             .args(["-cp", classpath, MAIN_CLASS])
