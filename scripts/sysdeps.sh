@@ -19,6 +19,8 @@ NEEDS=(
   "/usr/share/java/zookeeper.jar                 zookeeper          ZooKeeper integration tests"
   "/usr/share/java/zookeeper-jute.jar            zookeeper          ZooKeeper integration tests"
   "/usr/share/java/slf4j-simple.jar              libslf4j-java      ZooKeeper server log"
+  "/usr/share/java/netty-codec.jar               libnetty-java      ZooKeeper TLS tests (Netty's SslHandler on the secure client port)"
+  "/usr/share/java/netty-resolver.jar            libnetty-java      ZooKeeper TLS tests (Netty)"
   "java                                          default-jre-headless ZooKeeper server"
   "/usr/sbin/ip                                  iproute2           member faults: one network namespace per server (fencecheck)"
   "/usr/lib/postgresql/15/bin/initdb             postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"

@@ -3,8 +3,7 @@
 //! another user) can neither take, delete nor overwrite a holder's nodes, the
 //! refusals are typed and fast, and no secret shows in any log line or message.
 //!
-//! TLS to ZooKeeper's secure client port is not tested: lock-zk does not enable
-//! zookeeper-client's `tls` feature yet (see the README).
+//! TLS to ZooKeeper's secure client port: `zk/tls.rs`.
 
 use fencelock::{zk::ZkBackend, ErrorKind, LockName};
 use fencelock_integration_tests::{
