@@ -430,8 +430,7 @@ impl Telemetry {
             t.series.fence_rejections.increment(1);
         } else {
             #[cfg(feature = "metrics")]
-            metrics::counter!("fencelock_fence_rejections_total", "backend" => "none")
-                .increment(1);
+            metrics::counter!("fencelock_fence_rejections_total", "backend" => "none").increment(1);
         }
     }
 
