@@ -336,3 +336,32 @@ pub(crate) fn summary(findings: &[Finding]) -> String {
         .collect::<Vec<_>>()
         .join(";")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_side_that_refused() {
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert!(describe(&expired).starts_with("the client refused the server's certificate"));
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        assert!(describe(&alert).contains("the server refused"));
+        let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(describe(&plain).contains("does not speak TLS"));
+        let findings = vec![
+            ("a:1".to_owned(), Some("why".to_owned())),
+            ("b:2".to_owned(), None),
+        ];
+        assert_eq!(summary(&findings), " a:1: why");
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_invalid_config() {
+        let cfg = ZkConfig::new(["h:1"]).with_tls_ca("/nonexistent/ca.pem");
+        let err = options(&cfg).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("/nonexistent/ca.pem"), "{err}");
+        assert!(options(&ZkConfig::new(["h:1"])).unwrap().is_none());
+    }
+}
