@@ -41,6 +41,9 @@ pub enum ErrorKind {
     NotHeld,
     /// A fencing token older than one already seen was presented to a [`Fence`](crate::Fence).
     StaleToken,
+    /// The backend does not offer what was asked of it (for example a grant policy
+    /// its [`Capabilities`](crate::Capabilities) do not list). Nothing was granted.
+    Unsupported,
     /// Any other failure reported by the backend.
     Backend,
 }
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::LeaseLost => "lease lost",
             ErrorKind::NotHeld => "not held",
             ErrorKind::StaleToken => "stale fencing token",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Backend => "backend error",
         }
     }

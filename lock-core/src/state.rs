@@ -102,7 +102,7 @@ impl fmt::Display for LockState {
 /// # Examples
 ///
 /// ```
-/// use lock_core::local_deadline;
+/// use lock_core::backend::local_deadline;
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///
@@ -120,7 +120,7 @@ pub fn local_deadline(sent_at: Instant, granted_ttl: Duration) -> Instant {
 /// # Examples
 ///
 /// ```
-/// use lock_core::suspect_window;
+/// use lock_core::backend::suspect_window;
 /// use std::time::Duration;
 ///
 /// assert_eq!(suspect_window(Duration::from_secs(3)), Duration::from_millis(300));
@@ -218,7 +218,7 @@ impl Inner {
 /// # Examples
 ///
 /// ```
-/// use lock_core::{Liveness, LockState};
+/// use lock_core::{backend::Liveness, LockState};
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///
@@ -250,7 +250,7 @@ impl Liveness {
     /// # Examples
     ///
     /// ```
-    /// use lock_core::{local_deadline, Liveness, LockState};
+    /// use lock_core::{backend::{local_deadline, Liveness}, LockState};
     /// use std::time::Duration;
     /// use tokio::time::Instant;
     ///
@@ -372,7 +372,7 @@ impl Source {
 /// # Examples
 ///
 /// ```
-/// use lock_core::{Liveness, LockState};
+/// use lock_core::{backend::Liveness, LockState};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let lease = Liveness::new(None);

@@ -7,7 +7,11 @@ use crate::{
     session::Session,
 };
 use async_trait::async_trait;
-use lock_core::{backend::HeldLock, Error, ErrorKind, FencingToken, Liveness, LockName, Result};
+use lock_core::backend::Liveness;
+use lock_core::{
+    backend::{spawn_or_expire, HeldLock},
+    Error, ErrorKind, FencingToken, LockName, Result,
+};
 use std::{
     any::Any,
     fmt,
@@ -221,10 +225,9 @@ impl Drop for ZkHeldLock {
             self.path.clone(),
             self.token,
         );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = release_node(&session, &name, &path, token).await;
-            });
-        }
+        let what = format!("lock node {path}, dropped unreleased");
+        spawn_or_expire(format_args!("{what}"), async move {
+            let _ = release_node(&session, &name, &path, token).await;
+        });
     }
 }
