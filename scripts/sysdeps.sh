@@ -65,6 +65,13 @@ install() {
     fi
   fi
   echo "sysdeps: installing $pkgs"
+  if [[ " $pkgs " == *" postgresql-15 "* ]]; then
+    # The tests start their own PostgreSQL in temp dirs: no default cluster
+    # (Debian's postgresql-common would create one, and start it where it can).
+    $sudo mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" |
+      $sudo tee /etc/postgresql-common/createcluster.d/fencelock.conf >/dev/null
+  fi
   $sudo apt-get update -qq
   # shellcheck disable=SC2086 # one word per package
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null

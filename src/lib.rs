@@ -74,8 +74,8 @@ pub use connect::{connect, SCHEMES};
 pub use lock_core::{
     backend, stats, url, validate_ttl, AcquireOptions, Capabilities, Error, ErrorKind, Fence,
     FencingToken, HolderInfo, IntoLockName, Lease, LeaseId, Lock, LockClient, LockGuard, LockInfo,
-    LockName, LockState, LockStats, Result, StateWatch, TokenSource, MAX_HOLDER_LEN, MAX_NAME_LEN,
-    MAX_TTL, MIN_TTL,
+    LockName, LockState, LockStats, LockWatch, LossCause, Result, StateWatch, TokenSource,
+    MAX_HOLDER_LEN, MAX_NAME_LEN, MAX_TTL, MIN_TTL,
 };
 
 /// The in-process backend and its fault controls.

@@ -42,7 +42,10 @@ pub enum FaultKind {
     /// still reach it: the majority elects a new leader within the election
     /// timeout, well inside the TTL.
     LeaderPartition,
-    /// Flap one member's links (0.4 s down, 0.4 s up) for 2 x TTL: a quorum stays.
+    /// Flap a follower's links (0.4 s down, 0.4 s up) for 2 x TTL: a quorum stays.
+    /// (A flapping *leader* can cost one election after another, each up to twice
+    /// the election timeout, so it does not keep a quorum within the TTL; the
+    /// leader faults are leader-partition, leader-pause and leader-kill.)
     LinkFlap,
     /// Every holder's link to one member gets 250 ms per chunk (a round trip of
     /// 0.5 s or more) for 2 x TTL: a quorum stays.

@@ -29,6 +29,8 @@ use std::{
 
 #[path = "etcd/fleet.rs"]
 mod fleet;
+#[path = "common/observe.rs"]
+mod observe;
 
 const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
 
@@ -183,7 +185,17 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             fleet::same_lease_twice_queues,
         ),
+        trial(
+            "observability_grant_release_and_forced_loss",
+            &h,
+            observability,
+        ),
     ]
+}
+
+async fn observability(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let etcd = backend(&client(&ctx).await?)?;
+    observe::grant_release_and_forced_loss(&*h, ctx.ns(), "etcd", || LockClient::new(etcd)).await
 }
 
 /// Client prefix `P` with lock `team` and client prefix `P/team` with lock `nightly`:

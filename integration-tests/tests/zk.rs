@@ -27,6 +27,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 #[path = "zk/fleet.rs"]
 mod fleet;
+#[path = "common/observe.rs"]
+mod observe;
 
 type Ensemble = Arc<AsyncMutex<Option<ZkEnsemble>>>;
 
@@ -134,6 +136,11 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             negotiated_timeout,
         ),
         trial("fenced_write_commits_only_while_held", &h, fenced_writes),
+        trial(
+            "observability_grant_release_and_forced_loss",
+            &h,
+            observability,
+        ),
         trial(
             "creator_acl_keeps_other_users_from_breaking_the_lock",
             &h,
@@ -960,4 +967,13 @@ async fn server_killed(ensemble: Ensemble, kill_leader: bool) -> TestResult {
     );
     lost.abort();
     ctx.finish().await
+}
+
+async fn observability(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    let base = ctx.client().await?;
+    let zk = base
+        .backend::<ZkBackend>()
+        .cloned()
+        .ok_or("not a zk client")?;
+    observe::grant_release_and_forced_loss(&*h, ctx.ns(), "zk", || LockClient::new(zk)).await
 }

@@ -42,7 +42,8 @@ impl From<Error> for Exit {
             ErrorKind::InvalidName
             | ErrorKind::InvalidConfig
             | ErrorKind::UnsupportedScheme
-            | ErrorKind::FeatureDisabled => USAGE,
+            | ErrorKind::FeatureDisabled
+            | ErrorKind::Unsupported => USAGE,
             ErrorKind::Unavailable | ErrorKind::Timeout => UNAVAILABLE,
             ErrorKind::LeaseLost => LOCK_LOST,
             _ => SOFTWARE,

@@ -8,18 +8,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// One JSON object instead of text.
+    /// One JSON object instead of text (with --watch: one line per change).
     #[arg(long)]
     json: bool,
+    /// Keep running and show the lock again on each change (holder, token, held-for,
+    /// queue), driven by the backend's watch, not by polling.
+    #[arg(long)]
+    watch: bool,
     /// The lock name.
     name: String,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// One JSON object per line instead of text.
+    /// One JSON object per line instead of text (with --watch: one line per change,
+    /// `{"locks":[...]}`).
     #[arg(long)]
     json: bool,
+    /// Keep running and show the list again on each change, driven by the backend's
+    /// watch, not by polling.
+    #[arg(long)]
+    watch: bool,
     /// Only locks whose names start with this.
     #[arg(default_value = "")]
     prefix: String,
@@ -28,28 +37,98 @@ pub(crate) struct ListArgs {
 pub(crate) async fn status(backend: &str, args: StatusArgs) -> Result<u8, Exit> {
     let name = fencelock::LockName::new(&args.name)?;
     let client = fencelock::connect(backend).await?;
+    if args.watch {
+        let watch = client.watch_lock(&name).await;
+        let result = match watch {
+            Ok(watch) => follow(watch, |info| status_text(&name, info.as_ref(), args.json)).await,
+            Err(e) => Err(e.into()),
+        };
+        let _ = client.close().await;
+        return result;
+    }
     let info = client.inspect(&name).await?;
     let _ = client.close().await;
-    match (info, args.json) {
-        (Some(info), true) => println!("{}", to_json(&info)),
-        (Some(info), false) => println!("{}", to_text(&info)),
-        (None, true) => println!("{}", json!({ "name": name.as_str(), "held": false })),
-        (None, false) => println!("{name}: free"),
-    }
+    println!("{}", status_text(&name, info.as_ref(), args.json));
     Ok(0)
+}
+
+fn status_text(name: &fencelock::LockName, info: Option<&LockInfo>, json: bool) -> String {
+    match (info, json) {
+        (Some(info), true) => to_json(info).to_string(),
+        (Some(info), false) => to_text(info),
+        (None, true) => json!({ "name": name.as_str(), "held": false }).to_string(),
+        (None, false) => format!("{name}: free"),
+    }
 }
 
 pub(crate) async fn list(backend: &str, args: ListArgs) -> Result<u8, Exit> {
     let client = fencelock::connect(backend).await?;
+    if args.watch {
+        let result = match client.watch_list(&args.prefix).await {
+            Ok(watch) => {
+                follow(watch, |locks| {
+                    if args.json {
+                        let locks: Vec<_> = locks.iter().map(to_json).collect();
+                        json!({ "locks": locks }).to_string()
+                    } else if locks.is_empty() {
+                        "(no locks held)".to_owned()
+                    } else {
+                        list_text(&locks, false)
+                    }
+                })
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let _ = client.close().await;
+        return result;
+    }
     let locks = client.list(&args.prefix).await?;
     let _ = client.close().await;
-    for info in &locks {
-        match args.json {
-            true => println!("{}", to_json(info)),
-            false => println!("{}", to_text(info)),
-        }
+    if !locks.is_empty() {
+        println!("{}", list_text(&locks, args.json));
     }
     Ok(0)
+}
+
+fn list_text(locks: &[LockInfo], json: bool) -> String {
+    let lines: Vec<String> = locks
+        .iter()
+        .map(|info| match json {
+            true => to_json(info).to_string(),
+            false => to_text(info),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Shows each snapshot of `watch` as it comes: on a terminal the screen is cleared
+/// first (a redraw), otherwise snapshots follow each other (`--json`: one line
+/// each). Runs until interrupted or its reader goes away (exit 0); an error ends it
+/// with the error's exit code.
+async fn follow<T>(
+    mut watch: fencelock::LockWatch<T>,
+    mut text: impl FnMut(T) -> String,
+) -> Result<u8, Exit> {
+    use futures::StreamExt;
+    use std::io::{IsTerminal, Write};
+    let redraw = std::io::stdout().is_terminal();
+    while let Some(snapshot) = watch.next().await {
+        let text = text(snapshot?);
+        let mut out = std::io::stdout().lock();
+        let clear = if redraw { "\x1b[2J\x1b[H" } else { "" };
+        // Each change must reach a pipe at once, not when a buffer fills.
+        if writeln!(out, "{clear}{text}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(0); // the reader is gone (a closed pipe)
+        }
+    }
+    Err(Exit::new(
+        crate::exit::UNAVAILABLE,
+        "the backend's watch ended".to_owned(),
+    ))
 }
 
 fn held_for(info: &LockInfo) -> Option<Duration> {

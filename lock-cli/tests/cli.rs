@@ -756,6 +756,110 @@ fn fleet_run_and_etcdctl_lock(etcd: &EtcdCluster, dir: &Path) -> Check {
     ensure(free["held"] == false, format!("{free}"))
 }
 
+/// A `--watch --json` process of the binary and the lines it prints, as they come.
+struct Watcher {
+    _process: Running,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(url: &str, args: &[&str]) -> Result<Watcher, Failed> {
+        let mut child = fencelock()
+            .args(["--backend", url])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Watcher {
+            _process: Running(Some(child)),
+            lines,
+        })
+    }
+
+    /// The next line printed, parsed, within 15 s.
+    fn next(&self) -> Result<serde_json::Value, Failed> {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(15))
+            .map_err(|e| format!("no line from the watcher: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| format!("{line}: {e}").into())
+    }
+
+    /// Lines until one passes `done`; each one on the way must pass `ok`.
+    fn until(
+        &self,
+        ok: impl Fn(&serde_json::Value) -> bool,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, Failed> {
+        loop {
+            let line = self.next()?;
+            if done(&line) {
+                return Ok(line);
+            }
+            ensure(ok(&line), format!("unexpected on the way: {line}"))?;
+        }
+    }
+}
+
+/// `status --watch` and `list --watch` print one line per change as a holder takes
+/// the lock, a waiter queues, the lock passes on and is released.
+fn watch_follows_holders(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let status = Watcher::start(&url, &["status", "--watch", "--json", "jobs/w"])?;
+    let list = Watcher::start(&url, &["list", "--watch", "--json", "jobs/"])?;
+    ensure(status.next()?["held"] == false, "free at first")?;
+    ensure(
+        list.next()?["locks"] == serde_json::json!([]),
+        "no locks at first",
+    )?;
+    let (go_a, go_b) = (dir.join("go-a"), dir.join("go-b"));
+    let hold_until =
+        |file: &Path| format!("while [ ! -e {} ]; do sleep 0.05; done", file.display());
+    let _a = spawn_run(&url, "5", "jobs/w", &hold_until(&go_a));
+    let first = status.next()?;
+    ensure(
+        first["held"] == true && first["holder"] == "cli-test" && first["waiters"] == 0,
+        format!("{first}"),
+    )?;
+    let token_a = first["token"].as_u64().ok_or("a token")?;
+    let listed = list.next()?;
+    ensure(
+        listed["locks"][0]["token"].as_u64() == Some(token_a),
+        format!("{listed}"),
+    )?;
+    let _b = spawn_run(&url, "5", "jobs/w", &hold_until(&go_b));
+    let queued = status.next()?;
+    ensure(
+        queued["token"].as_u64() == Some(token_a) && queued["waiters"] == 1,
+        format!("{queued}"),
+    )?;
+    fs::write(&go_a, "").map_err(|e| e.to_string())?;
+    let second = status.until(
+        |l| l["held"] == false || l["token"].as_u64() == Some(token_a),
+        |l| l["token"].as_u64().is_some_and(|t| t > token_a),
+    )?;
+    ensure(second["waiters"] == 0, format!("{second}"))?;
+    let token_b = second["token"].as_u64();
+    fs::write(&go_b, "").map_err(|e| e.to_string())?;
+    status.until(|l| l["token"].as_u64() == token_b, |l| l["held"] == false)?;
+    list.until(|_| true, |l| l["locks"] == serde_json::json!([]))?;
+    Ok(())
+}
+
 fn bad_input(unreachable: &str) -> Check {
     let cases: [(&[&str], i32); 7] = [
         (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
@@ -875,7 +979,7 @@ fn main() {
             Zk(ZkEnsemble::start(1).expect("zookeeper starts")),
         ));
     }
-    let cases: [(&str, ServerCase); 4] = [
+    let cases: [(&str, ServerCase); 5] = [
         (
             "two_runs_are_serialized_with_increasing_tokens",
             serialized_runs,
@@ -889,6 +993,10 @@ fn main() {
             sigkilled_holder_frees_lock,
         ),
         ("status_and_list_show_holder_and_token", status_and_list),
+        (
+            "status_and_list_watch_follow_acquire_handoff_and_release",
+            watch_follows_holders,
+        ),
     ];
     for s in &servers {
         for (name, f) in cases {

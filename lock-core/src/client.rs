@@ -49,6 +49,10 @@ impl LockClient {
         Self::from_arc(Arc::new(backend))
     }
 
+    pub(crate) fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.inner.backend.clone()
+    }
+
     /// A client over an already shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
         LockClient {

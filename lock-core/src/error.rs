@@ -1,5 +1,6 @@
 //! The one error type of fencelock and its matchable kind.
 
+use crate::LossCause;
 use std::fmt;
 
 /// A `Result` whose error defaults to fencelock's [`Error`].
@@ -41,8 +42,10 @@ pub enum ErrorKind {
     NotHeld,
     /// A fencing token older than one already seen was presented to a [`Fence`](crate::Fence).
     StaleToken,
-    /// The backend does not offer what was asked of it (for example a grant policy
-    /// its [`Capabilities`](crate::Capabilities) do not list). Nothing was granted.
+    /// The backend does not offer what was asked of it: a grant policy its
+    /// [`Capabilities`](crate::Capabilities) do not list (nothing was granted), or an
+    /// operation such as [`LockClient::watch_lock`](crate::LockClient::watch_lock) on
+    /// a backend without watches.
     Unsupported,
     /// Any other failure reported by the backend.
     Backend,
@@ -98,6 +101,7 @@ pub struct Error {
     message: String,
     #[source]
     source: Option<Source>,
+    cause: Option<LossCause>,
 }
 
 impl Error {
@@ -107,6 +111,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            cause: None,
         }
     }
 
@@ -115,6 +120,20 @@ impl Error {
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// Attaches why a lock or lease was lost, returned by
+    /// [`loss_cause`](Self::loss_cause).
+    #[must_use]
+    pub fn with_loss_cause(mut self, cause: LossCause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// Why the lock or lease was lost, for a [`ErrorKind::LeaseLost`] error that knows
+    /// it (for example from [`LockGuard::ensure_held`](crate::LockGuard::ensure_held)).
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.cause
     }
 
     /// What kind of failure this is.

@@ -2,8 +2,8 @@
 
 use crate::stats::{End, GrantTel, Scope, Telemetry};
 use crate::{
-    backend::HeldLock, Error, ErrorKind, FencingToken, Lease, LockName, LockState, Result,
-    StateWatch,
+    backend::HeldLock, state::Event, Error, ErrorKind, FencingToken, Lease, LockName, LockState,
+    LossCause, Result, StateWatch,
 };
 use std::{any::Any, fmt, future::Future, sync::Arc};
 use tracing::Instrument;
@@ -79,34 +79,49 @@ impl LockGuard {
         let Some(held) = self.held.as_ref() else {
             return;
         };
-        let grant = GrantTel::new(tel);
+        let grant = GrantTel::new(tel, self.name.clone(), self.token, self.lease.id());
         let on_entry = {
             let grant = grant.clone();
-            Arc::new(move |from, to| {
+            Arc::new(move |event| {
+                let Event::Transition { from, to, cause } = event else {
+                    return;
+                };
                 if grant.is_releasing() {
                     return;
                 }
                 grant.telemetry().transition(Scope::Lock, from, to);
                 if to == LockState::Lost {
-                    grant.end(End::Lost);
+                    grant.end(End::Lost(cause.unwrap_or(LossCause::Unknown)));
                 }
             })
         };
         held.liveness().subscribe(on_entry);
         let on_lease = {
             let grant = grant.clone();
-            Arc::new(move |_, to| {
-                if to == LockState::Lost && !grant.is_releasing() {
-                    grant.end(End::Lost);
+            Arc::new(move |event| {
+                if let Event::Transition {
+                    to: LockState::Lost,
+                    cause,
+                    ..
+                } = event
+                {
+                    if !grant.is_releasing() {
+                        grant.end(End::Lost(cause.unwrap_or(LossCause::Unknown)));
+                    }
                 }
             })
         };
         let lease_hook = self.lease.backend().liveness().subscribe(on_lease);
         // Lost between the grant and the subscriptions: no hook saw it.
         if self.state().is_lost() {
-            grant.end(End::Lost);
+            grant.end(self.lost_end());
         }
         self.tracking = Some(Tracking { grant, lease_hook });
+    }
+
+    /// The end of a grant found lost, with its cause.
+    fn lost_end(&self) -> End {
+        End::Lost(self.loss_cause().unwrap_or(LossCause::Unknown))
     }
 
     /// Stops watching for a loss before the guard itself frees the entry, ending the
@@ -120,7 +135,7 @@ impl LockGuard {
             .liveness()
             .unsubscribe(tracking.lease_hook);
         if lost {
-            tracking.grant.end(End::Lost);
+            tracking.grant.end(self.lost_end());
         } else if cause == End::Dropped {
             tracking.grant.end(End::Dropped);
         }
@@ -148,6 +163,28 @@ impl LockGuard {
         self.watch.state()
     }
 
+    /// Why the lock is `Lost` (its entry's cause first, then its lease's); `None`
+    /// while it is not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{LockClient, LossCause};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+    /// let backend = lock_memory::MemoryBackend::new();
+    /// let client = LockClient::new(backend.clone());
+    /// let guard = client.acquire("daily-report").await?;
+    /// assert_eq!(guard.loss_cause(), None);
+    /// backend.delete_holder(guard.name()); // an operator deletes the entry
+    /// assert_eq!(guard.loss_cause(), Some(LossCause::EntryDeleted));
+    /// assert_eq!(guard.ensure_held().unwrap_err().loss_cause(), Some(LossCause::EntryDeleted));
+    /// # Ok(()) }
+    /// ```
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.watch.loss_cause()
+    }
+
     /// `true` while [`state`](Self::state) is `Held`.
     pub fn is_held(&self) -> bool {
         self.state().is_held()
@@ -158,10 +195,19 @@ impl LockGuard {
     ///
     /// # Errors
     ///
-    /// `LeaseLost` when the state is `Suspect` or `Lost`.
+    /// `LeaseLost` when the state is `Suspect` or `Lost`; a lost lock's error carries
+    /// its [`Error::loss_cause`].
     pub fn ensure_held(&self) -> Result<()> {
         match self.state() {
             LockState::Held => Ok(()),
+            LockState::Lost => {
+                let cause = self.loss_cause().unwrap_or(LossCause::Unknown);
+                Err(Error::new(
+                    ErrorKind::LeaseLost,
+                    format!("lock {} is lost: {cause} (token {})", self.name, self.token),
+                )
+                .with_loss_cause(cause))
+            }
             state => Err(Error::new(
                 ErrorKind::LeaseLost,
                 format!("lock {} is {state} (token {})", self.name, self.token),
@@ -206,11 +252,23 @@ impl LockGuard {
             return Ok(());
         };
         let grant = self.untrack(End::Released);
-        let span = tracing::debug_span!("release", lock = %self.name, token = %self.token);
+        // What the guard knew before the backend's release marks the entry its own way.
+        let known = self.loss_cause();
+        let span = tracing::debug_span!(
+            "release",
+            lock = %self.name,
+            token = %self.token,
+            lease = %self.lease.id(),
+            backend = self.lease.telemetry().backend(),
+        );
         let result = held.release().instrument(span).await;
         if let Some(grant) = grant {
             let gone = matches!(&result, Err(e) if e.kind() == ErrorKind::NotHeld);
-            grant.end(if gone { End::Lost } else { End::Released });
+            grant.end(if gone {
+                End::Lost(known.unwrap_or(LossCause::EntryDeleted))
+            } else {
+                End::Released
+            });
         }
         tracing::debug!(lock = %self.name, token = %self.token, ok = result.is_ok(), "released");
         result

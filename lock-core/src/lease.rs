@@ -2,8 +2,9 @@
 
 use crate::{
     backend::LeaseBackend,
+    state::Event,
     stats::{Scope, Telemetry},
-    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, Result, StateWatch,
+    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, LossCause, Result, StateWatch,
 };
 use std::{
     fmt,
@@ -129,10 +130,14 @@ impl Lease {
         let ending = Arc::new(AtomicBool::new(false));
         let hook = {
             let (tel, ending) = (tel.clone(), ending.clone());
-            Arc::new(move |from, to| {
-                if !(to == LockState::Lost && ending.load(Ordering::Acquire)) {
-                    tel.transition(Scope::Lease, from, to);
+            Arc::new(move |event| match event {
+                Event::Transition { from, to, .. } => {
+                    if !(to == LockState::Lost && ending.load(Ordering::Acquire)) {
+                        tel.transition(Scope::Lease, from, to);
+                    }
                 }
+                Event::KeepAlive { rtt, margin } => tel.keep_alive(rtt, margin),
+                Event::KeepAliveFailed => tel.keep_alive_failed(),
             })
         };
         backend.liveness().subscribe(hook);
@@ -164,6 +169,11 @@ impl Lease {
     /// The current state, local deadline included.
     pub fn state(&self) -> LockState {
         self.inner.backend.liveness().state()
+    }
+
+    /// Why the lease is `Lost`; `None` while it is not.
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.inner.backend.liveness().loss_cause()
     }
 
     /// `true` while the state is [`LockState::Held`].
@@ -216,7 +226,10 @@ impl Lease {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.ending.store(true, Ordering::Release);
         let result = self.inner.backend.revoke().await;
-        self.inner.backend.liveness().lose();
+        self.inner
+            .backend
+            .liveness()
+            .lose_with(LossCause::LeaseRevoked);
         tracing::debug!(lease = %self.id(), ok = result.is_ok(), "lease closed");
         result
     }
@@ -243,10 +256,13 @@ impl Lease {
 
     pub(crate) fn ensure_not_lost(&self) -> Result<()> {
         match self.state() {
-            LockState::Lost => Err(Error::lease_lost(format_args!(
-                "lease {} is lost",
-                self.id()
-            ))),
+            LockState::Lost => {
+                let cause = self.loss_cause().unwrap_or(LossCause::Unknown);
+                Err(
+                    Error::lease_lost(format_args!("lease {} is lost: {cause}", self.id()))
+                        .with_loss_cause(cause),
+                )
+            }
             _ => Ok(()),
         }
     }

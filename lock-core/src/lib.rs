@@ -54,6 +54,7 @@ mod state;
 pub mod stats;
 mod token;
 pub mod url;
+mod watch;
 
 pub use capabilities::{Capabilities, TokenSource};
 pub use client::LockClient;
@@ -64,6 +65,7 @@ pub use info::{AcquireOptions, HolderInfo, LeaseId, LockInfo, MAX_HOLDER_LEN};
 pub use lease::{validate_ttl, Lease, MAX_TTL, MIN_TTL};
 pub use lock::Lock;
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
-pub use state::{LockState, StateWatch};
+pub use state::{LockState, LossCause, StateWatch};
 pub use stats::LockStats;
 pub use token::FencingToken;
+pub use watch::LockWatch;

@@ -260,8 +260,16 @@ impl Lock {
 
     async fn acquire_with(&self, mode: WaitMode) -> Result<Option<LockGuard>> {
         self.lease.ensure_not_lost()?;
-        let span = tracing::debug_span!("acquire", lock = %self.name, lease = %self.lease.id(), wait = ?mode, token = tracing::field::Empty);
-        async {
+        let span = tracing::debug_span!(
+            "acquire",
+            lock = %self.name,
+            lease = %self.lease.id(),
+            backend = self.lease.telemetry().backend(),
+            wait = ?mode,
+            token = tracing::field::Empty,
+        );
+        let this_span = span.clone();
+        async move {
             let mut lease_watch = self.lease.watch();
             let backend = self.lease.backend();
             let held = tokio::select! {
@@ -280,7 +288,7 @@ impl Lock {
             };
             self.lease.telemetry().token_issued();
             let mut guard = LockGuard::new(self.name.clone(), self.lease.clone(), held);
-            tracing::Span::current().record("token", guard.token().get());
+            this_span.record("token", guard.token().get());
             if guard.state().is_lost() {
                 return Err(Error::new(
                     ErrorKind::LeaseLost,

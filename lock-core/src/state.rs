@@ -5,7 +5,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     time::Duration,
 };
@@ -129,8 +129,111 @@ pub fn suspect_window(granted_ttl: Duration) -> Duration {
     granted_ttl / 10
 }
 
-/// Called with `(from, to)` after each state change; see [`Liveness::subscribe`].
-pub(crate) type Hook = Arc<dyn Fn(LockState, LockState) + Send + Sync>;
+/// Why a lease or a lock turned [`LockState::Lost`]: the cause a backend gives when
+/// it detects the loss, read back from [`Liveness::loss_cause`],
+/// [`StateWatch::loss_cause`] and [`LockGuard::loss_cause`](crate::LockGuard::loss_cause),
+/// and the `cause` label of the `fencelock_losses_total` [metric](crate::stats).
+///
+/// The first cause recorded wins: a lease lost because its deadline passed stays
+/// `DeadlinePassed` even if the server's expiry is learnt later.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{backend::Liveness, LossCause};
+///
+/// let live = Liveness::new(None);
+/// assert_eq!(live.loss_cause(), None);
+/// live.lose_with(LossCause::EntryDeleted);
+/// live.lose_with(LossCause::LeaseExpired); // already lost: changes nothing
+/// assert_eq!(live.loss_cause(), Some(LossCause::EntryDeleted));
+/// assert_eq!(LossCause::EntryDeleted.as_str(), "entry_deleted");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossCause {
+    /// The server reports the lease expired or unknown (etcd: TTL 0 or lease not
+    /// found; memory: its TTL ran out without keep-alive).
+    LeaseExpired,
+    /// The lease was revoked: [`Lease::close`](crate::Lease::close), or revoked by
+    /// someone else.
+    LeaseRevoked,
+    /// The lock's own entry (etcd key, ZooKeeper node, memory holder) was deleted or
+    /// replaced by someone else, for example an operator.
+    EntryDeleted,
+    /// The ZooKeeper session expired (or was closed) on the server.
+    SessionExpired,
+    /// The connection ended for good (the client was closed, authentication failed).
+    Disconnected,
+    /// The local deadline passed with no renewal confirmed in time (the rule on
+    /// [`LockState`]); the server may still hold the lease a moment longer.
+    DeadlinePassed,
+    /// The entry's own release (not a loss: the guard was releasing).
+    Released,
+    /// The backend did not say ([`Liveness::lose`]).
+    Unknown,
+}
+
+impl LossCause {
+    /// A stable lowercase name, used as the metrics label: `lease_expired`,
+    /// `lease_revoked`, `entry_deleted`, `session_expired`, `disconnected`,
+    /// `deadline_passed`, `released`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossCause::LeaseExpired => "lease_expired",
+            LossCause::LeaseRevoked => "lease_revoked",
+            LossCause::EntryDeleted => "entry_deleted",
+            LossCause::SessionExpired => "session_expired",
+            LossCause::Disconnected => "disconnected",
+            LossCause::DeadlinePassed => "deadline_passed",
+            LossCause::Released => "released",
+            LossCause::Unknown => "unknown",
+        }
+    }
+
+    pub(crate) const ALL: [LossCause; 8] = [
+        LossCause::LeaseExpired,
+        LossCause::LeaseRevoked,
+        LossCause::EntryDeleted,
+        LossCause::SessionExpired,
+        LossCause::Disconnected,
+        LossCause::DeadlinePassed,
+        LossCause::Released,
+        LossCause::Unknown,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        LossCause::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or(LossCause::ALL.len() - 1)
+    }
+}
+
+impl fmt::Display for LossCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str().replace('_', " "))
+    }
+}
+
+/// What a [`Liveness`] reports to its observers (the client's telemetry).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Event {
+    /// The state changed; `cause` is set when `to` is `Lost`.
+    Transition {
+        from: LockState,
+        to: LockState,
+        cause: Option<LossCause>,
+    },
+    /// A keep-alive was confirmed after `rtt`, with `margin` left before the
+    /// previous local deadline.
+    KeepAlive { rtt: Duration, margin: Duration },
+    /// A keep-alive failed or went unanswered.
+    KeepAliveFailed,
+}
+
+/// Called with each [`Event`]; see [`Liveness::subscribe`].
+pub(crate) type Hook = Arc<dyn Fn(Event) + Send + Sync>;
 
 struct Inner {
     tx: watch::Sender<LockState>,
@@ -138,6 +241,10 @@ struct Inner {
     hooks: Mutex<Vec<(u64, Hook)>>,
     next_hook: AtomicU64,
     deadline: Mutex<Option<Instant>>,
+    /// Why it turned `Lost`; set once, right before the state does.
+    cause: OnceLock<LossCause>,
+    /// Held while the state changes: one change (and its observers) at a time.
+    changing: Mutex<()>,
     /// `Suspect` from `deadline - window` unless renewed; zero: only explicit.
     window: Duration,
 }
@@ -161,7 +268,7 @@ impl Inner {
         };
         let now = Instant::now();
         if now >= deadline {
-            self.set(LockState::Lost);
+            self.lose(LossCause::DeadlinePassed);
             return LockState::Lost;
         }
         if state == LockState::Held && self.at_risk(deadline, now) {
@@ -187,25 +294,46 @@ impl Inner {
         }
     }
 
+    fn lose(&self, cause: LossCause) {
+        self.set_with(LockState::Lost, Some(cause));
+    }
+
     fn set(&self, next: LockState) {
-        let mut from = next;
-        let changed = self.tx.send_if_modified(|cur| {
-            let changed = *cur != LockState::Lost && *cur != next;
-            if changed {
-                from = *cur;
-                *cur = next;
-            }
-            changed
+        self.set_with(next, None);
+    }
+
+    /// Changes the state to `next` (never out of `Lost`): first records the cause,
+    /// then tells the observers, and only then publishes the new state, so whoever
+    /// sees it also sees what the observers counted (for example a lost grant in
+    /// [`LockStats`](crate::LockStats)). Observers must not change this state.
+    fn set_with(&self, next: LockState, cause: Option<LossCause>) {
+        let _one_at_a_time = crate::backend::lock_unpoisoned(&self.changing);
+        let from = *self.tx.borrow();
+        if from == LockState::Lost || from == next {
+            return;
+        }
+        let cause = (next == LockState::Lost).then(|| {
+            // The first loss sets the cause.
+            *self
+                .cause
+                .get_or_init(|| cause.unwrap_or(LossCause::Unknown))
         });
-        if changed {
-            // Called outside the hooks' lock, so a hook may (un)subscribe.
-            let hooks: Vec<Hook> = crate::backend::lock_unpoisoned(&self.hooks)
-                .iter()
-                .map(|(_, h)| h.clone())
-                .collect();
-            for hook in hooks {
-                hook(from, next);
-            }
+        self.emit(Event::Transition {
+            from,
+            to: next,
+            cause,
+        });
+        self.tx.send_replace(next);
+    }
+
+    fn emit(&self, event: Event) {
+        // Called outside the hooks' lock, so a hook may (un)subscribe.
+        let hooks: Vec<Hook> = crate::backend::lock_unpoisoned(&self.hooks)
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
+        for hook in hooks {
+            hook(event);
         }
     }
 }
@@ -270,6 +398,8 @@ impl Liveness {
                 hooks: Mutex::new(Vec::new()),
                 next_hook: AtomicU64::new(0),
                 deadline: Mutex::new(deadline),
+                cause: OnceLock::new(),
+                changing: Mutex::new(()),
                 window,
             }),
         }
@@ -296,6 +426,50 @@ impl Liveness {
         true
     }
 
+    /// Records a keep-alive *sent* at `sent_at` and confirmed now, for a lease granted
+    /// `granted_ttl`: [`renew`](Self::renew)s to [`local_deadline`]`(sent_at,
+    /// granted_ttl)` and reports to the client's [metrics](crate::stats) the round trip
+    /// (now − `sent_at`) and the margin that was left (the local deadline before this
+    /// renewal − now). Backends call this, rather than `renew`, from their keep-alive.
+    ///
+    /// Returns what `renew` returns: `false` (nothing recorded) for a lease already
+    /// `Lost`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{backend::{local_deadline, Liveness}, LockState};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let ttl = Duration::from_secs(10);
+    /// let live = Liveness::for_lease(local_deadline(Instant::now(), ttl), ttl);
+    /// let sent = Instant::now();
+    /// assert!(live.confirm(sent, ttl));
+    /// assert_eq!(live.deadline(), Some(local_deadline(sent, ttl)));
+    /// ```
+    pub fn confirm(&self, sent_at: Instant, granted_ttl: Duration) -> bool {
+        let now = Instant::now();
+        let margin = self
+            .deadline()
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        if !self.renew(local_deadline(sent_at, granted_ttl)) {
+            return false;
+        }
+        self.inner.emit(Event::KeepAlive {
+            rtt: now.saturating_duration_since(sent_at),
+            margin,
+        });
+        true
+    }
+
+    /// Reports a keep-alive that failed or went unanswered to the client's
+    /// [metrics](crate::stats). Changes no state: the deadline rule decides when the
+    /// lease turns `Suspect` or `Lost`.
+    pub fn keep_alive_failed(&self) {
+        self.inner.emit(Event::KeepAliveFailed);
+    }
+
     /// Marks the state `Suspect` (unless `Lost`).
     pub fn suspect(&self) {
         if self.inner.state() == LockState::Held {
@@ -303,9 +477,23 @@ impl Liveness {
         }
     }
 
-    /// Marks the state `Lost`, for good.
+    /// Marks the state `Lost`, for good, with [`LossCause::Unknown`]. Prefer
+    /// [`lose_with`](Self::lose_with) where the cause is known.
     pub fn lose(&self) {
-        self.inner.set(LockState::Lost);
+        self.lose_with(LossCause::Unknown);
+    }
+
+    /// Marks the state `Lost`, for good, because of `cause` (kept only if this is the
+    /// first loss).
+    pub fn lose_with(&self, cause: LossCause) {
+        self.inner.lose(cause);
+    }
+
+    /// Why the state turned `Lost`; `None` while it has not.
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        // Reading the state first turns a passed deadline into its cause.
+        self.inner.state();
+        self.inner.cause.get().copied()
     }
 
     /// The current state, taking the deadline into account.
@@ -318,8 +506,8 @@ impl Liveness {
         *self.inner.deadline()
     }
 
-    /// Calls `hook(from, to)` after every later state change, on the thread that made
-    /// (or, for deadlines, first noticed) it. Returns the id for [`unsubscribe`](Self::unsubscribe).
+    /// Calls `hook` with every later [`Event`]: each state change, on the thread that
+    /// made (or, for deadlines, first noticed) it, and each keep-alive report. Returns the id for [`unsubscribe`](Self::unsubscribe).
     pub(crate) fn subscribe(&self, hook: Hook) -> u64 {
         let id = self.inner.next_hook.fetch_add(1, Ordering::Relaxed);
         crate::backend::lock_unpoisoned(&self.inner.hooks).push((id, hook));
@@ -402,6 +590,15 @@ impl StateWatch {
             .map(|s| s.inner.state())
             .max()
             .unwrap_or(LockState::Lost)
+    }
+
+    /// Why the combined state is `Lost`: the cause of the first lost source (the lock's
+    /// own entry before its lease); `None` while not lost.
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.sources.iter().find_map(|s| {
+            s.inner.state();
+            s.inner.cause.get().copied()
+        })
     }
 
     /// The earliest local deadline of all sources.

@@ -1,11 +1,13 @@
 //! The plug into lock-core: [`EtcdBackend`] and its [`Backend`] impl (connect,
 //! inspect, list, close).
 
-use crate::{config, members, queue, session::Conn, watch, EtcdConfig, EtcdHeldLock, EtcdLease};
+use crate::{
+    config, members, queue, session::Conn, watch, watch_lock, EtcdConfig, EtcdHeldLock, EtcdLease,
+};
 use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
 use lock_core::{
-    backend::{Backend, LeaseBackend},
+    backend::{Backend, ChangeStream, LeaseBackend, WatchScope},
     Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
     TokenSource,
 };
@@ -213,6 +215,20 @@ impl Backend for EtcdBackend {
             .into_iter()
             .map(|(name, (owner, n))| info(name, owner, n))
             .collect())
+    }
+
+    async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
+        let range = match scope {
+            WatchScope::Lock(name) => self.lock_range(name),
+            WatchScope::Prefix(p) => queue::list_range(self.conn.config.prefix(), p),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("etcd cannot watch {other}"),
+                ))
+            }
+        };
+        watch_lock::changes(self.conn.clone(), range).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -8,7 +8,7 @@ use crate::{
     watch::Signal,
 };
 use lock_core::backend::Liveness;
-use lock_core::{Error, ErrorKind, LockName, Result};
+use lock_core::{Error, ErrorKind, LockName, LossCause, Result};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -48,7 +48,7 @@ pub(crate) async fn watch_own_key(
                 Signal::Created { .. } => {}
                 Signal::Put { .. } | Signal::Delete { .. } => {
                     tracing::debug!(key, "lock key deleted or replaced; the lock is lost");
-                    liveness.lose();
+                    liveness.lose_with(LossCause::EntryDeleted);
                     lease.poke();
                     return;
                 }
@@ -71,7 +71,7 @@ pub(crate) async fn watch_own_key(
                     .first()
                     .is_some_and(|kv| kv.create_revision() == token && kv.lease() == lease.id);
                 if !held {
-                    liveness.lose();
+                    liveness.lose_with(LossCause::EntryDeleted);
                     return;
                 }
                 from = resp.header().map_or(from, |h| h.revision() + 1);
@@ -226,7 +226,7 @@ impl lock_core::backend::HeldLock for EtcdHeldLock {
         self.watcher = None;
         let lost_before = self.liveness.state().is_lost();
         let result = release(&self.conn, &self.name, &self.key, self.token, lost_before).await;
-        self.liveness.lose();
+        self.liveness.lose_with(LossCause::Released);
         // Gone for sure (deleted now, or before): the key slot may be reused. An
         // unconfirmed release is retried once more in the background on drop.
         self.released = result
@@ -246,7 +246,7 @@ impl lock_core::backend::HeldLock for EtcdHeldLock {
 impl Drop for EtcdHeldLock {
     fn drop(&mut self) {
         if !self.released {
-            self.liveness.lose();
+            self.liveness.lose_with(LossCause::Released);
             spawn_delete(
                 self.conn.clone(),
                 std::mem::take(&mut self.key),

@@ -128,6 +128,7 @@ mod queue;
 mod session;
 mod slot;
 mod watch;
+mod watch_lock;
 
 pub use backend::{EtcdBackend, CAPABILITIES};
 pub use config::{

@@ -8,7 +8,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
     backend::{Backoff, Claim, HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, Error, ErrorKind, LeaseId, LockName, Result,
+    AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
 };
 use std::{
     any::Any,
@@ -277,7 +277,7 @@ impl LeaseShared {
                 |mut c| async move { c.lease_revoke(id).await },
             )
             .await;
-        self.liveness.lose();
+        self.liveness.lose_with(LossCause::LeaseRevoked);
         match result {
             Err(e) if e.kind() == ErrorKind::LeaseLost => Ok(()),
             other => other.map(|_| ()),
@@ -435,6 +435,7 @@ async fn keep_alive(
             _ = tokio::time::sleep_until(next) => {
                 let now = Instant::now();
                 if shared.stalled.load(Ordering::Relaxed) {
+                    live.keep_alive_failed();
                     live.suspect();
                     next = now + period;
                     continue;
@@ -460,7 +461,7 @@ async fn keep_alive(
             }
             Some((member, sent_at, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                 Ok(()) => {
-                    live.renew(local_deadline(sent_at, shared.ttl));
+                    live.confirm(sent_at, shared.ttl);
                     backoff.reset();
                     let took = sent_at.elapsed();
                     rtt = if rtt.is_zero() { took } else { (rtt * 3 + took) / 4 };
@@ -475,11 +476,13 @@ async fn keep_alive(
                 }
                 Err(e) if e.kind() == ErrorKind::LeaseLost => {
                     tracing::debug!(lease = %shared.lease_id(), "etcd reports the lease gone");
-                    live.lose();
+                    live.keep_alive_failed();
+                    live.lose_with(LossCause::LeaseExpired);
                     break;
                 }
                 Err(e) => {
                     tracing::debug!(lease = %shared.lease_id(), error = %e, "keep-alive failed");
+                    live.keep_alive_failed();
                     members.skip(member);
                     if waiting_on == Some(member) {
                         waiting_on = None;

@@ -2,14 +2,14 @@
 //! delete a holder's entry, observe grants, count what is left.
 
 use crate::{MemoryBackend, StoreEvent};
-use lock_core::{FencingToken, LeaseId, LockName};
+use lock_core::{FencingToken, LeaseId, LockName, LossCause};
 
 impl MemoryBackend {
     /// **Fault:** expires `lease` now, as the server would after a crash: its entries
     /// are deleted, its guards turn `Lost`, its waiters fail with `LeaseLost`, and the
     /// next waiters are granted. Returns whether the lease existed.
     pub fn expire_lease(&self, lease: LeaseId) -> bool {
-        self.store.revoke(lease.get())
+        self.store.revoke(lease.get(), LossCause::LeaseExpired)
     }
 
     /// **Fault:** stops `lease`'s keep-alive from reaching the "server" (a GC pause or a

@@ -3,7 +3,7 @@
 use crate::{store::Store, MemoryConfig, MemoryLease};
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, LeaseBackend},
+    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
     Capabilities, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
@@ -138,6 +138,10 @@ impl Backend for MemoryBackend {
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         Ok(self.store.list(prefix))
+    }
+
+    async fn watch_changes(&self, _scope: &WatchScope) -> Result<ChangeStream> {
+        Ok(self.store.changes.stream())
     }
 
     async fn close(&self) -> Result<()> {

@@ -62,6 +62,13 @@ impl MemoryConfig {
         })?;
         let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
         let name = name.trim_matches('/');
+        if name.contains('@') {
+            // Never echo what may be a password.
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "memory:// takes no user or password",
+            ));
+        }
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

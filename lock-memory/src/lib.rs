@@ -44,6 +44,7 @@ mod config;
 mod lock;
 mod session;
 mod store;
+mod watch_lock;
 
 pub use backend::{MemoryBackend, CAPABILITIES};
 pub use config::{MemoryConfig, DEFAULT_TTL, SCHEME};

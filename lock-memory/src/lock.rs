@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use lock_core::backend::Liveness;
 use lock_core::{
     backend::{check_claim, Claim, Cleanup, HeldLock, WaitMode},
-    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, LockName, Result,
+    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, LockName, LossCause, Result,
 };
 use std::{any::Any, sync::Arc};
 
@@ -104,7 +104,7 @@ impl HeldLock for MemoryHeldLock {
             return Ok(());
         }
         let was_holder = self.store.remove(&self.name, self.entry);
-        self.liveness.lose();
+        self.liveness.lose_with(LossCause::Released);
         if was_holder {
             Ok(())
         } else {

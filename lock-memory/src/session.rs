@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use lock_core::backend::Liveness;
 use lock_core::{
     backend::{Claim, HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, LeaseId, LockName, Result,
+    AcquireOptions, LeaseId, LockName, LossCause, Result,
 };
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -90,8 +90,8 @@ impl LeaseBackend for MemoryLease {
     }
 
     async fn revoke(&self) -> Result<()> {
-        self.store.revoke(self.id);
-        self.liveness.lose();
+        self.store.revoke(self.id, LossCause::LeaseRevoked);
+        self.liveness.lose_with(LossCause::LeaseRevoked);
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
     backend::{decide, lock_unpoisoned, Claim, Decision},
     AcquireOptions, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName,
-    Result,
+    LossCause, Result,
 };
 use std::{
     collections::HashMap,
@@ -135,6 +135,7 @@ type Observer = Box<dyn Fn(&StoreEvent) + Send + Sync>;
 pub(crate) struct Store {
     state: Mutex<State>,
     observers: Mutex<Vec<Observer>>,
+    pub(crate) changes: crate::watch_lock::Changes,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,6 +158,7 @@ impl Store {
     /// Calls the observers while the caller still holds the store lock, so events
     /// arrive in the order the store applied them.
     fn emit(&self, events: Vec<StoreEvent>) {
+        self.changes.bump();
         if events.is_empty() {
             return;
         }
@@ -197,13 +199,14 @@ impl Store {
         let mut state = self.lock();
         let entry = state.leases.get_mut(&lease)?;
         if entry.stalled {
+            entry.liveness.keep_alive_failed();
             entry.liveness.suspect();
         } else {
             entry.server_deadline = now + entry.ttl;
-            entry.liveness.renew(local_deadline(now, entry.ttl));
+            entry.liveness.confirm(now, entry.ttl);
         }
         if now >= entry.server_deadline {
-            let events = expire(&mut state, lease);
+            let events = expire(&mut state, lease, LossCause::LeaseExpired);
             self.emit(events);
             drop(state);
             return None;
@@ -264,6 +267,7 @@ impl Store {
             holder,
             slot: Slot::Waiting(tx),
         });
+        self.changes.bump();
         Ok((id, Enqueued::Waiting(rx)))
     }
 
@@ -275,17 +279,18 @@ impl Store {
             return false;
         };
         let mut events = Vec::new();
-        let was_holder = take_entry(&mut state, name, index, &mut events);
+        let was_holder = take_entry(&mut state, name, index, &mut events, LossCause::Released);
         settle(&mut state, name, &mut events);
         self.emit(events);
         drop(state);
         was_holder
     }
 
-    pub(crate) fn revoke(&self, lease: u64) -> bool {
+    /// Deletes `lease` and its entries, losing them with `cause`.
+    pub(crate) fn revoke(&self, lease: u64, cause: LossCause) -> bool {
         let mut state = self.lock();
         let existed = state.leases.contains_key(&lease);
-        let events = expire(&mut state, lease);
+        let events = expire(&mut state, lease, cause);
         self.emit(events);
         drop(state);
         existed
@@ -310,7 +315,7 @@ impl Store {
             Slot::Waiting(_) => return None,
         };
         let mut events = Vec::new();
-        take_entry(&mut state, name, 0, &mut events);
+        take_entry(&mut state, name, 0, &mut events, LossCause::EntryDeleted);
         settle(&mut state, name, &mut events);
         self.emit(events);
         drop(state);
@@ -380,13 +385,14 @@ fn new_grant(next_token: &mut u64) -> (Slot, Grant) {
     (slot, Grant { token, liveness })
 }
 
-/// Takes entry `index` out of `name`'s queue; a holder's guard turns lost. Returns
-/// whether it was a holder. The caller settles the queue afterwards.
+/// Takes entry `index` out of `name`'s queue; a holder's guard turns lost with
+/// `cause`. Returns whether it was a holder. The caller settles the queue afterwards.
 fn take_entry(
     state: &mut State,
     name: &LockName,
     index: usize,
     events: &mut Vec<StoreEvent>,
+    cause: LossCause,
 ) -> bool {
     let Some(queue) = state.locks.get_mut(name) else {
         return false;
@@ -396,7 +402,7 @@ fn take_entry(
         Slot::Held {
             token, liveness, ..
         } => {
-            liveness.lose();
+            liveness.lose_with(cause);
             events.push(StoreEvent::Freed {
                 name: name.clone(),
                 token,
@@ -449,13 +455,13 @@ fn settle(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>) {
 }
 
 /// Deletes `lease` and every entry on it; waiters on it learn through their closed
-/// channel, holders through their liveness.
-fn expire(state: &mut State, lease: u64) -> Vec<StoreEvent> {
+/// channel, holders through their liveness (both lost with `cause`).
+fn expire(state: &mut State, lease: u64, cause: LossCause) -> Vec<StoreEvent> {
     let mut events = Vec::new();
     let Some(entry) = state.leases.remove(&lease) else {
         return events;
     };
-    entry.liveness.lose();
+    entry.liveness.lose_with(cause);
     let names: Vec<LockName> = state.locks.keys().cloned().collect();
     for name in names {
         while let Some(index) = state
@@ -463,7 +469,7 @@ fn expire(state: &mut State, lease: u64) -> Vec<StoreEvent> {
             .get(&name)
             .and_then(|q| q.entries.iter().position(|e| e.lease == lease))
         {
-            take_entry(state, &name, index, &mut events);
+            take_entry(state, &name, index, &mut events, cause);
         }
         settle(state, &name, &mut events);
     }

@@ -8,7 +8,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, LeaseBackend},
+    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
     Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
     TokenSource,
 };
@@ -207,6 +207,10 @@ impl Backend for ZkBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
         inspect(&self.admin().await?, name).await
+    }
+
+    async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
+        crate::watch_lock::changes(&self.admin().await?, scope).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {

@@ -3,7 +3,7 @@
 //! The original error is kept as the [`source`](std::error::Error::source); no
 //! zookeeper-client type appears in a public signature of this crate.
 
-use lock_core::{Error, ErrorKind};
+use lock_core::{Error, ErrorKind, LossCause};
 use zookeeper_client::Error as ZkError;
 
 /// Whether the outcome of the failed request is unknown: it may or may not have been
@@ -25,6 +25,22 @@ pub(crate) fn is_terminal(err: &ZkError) -> bool {
             | ZkError::ClientClosed
             | ZkError::AuthFailed
     )
+}
+
+/// Why a session-terminal error (see [`is_terminal`]) loses a lease or lock.
+pub(crate) fn loss_cause_of(err: &ZkError) -> LossCause {
+    match err {
+        ZkError::SessionExpired => LossCause::SessionExpired,
+        _ => LossCause::Disconnected,
+    }
+}
+
+/// Why a terminal session state loses a lease or lock.
+pub(crate) fn session_end_cause(state: zookeeper_client::SessionState) -> LossCause {
+    match state {
+        zookeeper_client::SessionState::Expired => LossCause::SessionExpired,
+        _ => LossCause::Disconnected,
+    }
 }
 
 /// The kind a zookeeper-client error maps to.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use lock_core::backend::Liveness;
 use lock_core::{
     backend::{spawn_or_expire, HeldLock},
-    Error, ErrorKind, FencingToken, LockName, Result,
+    Error, ErrorKind, FencingToken, LockName, LossCause, Result,
 };
 use std::{
     any::Any,
@@ -96,7 +96,7 @@ async fn watch_own(
     first: Option<NodeEvent>,
 ) {
     let mut next = first;
-    loop {
+    let cause = loop {
         let event = match next.take() {
             Some(event) => Some(event.await),
             None => None,
@@ -105,26 +105,28 @@ async fn watch_own(
             return; // our own release; it updates the liveness itself
         }
         match event.map(|e| (e.event_type, e.session_state)) {
-            Some((EventType::NodeDeleted, _)) => break,
-            Some((EventType::Session, state)) if state.is_terminated() => break,
+            Some((EventType::NodeDeleted, _)) => break LossCause::EntryDeleted,
+            Some((EventType::Session, state)) if state.is_terminated() => {
+                break error::session_end_cause(state)
+            }
             _ => {}
         }
         let Some(client) = session.upgrade().and_then(|s| s.client()) else {
-            break;
+            break LossCause::Disconnected;
         };
         match watch_node(&client, &path).await {
             Ok(Some(event)) => next = Some(event),
-            Ok(None) => break,
-            Err(e) if error::is_terminal(&e) => break,
+            Ok(None) => break LossCause::EntryDeleted,
+            Err(e) if error::is_terminal(&e) => break error::loss_cause_of(&e),
             Err(e) => {
                 tracing::debug!(%path, error = %e, "watching the lock node failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
+    };
     if !releasing.load(Ordering::SeqCst) {
-        tracing::debug!(%path, "lock node gone");
-        liveness.lose();
+        tracing::debug!(%path, %cause, "lock node gone");
+        liveness.lose_with(cause);
     }
 }
 
@@ -156,7 +158,7 @@ impl HeldLock for ZkHeldLock {
         }
         self.releasing.store(true, Ordering::SeqCst);
         let result = release_node(&self.session, &self.name, &self.path, self.token).await;
-        self.liveness.lose();
+        self.liveness.lose_with(LossCause::Released);
         result
     }
 

@@ -160,6 +160,7 @@ mod held;
 mod lock;
 mod queue;
 mod session;
+mod watch_lock;
 
 pub use admin::ZkSessionRef;
 pub use backend::{ZkBackend, CAPABILITIES};

@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
     backend::{lock_unpoisoned, Claim, HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, Error, ErrorKind, LeaseId, LockName, Result,
+    AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
 };
 use std::{
     any::Any,
@@ -199,7 +199,7 @@ impl Session {
     pub(crate) async fn close(&self, limit: Duration) -> Result<()> {
         let client = lock_unpoisoned(&self.client).take();
         self.shutdown.send_replace(true);
-        self.liveness.lose();
+        self.liveness.lose_with(LossCause::LeaseRevoked);
         let Some(client) = client else {
             return Ok(());
         };
@@ -275,7 +275,7 @@ async fn keep(
                 }
                 terminal => {
                     tracing::debug!(state = ?terminal, "zookeeper session ended");
-                    liveness.lose();
+                    liveness.lose_with(error::session_end_cause(terminal));
                     break;
                 }
             },
@@ -286,16 +286,20 @@ async fn keep(
                     // the state stays suspect until a beat after the reconnect.
                     Ok(()) if states.peek_state() != SessionState::SyncConnected => {}
                     Ok(()) => {
-                        if !liveness.renew(local_deadline(sent, timeout)) {
+                        if !liveness.confirm(sent, timeout) {
                             tracing::debug!("heartbeat answered after the local deadline; lease stays lost");
                             break;
                         }
                     }
                     Err(e) if error::is_terminal(&e) => {
-                        liveness.lose();
+                        liveness.keep_alive_failed();
+                        liveness.lose_with(error::loss_cause_of(&e));
                         break;
                     }
-                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "heartbeat failed");
+                        liveness.keep_alive_failed();
+                    }
                 }
                 next = sent + interval;
             },

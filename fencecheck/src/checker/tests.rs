@@ -275,9 +275,8 @@ fn recovery_of_a_kill_is_measured_against_its_bound() {
     assert_eq!(out.bound_failures(), 1, "2950 ms > 2000 ms");
 }
 
-/// `clean()` with holder 1 reporting its lock lost at 50 ms, during `kind` (a server
-/// fault from 40 ms to 60 ms).
-fn lost_during(kind: FaultKind) -> Outcome {
+/// `clean()` with holder 1 reporting its lock lost at 50 ms.
+fn lost_at_50ms() -> Input {
     let mut input = clean();
     input.events.push(ev(
         50,
@@ -289,6 +288,12 @@ fn lost_during(kind: FaultKind) -> Outcome {
         },
     ));
     input.events.sort_by_key(|e| e.t);
+    input
+}
+
+/// [`lost_at_50ms`] during `kind` (a server fault from 40 ms to 60 ms).
+fn lost_during(kind: FaultKind) -> Outcome {
+    let mut input = lost_at_50ms();
     input.faults.push(FaultRecord {
         kind,
         t: 40 * MS,
@@ -317,17 +322,7 @@ fn a_loss_during_a_fault_that_keeps_a_quorum_is_spurious() {
 fn a_delete_that_hit_another_owner_explains_its_loss() {
     // The nemesis aimed at holder 2, but holder 1 (token 5) owned the lock by the time
     // the key was deleted: the record names no target, only the token it took.
-    let mut input = clean();
-    input.events.push(ev(
-        50,
-        1,
-        1,
-        Op::State {
-            state: "lost".into(),
-            deadline: None,
-        },
-    ));
-    input.events.sort_by_key(|e| e.t);
+    let mut input = lost_at_50ms();
     input.faults.push(FaultRecord {
         kind: FaultKind::Delete,
         t: 45 * MS,

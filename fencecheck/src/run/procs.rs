@@ -191,7 +191,7 @@ async fn inject_member_fault(
             rec.detail = format!("member {m}; new leader {:?}", servers.leader());
         }
         FaultKind::LinkFlap => {
-            let m = rng.gen_range(0..servers.size());
+            let (leader, m) = follower(servers, rng);
             rec.t = mono_ns();
             let mut flaps = 0;
             while mono_ns() - rec.t < (ttl * 2).as_nanos() as u64 {
@@ -199,10 +199,7 @@ async fn inject_member_fault(
                 flaps += 1;
                 sleep(Duration::from_millis(400)).await;
             }
-            rec.detail = format!(
-                "member {m} (leader was {:?}), {flaps} flaps",
-                servers.leader()
-            );
+            rec.detail = format!("member {m} (leader {leader}), {flaps} flaps");
         }
         FaultKind::SlowLink => {
             let m = rng.gen_range(0..servers.size());
@@ -268,9 +265,26 @@ async fn inject(
     rng: &mut impl Rng,
 ) -> io::Result<FaultRecord> {
     let ttl = ctx.cfg.ttl;
-    let mut before = None;
     if kind.hits_members() {
-        before = ctx.servers.wait_all_ready(READY_LIMIT).await;
+        let before = ctx.servers.wait_all_ready(READY_LIMIT).await;
+        let t = mono_ns();
+        let mut rec = FaultRecord {
+            kind,
+            t,
+            end: t,
+            target: None,
+            token: None,
+            detail: String::new(),
+        };
+        inject_member_fault(ctx, slots, kind, rng, &mut rec).await?;
+        let after = ctx.servers.wait_all_ready(READY_LIMIT).await;
+        rec.detail.push_str(&format!(
+            "; cluster ready {} before, {} after",
+            ready_text(before),
+            ready_text(after)
+        ));
+        sleep(Duration::from_secs(1)).await;
+        return Ok(rec);
     }
     let (i, token) = if kind.is_targeted() {
         victim(admin, slots, rng).await
@@ -325,24 +339,6 @@ async fn inject(
             slots[i].set(Mode::Pass);
             rec.end = mono_ns();
         }
-        FaultKind::LeaderKill
-        | FaultKind::LeaderPause
-        | FaultKind::FollowerKill
-        | FaultKind::FollowerPause
-        | FaultKind::FollowerIsolate
-        | FaultKind::LeaderPartition
-        | FaultKind::LinkFlap
-        | FaultKind::SlowLink
-        | FaultKind::ClusterRestart => {
-            inject_member_fault(ctx, slots, kind, rng, &mut rec).await?;
-            let after = ctx.servers.wait_all_ready(READY_LIMIT).await;
-            rec.detail.push_str(&format!(
-                "; cluster ready {} before, {} after",
-                ready_text(before),
-                ready_text(after)
-            ));
-            sleep(Duration::from_secs(1)).await;
-        }
         FaultKind::Revoke | FaultKind::Delete => {
             rec.t = mono_ns();
             let r = if kind == FaultKind::Revoke {
@@ -375,6 +371,8 @@ async fn inject(
             rec.end = mono_ns();
             sleep(Duration::from_millis(500)).await;
         }
+        // Handled above.
+        _ => unreachable!("{kind} hits members"),
     }
     Ok(rec)
 }

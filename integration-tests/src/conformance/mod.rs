@@ -10,6 +10,7 @@ mod fifo;
 mod lease_loss;
 mod release;
 mod try_timeout;
+mod watch;
 
 use crate::{async_trial, Harness, TestError, TestResult};
 use fencelock::{Capabilities, LockClient};
@@ -138,6 +139,7 @@ const CASES: &[Case] = cases![
     claims::unsupported_claims_are_typed_errors_never_grants,
     claims::readers_share_and_a_writer_excludes_them if |c: &Capabilities| c.read_write_claims,
     claims::semaphore_grants_up_to_its_limit if |c: &Capabilities| c.shared_claims,
+    watch::a_watcher_sees_acquire_handoff_and_release,
 ];
 
 /// Every conformance case as a separately named test

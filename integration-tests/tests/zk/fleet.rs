@@ -71,11 +71,35 @@ pub fn trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             )
         })
         .collect();
-    trials.push(trial(
-        "default_kazoo_lock_misses_curator_style_nodes_but_is_seen",
-        &h,
-        default_kazoo_one_way,
-    ));
+    // The pairs that exclude one way only: fencelock waits for the client, the
+    // client does not see fencelock's nodes of that style.
+    let one_way: [(&str, Foreign, ZkNodeStyle); 4] = [
+        (
+            "default_kazoo_lock_misses_curator_style_nodes_but_is_seen",
+            Foreign::KazooLock,
+            ZkNodeStyle::Curator,
+        ),
+        (
+            "kazoo_read_lock_misses_curator_style_nodes_but_is_seen",
+            Foreign::KazooReadLock,
+            ZkNodeStyle::Curator,
+        ),
+        (
+            "curator_mutex_misses_kazoo_style_nodes_but_is_seen",
+            Foreign::Curator,
+            ZkNodeStyle::Kazoo,
+        ),
+        (
+            "zookeeper_write_lock_recipe_misses_kazoo_style_nodes_but_is_seen",
+            Foreign::ZkRecipe,
+            ZkNodeStyle::Kazoo,
+        ),
+    ];
+    for (name, foreign, style) in one_way {
+        trials.push(trial(name, &h, move |h, ctx| {
+            one_way_only(h, ctx, foreign, style)
+        }));
+    }
     trials.push(async_trial(
         "zk::fleet::kazoo_lock_object_reused_after_container_reaped_fails_fresh_one_works",
         reused_kazoo_lock,
@@ -240,22 +264,33 @@ async fn mixed_queue(
     Ok(())
 }
 
-/// kazoo's default `Lock` counts only `__lock__` nodes: fencelock in its default
-/// (curator) style excludes kazoo one way only. fencelock waits for a kazoo holder,
-/// but a kazoo `Lock` does not wait for a fencelock holder of that style: both hold
-/// at once. This is the documented reason for `node_style=kazoo` (or kazoo's
-/// `extra_lock_patterns=["-lock-"]`).
-async fn default_kazoo_one_way(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
-    if !available(Foreign::KazooLock) {
+/// A client that does not see fencelock's nodes of `style` (the README's "no" cells):
+/// kazoo's default `Lock` and its `ReadLock` count only `__lock__` nodes, so they miss
+/// the curator style; Curator sorts by the text after the last `lock-` and the
+/// WriteLock recipe by the number after the last `-`, so both take a kazoo-style node
+/// for one that sorts after their own. fencelock waits for such a client's holder,
+/// but the client does not wait for a fencelock holder of that style: both hold at
+/// once. This is why the style must match the clients a name is shared with.
+async fn one_way_only(
+    h: Arc<ZkHarness>,
+    ctx: Ctx,
+    foreign: Foreign,
+    style: ZkNodeStyle,
+) -> TestResult {
+    if !available(foreign) {
         return Ok(());
     }
-    let a = client(&h, &ctx, ZkNodeStyle::Curator).await?;
+    let a = client(&h, &ctx, style).await?;
     let path = format!("{}/{NAME}", ZkHarness::chroot(ctx.ns()));
     let connect = connect_string(&h);
 
-    // kazoo first: fencelock sees it and waits.
+    // ZooKeeper's WriteLock recipe needs the lock directory to exist: fencelock
+    // creates it (a container, reaped only once empty for a while).
+    a.acquire(NAME).await?.release().await?;
+
+    // The foreign client first: fencelock sees it and waits.
     let (c, p) = (connect.clone(), path.clone());
-    let mut x = blocking(move || ForeignHolder::start(Foreign::KazooLock, &c, &p, HOLD)).await?;
+    let mut x = blocking(move || ForeignHolder::start(foreign, &c, &p, HOLD)).await?;
     let x_held = {
         let (x2, s) = blocking(move || {
             let s = x.wait_held(Duration::from_secs(30))?;
@@ -267,7 +302,7 @@ async fn default_kazoo_one_way(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     };
     assert!(
         a.try_acquire(NAME).await?.is_none(),
-        "fencelock ignored a kazoo holder"
+        "fencelock ignored a {foreign:?} holder"
     );
     let guard = a.acquire(NAME).await?;
     let start = now_ns();
@@ -275,9 +310,8 @@ async fn default_kazoo_one_way(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     assert!(x_section.end_ns.is_some_and(|end| end <= start));
     assert!(x_held.czxid < guard.token().get());
 
-    // fencelock holds (curator style): a default kazoo Lock does not see it.
-    let mut y =
-        blocking(move || ForeignHolder::start(Foreign::KazooLock, &connect, &path, HOLD)).await?;
+    // fencelock holds: the foreign client does not see its node.
+    let mut y = blocking(move || ForeignHolder::start(foreign, &connect, &path, HOLD)).await?;
     let y_section = blocking(move || {
         y.wait_held(Duration::from_secs(30))?;
         y.finish(Duration::from_secs(30))
@@ -285,12 +319,12 @@ async fn default_kazoo_one_way(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     .await?;
     assert!(
         guard.is_held(),
-        "the fencelock guard was lost while kazoo held"
+        "the fencelock guard was lost while {foreign:?} held"
     );
     guard.release().await?;
     assert!(
         y_section.start_ns > start,
-        "kazoo held at {} while fencelock held since {start} (documented: both hold)",
+        "{foreign:?} held at {} while fencelock held since {start} (documented: both hold)",
         y_section.start_ns
     );
     a.close().await?;

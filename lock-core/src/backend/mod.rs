@@ -17,6 +17,7 @@ mod grant;
 mod kit;
 
 pub use crate::state::{local_deadline, suspect_window, Liveness};
+pub use crate::watch::{ChangeStream, WatchScope};
 pub use grant::{check_claim, decide, Claim, Decision};
 pub use kit::{lock_unpoisoned, spawn_or_expire, Backoff, Cleanup};
 
@@ -62,6 +63,25 @@ pub trait Backend: Send + Sync + Debug + 'static {
 
     /// Reads every held lock whose name starts with `prefix` (`""` for all).
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>>;
+
+    /// Signals changes to the locks in `scope`: one `Ok(())` (or more) after each grant,
+    /// release, expiry, and waiter joining or leaving, for
+    /// [`LockClient::watch_lock`](crate::LockClient::watch_lock) and
+    /// [`watch_list`](crate::LockClient::watch_list), which re-read on each signal. The
+    /// watch must be in place when this returns, so no change after it is missed; a
+    /// spurious signal is harmless. The stream ends (or yields an error) when the
+    /// backend can no longer watch.
+    ///
+    /// # Errors
+    ///
+    /// By default [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported); backend
+    /// errors when the watch cannot be set up.
+    async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("the {} backend cannot watch {scope}", self.scheme()),
+        ))
+    }
 
     /// Closes connections. Leases still open are revoked or left to expire.
     async fn close(&self) -> Result<()>;
