@@ -8,6 +8,7 @@ use fencelock::{
 };
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -22,6 +23,8 @@ pub const TEST_PREFIX: &str = "/fencelock-test";
 pub struct EtcdHarness {
     name: String,
     endpoints: Vec<String>,
+    /// TLS and auth of a secured cluster.
+    security: Option<EtcdSecurity>,
     /// The backends made per namespace (for the stall hook and lease leak checks).
     backends: Mutex<HashMap<String, Vec<EtcdBackend>>>,
 }
@@ -37,8 +40,20 @@ impl EtcdHarness {
         EtcdHarness {
             name,
             endpoints,
+            security: None,
             backends: Mutex::default(),
         }
+    }
+
+    /// A harness named `etcd-tls` (`etcd-N-tls`) on a secured cluster: clients
+    /// connect over TLS with a client certificate as `security.user`, whose role may
+    /// read and write only [`TEST_PREFIX`]; the harness's own operator connection is
+    /// root.
+    pub fn secured(endpoints: Vec<String>, security: EtcdSecurity) -> Self {
+        let mut harness = EtcdHarness::new(endpoints);
+        harness.name.push_str("-tls");
+        harness.security = Some(security);
+        harness
     }
 
     /// The `host:port` of every member.
@@ -48,15 +63,32 @@ impl EtcdHarness {
 
     /// The URL of a client of `namespace`.
     pub fn url(&self, namespace: &str) -> String {
-        format!("etcd://{}{}", self.endpoints.join(","), prefix(namespace))
+        match &self.security {
+            None => format!("etcd://{}{}", self.endpoints.join(","), prefix(namespace)),
+            Some(s) => format!(
+                "etcd://{}:{}@{}{}?ca={}&cert={}&key={}",
+                s.user,
+                s.password,
+                self.endpoints.join(","),
+                prefix(namespace),
+                s.ca.display(),
+                s.client_cert.display(),
+                s.client_key.display()
+            ),
+        }
     }
 
-    /// A fresh connection with the namespace's prefix, not handed to any case.
+    /// A fresh connection with the namespace's prefix, not handed to any case (as
+    /// root on a secured cluster).
     pub async fn operator(&self, namespace: &str) -> fencelock::Result<EtcdBackend> {
-        EtcdBackend::connect(
-            EtcdConfig::new(self.endpoints.clone()).with_prefix(&prefix(namespace)),
-        )
-        .await
+        let mut config = EtcdConfig::new(self.endpoints.clone()).with_prefix(&prefix(namespace));
+        if let Some(s) = &self.security {
+            config = config
+                .with_user("root", &s.root_password)
+                .with_tls_ca(&s.ca)
+                .with_tls_identity(&s.client_cert, &s.client_key);
+        }
+        EtcdBackend::connect(config).await
     }
 
     fn backends(&self, namespace: &str) -> Vec<EtcdBackend> {
@@ -66,6 +98,32 @@ impl EtcdHarness {
             .get(namespace)
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+/// What a client of a secured cluster presents.
+#[derive(Clone)]
+pub struct EtcdSecurity {
+    /// The lock user (its role: readwrite on [`TEST_PREFIX`] only).
+    pub user: String,
+    /// Its password (URL-safe).
+    pub password: String,
+    /// The root password, for the operator connection.
+    pub root_password: String,
+    /// The CA certificate that signed the members' certificates.
+    pub ca: PathBuf,
+    /// The client certificate.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("user", &self.user)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +144,9 @@ impl Harness for EtcdHarness {
 
     async fn client(&self, namespace: &str) -> fencelock::Result<LockClient> {
         // Through the facade's URL dispatch, as an application would connect.
-        let client = fencelock::connect(&format!("{}?ttl=5s", self.url(namespace))).await?;
+        let url = self.url(namespace);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let client = fencelock::connect(&format!("{url}{sep}ttl=5s")).await?;
         let backend = client
             .backend::<EtcdBackend>()
             .ok_or_else(|| Error::new(ErrorKind::Backend, "etcd:// did not give an etcd backend"))?

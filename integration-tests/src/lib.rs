@@ -11,6 +11,7 @@ mod harness;
 pub mod latency;
 mod memory_harness;
 mod runner;
+pub mod secrets;
 pub mod servers;
 
 #[cfg(feature = "etcd")]

@@ -34,6 +34,11 @@ use std::{
 /// The parent of every namespace's chroot.
 pub const TEST_ROOT: &str = "/fencelock-test";
 
+/// The parent of every namespace's chroot for a harness with digest credentials
+/// ([`ZkHarness::with_digest`]): apart from [`TEST_ROOT`], whose nodes are open, so
+/// that a creator-only parent never locks the open harness out.
+pub const SECURE_ROOT: &str = "/fencelock-secure";
+
 /// A TCP forwarder from a loopback port to one server that can be turned into a
 /// black hole.
 #[derive(Debug)]
@@ -162,6 +167,8 @@ pub struct ZkHarness {
     servers: Vec<String>,
     session_timeout: Duration,
     short_ttl: Duration,
+    /// `user:password@` (already percent-encoded) and `&acl=creator` when set.
+    digest: Option<(String, String)>,
     clients: Mutex<HashMap<String, Vec<Registered>>>,
 }
 
@@ -179,8 +186,41 @@ impl ZkHarness {
                 .collect(),
             session_timeout: Duration::from_secs(4),
             short_ttl: Duration::from_secs(1),
+            digest: None,
             clients: Mutex::default(),
         }
+    }
+
+    /// Makes every client (and the harness's own separate clients) authenticate
+    /// with digest `user:password` and create its nodes with `acl=creator`, under
+    /// [`SECURE_ROOT`]. `user` and `password` must be URL-safe.
+    #[must_use]
+    pub fn with_digest(mut self, user: &str, password: &str) -> Self {
+        self.digest = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// The chroot of `namespace` for this harness (under [`SECURE_ROOT`] with
+    /// digest credentials, else [`ZkHarness::chroot`]).
+    pub fn namespace_root(&self, namespace: &str) -> String {
+        match self.digest {
+            Some(_) => format!("{SECURE_ROOT}/{namespace}"),
+            None => Self::chroot(namespace),
+        }
+    }
+
+    /// The `zk://` URL of `namespace` on `hosts`.
+    fn url_on(&self, hosts: &[String], namespace: &str) -> String {
+        let (userinfo, acl) = match &self.digest {
+            Some((user, password)) => (format!("{user}:{password}@"), "&acl=creator"),
+            None => (String::new(), ""),
+        };
+        format!(
+            "zk://{userinfo}{}{}?session_timeout={}ms&connect_timeout=5s{acl}",
+            hosts.join(","),
+            self.namespace_root(namespace),
+            self.session_timeout.as_millis()
+        )
     }
 
     /// Renames the harness (test names start with it), e.g. `zk-3` for an ensemble.
@@ -205,12 +245,7 @@ impl ZkHarness {
 
     /// A `zk://` URL of `namespace` straight to the servers (no proxy).
     pub fn url(&self, namespace: &str) -> String {
-        format!(
-            "zk://{}{}?session_timeout={}ms&connect_timeout=5s",
-            self.servers.join(","),
-            Self::chroot(namespace),
-            self.session_timeout.as_millis()
-        )
+        self.url_on(&self.servers, namespace)
     }
 
     /// A backend of `namespace` that bypasses the proxies: the "separate client" that
@@ -326,12 +361,7 @@ impl Harness for ZkHarness {
             .iter()
             .map(|p| format!("127.0.0.1:{}", p.port()))
             .collect();
-        let url = format!(
-            "zk://{}{}?session_timeout={}ms&connect_timeout=5s",
-            hosts.join(","),
-            Self::chroot(namespace),
-            self.session_timeout.as_millis()
-        );
+        let url = self.url_on(&hosts, namespace);
         let client = fencelock::connect(&url).await?;
         self.clients
             .lock()

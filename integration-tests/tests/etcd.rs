@@ -31,6 +31,8 @@ use std::{
 mod fleet;
 #[path = "common/observe.rs"]
 mod observe;
+#[path = "etcd/security.rs"]
+mod security;
 
 const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
 
@@ -69,7 +71,13 @@ fn main() {
     let stall = Arc::new(stall);
     trials.push(stalled_follower_trial(stall.clone()));
     trials.push(isolated_follower_trial());
+    // The suite and the security cases on TLS + auth clusters.
+    let secured = security::start();
+    if let Some(secured) = &secured {
+        trials.extend(secured.trials());
+    }
     run_main(trials, move || {
+        drop(secured);
         drop(single);
         drop(triple);
         drop(failover);

@@ -29,6 +29,8 @@ use tokio::sync::Mutex as AsyncMutex;
 mod fleet;
 #[path = "common/observe.rs"]
 mod observe;
+#[path = "zk/security.rs"]
+mod security;
 
 type Ensemble = Arc<AsyncMutex<Option<ZkEnsemble>>>;
 
@@ -61,6 +63,8 @@ fn main() {
     let harness = Arc::new(ZkHarness::new(single.connect_string()));
     let mut trials = conformance::trials(harness.clone());
     trials.extend(specific_trials(harness));
+    // The suite and the security cases with digest auth and acl=creator.
+    trials.extend(security::trials(&single.connect_string()));
     // The whole suite once more on a 3-server ensemble (watches and reads served by
     // followers), and the failover cases on another one they may break.
     let quorum = match ZkEnsemble::start(3) {

@@ -18,7 +18,10 @@ impl Group {
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command given"))?;
         let mut cmd = Command::new(program);
-        cmd.args(args).process_group(0).kill_on_drop(false);
+        cmd.args(args)
+            .process_group(0)
+            .kill_on_drop(false)
+            .env_remove(crate::PASSWORD_ENV);
         for (key, value) in env {
             cmd.env(key, value);
         }

@@ -6,6 +6,9 @@ use fencelock::{Error, ErrorKind};
 pub(crate) const USAGE: u8 = 2;
 /// The backend could not be reached (sysexits EX_UNAVAILABLE).
 pub(crate) const UNAVAILABLE: u8 = 69;
+/// The backend refused the credentials, a certificate, or the rights of the user
+/// (sysexits EX_NOPERM).
+pub(crate) const NO_PERMISSION: u8 = 77;
 /// Any other failure of fencelock itself (sysexits EX_SOFTWARE).
 pub(crate) const SOFTWARE: u8 = 70;
 /// The lock became suspect or lost, while waiting or while the command ran (then the
@@ -46,6 +49,7 @@ impl From<Error> for Exit {
             | ErrorKind::Unsupported => USAGE,
             ErrorKind::Unavailable | ErrorKind::Timeout => UNAVAILABLE,
             ErrorKind::LeaseLost => LOCK_LOST,
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => NO_PERMISSION,
             _ => SOFTWARE,
         };
         Exit::new(code, err.to_string())

@@ -20,6 +20,7 @@ Exit codes:
   2            usage: bad flags, lock name, URL or TTL
   69           the backend could not be reached (also while waiting with -w)
   70           internal error
+  77           the backend refused the credentials, a certificate or the user's rights
   75           run: the lock became suspect or lost: while waiting (the command never
                ran), or while the command ran (it was terminated: SIGTERM, then SIGKILL
                after --kill-after or at the lease's deadline if suspect; SIGKILL at
@@ -29,7 +30,12 @@ Exit codes:
 Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to fencelock are forwarded to the
 command's process group; the lock is released after the command exits. If fencelock
 itself is SIGKILLed, the command keeps running and the lock frees when its lease
-expires: the fencing token in $FENCELOCK_TOKEN is what keeps the resource safe.";
+expires: the fencing token in $FENCELOCK_TOKEN is what keeps the resource safe.
+
+Credentials: rather than in the URL (shell history, process lists), give the user in
+the URL (etcd://app@host:2379/locks) and the password in $FENCELOCK_PASSWORD_FILE (a
+file holding it), $FENCELOCK_PASSWORD, or the URL parameter password_file=PATH. The
+command run sees $FENCELOCK_BACKEND without the password, and no $FENCELOCK_PASSWORD.";
 
 /// Run commands under distributed locks with fencing tokens.
 #[derive(Debug, Parser)]
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         let backend = cli.backend.ok_or_else(|| {
             Exit::usage("no backend: pass --backend URL or set FENCELOCK_BACKEND")
         })?;
+        let backend = with_env_password(backend)?;
         match cli.command {
             Command::Run(args) => run::run(&backend, args).await,
             Command::Status(args) => inspect::status(&backend, args).await,
@@ -83,6 +90,27 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(exit) => fail(exit),
     }
+}
+
+/// The file naming the password of the URL's user.
+pub(crate) const PASSWORD_FILE_ENV: &str = "FENCELOCK_PASSWORD_FILE";
+/// The password of the URL's user (never handed on to the command run).
+pub(crate) const PASSWORD_ENV: &str = "FENCELOCK_PASSWORD";
+
+/// `backend` with the password from `$FENCELOCK_PASSWORD_FILE` or
+/// `$FENCELOCK_PASSWORD`, if set (the file wins).
+fn with_env_password(backend: String) -> Result<String, Exit> {
+    let password = match (
+        std::env::var(PASSWORD_FILE_ENV)
+            .ok()
+            .filter(|p| !p.is_empty()),
+        std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    ) {
+        (Some(file), _) => fencelock::url::read_password_file(&file)?,
+        (None, Some(password)) => password,
+        (None, None) => return Ok(backend),
+    };
+    Ok(fencelock::url::with_password(&backend, &password)?)
 }
 
 fn fail(exit: Exit) -> ExitCode {

@@ -209,7 +209,11 @@ async fn supervise(
     let env = [
         ("FENCELOCK_TOKEN", guard.token().to_string()),
         ("FENCELOCK_NAME", guard.name().to_string()),
-        ("FENCELOCK_BACKEND", backend.to_owned()),
+        // Never the password: the command and everything it starts can read this.
+        (
+            "FENCELOCK_BACKEND",
+            fencelock::url::without_password(backend),
+        ),
     ];
     let mut group = match Group::spawn(command, &env) {
         Ok(group) => group,

@@ -2,7 +2,7 @@
 
 use fencelock_integration_tests::{
     foreign::{Foreign, ForeignHolder},
-    servers::{require, EtcdCluster, ZkEnsemble},
+    servers::{require, EtcdCluster, EtcdTls, Flaw, Pki, ZkEnsemble},
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::{
@@ -957,6 +957,121 @@ fn bad_input(unreachable: &str) -> Check {
 /// A scenario run against one server.
 type ServerCase = fn(&dyn Server, &Path) -> Check;
 
+/// `fencelock run`, `status --json` and a refused login on etcd with TLS and auth,
+/// the password in `FENCELOCK_PASSWORD_FILE` or `FENCELOCK_PASSWORD`: the command
+/// sees the URL without the password and no `FENCELOCK_PASSWORD`; no output line
+/// holds the password; a wrong password exits 77 with a line naming the refusal.
+fn secured_etcd_credentials_stay_secret(dir: &Path) -> Check {
+    let pki = Pki::new().map_err(|e| e.to_string())?;
+    let tls = EtcdTls {
+        server: pki.server(Flaw::None).map_err(|e| e.to_string())?,
+        ca: pki.ca().to_owned(),
+    };
+    let client = pki.client("app", false).map_err(|e| e.to_string())?;
+    let mut etcd = EtcdCluster::start_secured(1, tls).map_err(|e| e.to_string())?;
+    let password = format!("pw-{}", uuid_like());
+    etcd.enable_auth(&format!("root-{password}"))
+        .and_then(|()| etcd.add_prefix_user("app", &password, "readwrite", "/cli/"))
+        .map_err(|e| e.to_string())?;
+    let pwfile = dir.join("password");
+    fs::write(&pwfile, format!("{password}\n")).map_err(|e| e.to_string())?;
+    let url = format!(
+        "etcd://app@{}/cli?ca={}&cert={}&key={}",
+        etcd.endpoints().join(","),
+        pki.ca().display(),
+        client.cert.display(),
+        client.key.display()
+    );
+    let envfile = dir.join("env");
+    let mut all = String::new();
+    let run = output(
+        fencelock()
+            .env("FENCELOCK_PASSWORD_FILE", &pwfile)
+            .args(["--backend", &url, "run", "job", "--", "sh", "-c"])
+            .arg(format!("env > {}", envfile.display())),
+    );
+    all.push_str(&String::from_utf8_lossy(&run.stderr));
+    ensure(code(&run) == 0, format!("run: {}", all))?;
+    let env = fs::read_to_string(&envfile).map_err(|e| e.to_string())?;
+    ensure(
+        env.lines()
+            .any(|l| l.starts_with("FENCELOCK_BACKEND=etcd://app@")),
+        format!("no FENCELOCK_BACKEND without password in {env}"),
+    )?;
+    all.push_str(&env);
+    let mut holder = fencelock()
+        .env("FENCELOCK_PASSWORD", &password)
+        .args([
+            "--backend",
+            &url,
+            "run",
+            "--holder",
+            "cli-test",
+            "job",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("env > {}; sleep 5", envfile.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let out = output(fencelock().env("FENCELOCK_PASSWORD_FILE", &pwfile).args([
+            "--backend",
+            &url,
+            "status",
+            "--json",
+            "job",
+        ]));
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+        all.push_str(&String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if json["held"] == true || Instant::now() > deadline {
+            break json;
+        }
+        sleep(Duration::from_millis(100));
+    };
+    ensure(status["holder"] == "cli-test", format!("status: {status}"))?;
+    let env = fs::read_to_string(&envfile).map_err(|e| e.to_string())?;
+    ensure(
+        !env.contains("FENCELOCK_PASSWORD="),
+        "the command got FENCELOCK_PASSWORD",
+    )?;
+    all.push_str(&env);
+    let _ = holder.kill();
+    if let Ok(out) = holder.wait_with_output() {
+        all.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let started = Instant::now();
+    let refused = output(
+        fencelock()
+            .env("FENCELOCK_PASSWORD", "wrong-password-123")
+            .args(["--backend", &url, "status", "--json", "job"]),
+    );
+    let line = String::from_utf8_lossy(&refused.stderr).into_owned();
+    ensure(
+        code(&refused) == 77 && line.contains("unauthenticated") && line.contains("password"),
+        format!("wrong password: code {} {line}", code(&refused)),
+    )?;
+    ensure(
+        started.elapsed() < Duration::from_secs(4),
+        format!("wrong password took {:?}", started.elapsed()),
+    )?;
+    all.push_str(&line);
+    let inline = url.replace("app@", &format!("app:{password}@"));
+    let denied =
+        output(fencelock().args(["--backend", &inline, "status", "--json", "elsewhere/x"]));
+    all.push_str(&String::from_utf8_lossy(&denied.stdout));
+    all.push_str(&String::from_utf8_lossy(&denied.stderr));
+    ensure(
+        !all.contains(&password),
+        "the password leaked into the cli output or the command's environment",
+    )
+}
+
 fn trial(name: String, s: Arc<dyn Server>, f: ServerCase) -> Trial {
     Trial::test(name, move || {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -1015,6 +1130,13 @@ fn main() {
     if require(EtcdCluster::available(), "etcd")
         && require(EtcdCluster::etcdctl().is_ok(), "etcdctl")
     {
+        trials.push(Trial::test(
+            "etcd::secured_credentials_never_reach_output_or_the_command",
+            || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                secured_etcd_credentials_stay_secret(dir.path())
+            },
+        ));
         let etcd = EtcdCluster::start(1).expect("etcd starts");
         trials.push(Trial::test(
             "etcd::fleet_run_and_etcdctl_lock_exclude_each_other_in_both_orders",

@@ -47,6 +47,17 @@ pub enum ErrorKind {
     /// operation such as [`LockClient::watch_lock`](crate::LockClient::watch_lock) on
     /// a backend without watches.
     Unsupported,
+    /// The server (or the client's TLS layer) refused who the client is: a wrong user
+    /// name or password, an unknown user, a client certificate the server does not
+    /// accept, or a server certificate the client does not trust (expired, not yet
+    /// valid, signed by another CA, issued for another host). Retrying with the same
+    /// configuration will not help; the message says which side refused and why, and
+    /// never holds the secret.
+    Unauthenticated,
+    /// The server knows the client but its rights do not allow the operation (an etcd
+    /// role without read/write on the lock prefix, a ZooKeeper node whose ACL belongs
+    /// to another user). The message names the missing right where the server says it.
+    PermissionDenied,
     /// Any other failure reported by the backend.
     Backend,
 }
@@ -64,6 +75,8 @@ impl ErrorKind {
             ErrorKind::LeaseLost => "lease lost",
             ErrorKind::NotHeld => "not held",
             ErrorKind::StaleToken => "stale fencing token",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Backend => "backend error",
         }

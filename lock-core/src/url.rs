@@ -9,6 +9,12 @@ use std::{fmt, time::Duration};
 ///
 /// `Debug` never shows the password.
 ///
+/// The password can also come from a file: the query parameter
+/// `password_file=/path` (every backend with credentials accepts it) reads it from
+/// that file (one trailing newline dropped), so it appears in neither the URL, the
+/// shell history nor the process list. It cannot be combined with a password in
+/// the URL, and needs a user name.
+///
 /// # Examples
 ///
 /// ```
@@ -66,6 +72,98 @@ pub fn scheme_of(url: &str) -> Result<String> {
     }
 }
 
+/// `url` without its password (`user:secret@` becomes `user@`), for handing on to
+/// other processes; the user name, hosts, path and parameters stay.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::url::without_password;
+///
+/// assert_eq!(without_password("etcd://app:s3cret@h:1/locks?ttl=5s"), "etcd://app@h:1/locks?ttl=5s");
+/// assert_eq!(without_password("zk://h:1/x"), "zk://h:1/x");
+/// ```
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `url` with `password` (percent-encoded) as the password of its user, replacing
+/// any password it had.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidConfig`] when `url` names no user (`scheme://user@host…`);
+/// the message never holds the password.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::url::{with_password, BackendUrl};
+///
+/// let url = with_password("etcd://app@h:1/locks", "p@ss:/word")?;
+/// assert_eq!(BackendUrl::parse(&url)?.password.as_deref(), Some("p@ss:/word"));
+/// assert!(with_password("etcd://h:1", "x").is_err());
+/// # Ok::<(), lock_core::Error>(())
+/// ```
+pub fn with_password(url: &str, password: &str) -> Result<String> {
+    let bare = without_password(url);
+    let (scheme, rest) = bare
+        .split_once("://")
+        .ok_or_else(|| invalid("a password needs a backend url with a user"))?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@').ok_or_else(|| {
+        invalid(format!(
+            "a password was given but {} names no user (scheme://user@host:port…)",
+            redact(url)
+        ))
+    })?;
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!(
+        "{scheme}://{}:{encoded}@{}",
+        &rest[..at],
+        &rest[at + 1..]
+    ))
+}
+
+/// Reads a password from `path`: the file's content without one trailing newline.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidConfig`] naming the path (never the content) when it cannot
+/// be read or is not UTF-8.
+pub fn read_password_file(path: &str) -> Result<String> {
+    let content = std::fs::read(path).map_err(|e| {
+        invalid(format!("cannot read the password file {path}: {e}")).with_source(e)
+    })?;
+    let mut text = String::from_utf8(content)
+        .map_err(|_| invalid(format!("the password file {path} is not utf-8")))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
 /// `url` with any password replaced by `***`, for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -110,7 +208,22 @@ impl BackendUrl {
             }
         };
         let hosts = parse_hosts(hostlist)?;
-        let params = parse_query(query)?;
+        let mut params = parse_query(query)?;
+        let mut password = password;
+        if let Some(i) = params.iter().position(|(k, _)| k == "password_file") {
+            let (_, path) = params.remove(i);
+            if password.is_some() {
+                return Err(invalid(
+                    "give the password either in the url or in password_file, not both",
+                ));
+            }
+            if username.is_none() {
+                return Err(invalid(
+                    "password_file needs a user name (scheme://user@host…)",
+                ));
+            }
+            password = Some(read_password_file(&path)?);
+        }
         Ok(BackendUrl {
             scheme,
             username,
@@ -310,6 +423,37 @@ mod tests {
         assert_eq!(redact("etcd://u:p%40ss@h:1/x"), "etcd://u:***@h:1/x");
         let err = BackendUrl::parse("etcd://u:secret@h:bad").unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn password_file_and_helpers() {
+        let dir = std::env::temp_dir().join(format!("fencelock-pw-{}", std::process::id()));
+        std::fs::write(&dir, "s3cr&t:/\n").unwrap();
+        let path = dir.display().to_string();
+        let url =
+            BackendUrl::parse(&format!("etcd://u@h:1/x?password_file={path}&ttl=2s")).unwrap();
+        assert_eq!(url.password.as_deref(), Some("s3cr&t:/"));
+        assert_eq!(url.params, [("ttl".to_owned(), "2s".to_owned())]);
+        for bad in [
+            format!("etcd://u:p@h:1?password_file={path}"),
+            format!("etcd://h:1?password_file={path}"),
+            "etcd://u@h:1?password_file=/nonexistent/pw".to_owned(),
+        ] {
+            let err = BackendUrl::parse(&bad).expect_err(&bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
+            assert!(!err.to_string().contains("s3cr"), "{err}");
+        }
+        std::fs::remove_file(&dir).unwrap();
+        let with = with_password("etcd://u:old@h:1/x?a=b", "s3cr&t:/").unwrap();
+        assert_eq!(
+            BackendUrl::parse(&with).unwrap().password.as_deref(),
+            Some("s3cr&t:/")
+        );
+        assert_eq!(without_password(&with), "etcd://u@h:1/x?a=b");
+        assert!(!with_password("etcd://h:1", "s3cret")
+            .unwrap_err()
+            .to_string()
+            .contains("s3cret"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! inspect, list, close).
 
 use crate::{
-    config, members, queue, session::Conn, watch, watch_lock, EtcdConfig, EtcdHeldLock, EtcdLease,
+    config, error, members, queue, session::Conn, watch, watch_lock, EtcdConfig, EtcdHeldLock,
+    EtcdLease,
 };
 use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
@@ -74,7 +75,12 @@ impl EtcdBackend {
     ///
     /// [`ErrorKind::Unavailable`] when no endpoint answers (or the cluster has no
     /// leader) within the connect timeout; [`ErrorKind::InvalidConfig`] for an invalid
-    /// configuration, unreadable TLS files or failed authentication.
+    /// configuration or unreadable TLS files; [`ErrorKind::Unauthenticated`] when etcd
+    /// refuses the user or password, or the TLS handshake fails on either side (a
+    /// server certificate the client does not trust, a client certificate the server
+    /// refuses or lacks, TLS on one side only: etcd closing every connection at once,
+    /// twice in a row, counts as such a refusal); [`ErrorKind::PermissionDenied`] when
+    /// the user may not read the prefix. All within the connect timeout.
     ///
     /// # Cancel safety
     ///
@@ -82,8 +88,42 @@ impl EtcdBackend {
     pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend> {
         config.validate()?;
         let options = config::connect_options(&config)?;
-        let timeout = config.connect_timeout();
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + config.connect_timeout();
+        let first = match Self::connect_once(&config, &options, deadline).await {
+            Err(err) if error::closed_at_once(&err) => err,
+            other => return other,
+        };
+        // A server that closes the connection at once: a restart, or a refusal at the
+        // TLS layer that the client cannot see as such (with TLS 1.3 the server checks
+        // the client's certificate after the client's handshake is done; a TLS server
+        // drops a plain-text client). Once more: the same again is a refusal.
+        tokio::time::sleep(Duration::from_millis(100).min(config.connect_timeout() / 10)).await;
+        match Self::connect_once(&config, &options, deadline).await {
+            Err(err) if error::closed_at_once(&err) => {
+                let (ca, identity) = config.tls_files();
+                let why = match (ca.is_some() || identity.is_some(), identity.is_some()) {
+                    (true, true) => "etcd refused the tls connection: it does not accept the client certificate (signed by a ca it does not trust, expired, or not a client certificate) or does not speak tls on this port",
+                    (true, false) => "etcd refused the tls connection: it requires a client certificate (add cert= and key=) or does not speak tls on this port",
+                    (false, _) => "etcd refused the plain-text connection: the port likely requires tls (add ca=, and cert= and key= if it requires client certificates)",
+                };
+                drop(first);
+                Err(Error::new(
+                    ErrorKind::Unauthenticated,
+                    format!("{why} ({})", err.message()),
+                )
+                .with_source(err))
+            }
+            other => other,
+        }
+    }
+
+    /// One connect attempt, by `deadline`.
+    async fn connect_once(
+        config: &EtcdConfig,
+        options: &::etcd_client::ConnectOptions,
+        deadline: Instant,
+    ) -> Result<EtcdBackend> {
+        let config = config.clone();
         let endpoints = config.endpoints().join(",");
         let unavailable = |why: String| {
             Error::new(
@@ -91,13 +131,16 @@ impl EtcdBackend {
                 format!("etcd at {endpoints} is unreachable: {why}"),
             )
         };
-        let members = match members::Members::connect(config.endpoints(), &options, deadline).await
-        {
+        let members = match members::Members::connect(config.endpoints(), options, deadline).await {
             Ok(members) => members,
             Err(err) => {
                 return Err(match err.kind() {
-                    ErrorKind::InvalidConfig => err,
-                    _ => unavailable(err.message().to_owned()).with_source(err),
+                    ErrorKind::Unavailable | ErrorKind::Timeout => {
+                        unavailable(err.message().to_owned()).with_source(err)
+                    }
+                    // A refusal (bad credentials or certificate, missing rights) or a
+                    // bad configuration says more than "unreachable".
+                    _ => err,
                 });
             }
         };

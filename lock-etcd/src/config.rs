@@ -48,9 +48,12 @@ const PARAMS: [&str; 6] = [
 /// | `request_timeout` | `5s` | bound on each request, retries of transient failures included (100 ms to 600 s) |
 /// | `ca` | none | PEM file of the CA that signed the servers' certificates (enables TLS) |
 /// | `cert`, `key` | none | PEM client certificate and key (TLS client authentication) |
+/// | `password_file` | none | read the password from this file instead of the URL |
 ///
 /// User name and password authenticate with etcd's auth; `Debug` and every error
-/// message leave the password out.
+/// message leave the password out. A least-privilege user needs `readwrite` on the
+/// prefix only (`etcdctl role grant-permission R readwrite --prefix=true /prefix/`),
+/// so give one: with no prefix the locks live at the root.
 ///
 /// # Key prefix and etcd's own lock recipe
 ///

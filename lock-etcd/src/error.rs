@@ -11,7 +11,17 @@ use tonic::Code;
 /// lease, never a credential), into a fencelock error.
 pub(crate) fn map(err: etcd_client::Error, what: impl fmt::Display) -> Error {
     let kind = kind_of(&err);
-    Error::new(kind, format!("{what}: {}", describe(&err))).with_source(err)
+    let hint = match kind {
+        ErrorKind::Unauthenticated if tls_refusal(&err).is_some() => {
+            " (tls handshake failed: check the url's ca, cert and key and the server's certificate)"
+        }
+        ErrorKind::Unauthenticated => " (etcd refused the credentials: check the url's user and password)",
+        ErrorKind::PermissionDenied => {
+            " (etcd refused the user's rights: its role needs readwrite on the lock prefix, see the README)"
+        }
+        _ => "",
+    };
+    Error::new(kind, format!("{what}: {}{hint}", describe(&err))).with_source(err)
 }
 
 /// A request got no answer within `after`: its effect on the server is unknown.
@@ -26,6 +36,7 @@ pub(crate) fn timed_out(what: impl fmt::Display, after: Duration) -> Error {
 pub(crate) fn kind_of(err: &etcd_client::Error) -> ErrorKind {
     use etcd_client::Error as E;
     match err {
+        _ if tls_refusal(err).is_some() => ErrorKind::Unauthenticated,
         E::GRpcStatus(status) => status_kind(status.code(), status.message()),
         E::TransportError(_) | E::IoError(_) | E::WatchError(_) => ErrorKind::Unavailable,
         E::LeaseKeepAliveError(msg) if msg.contains("not found") => ErrorKind::LeaseLost,
@@ -55,11 +66,72 @@ fn status_kind(code: Code, message: &str) -> ErrorKind {
         Code::Unimplemented => ErrorKind::Unavailable,
         Code::DeadlineExceeded => ErrorKind::Timeout,
         Code::NotFound if message.contains("lease not found") => ErrorKind::LeaseLost,
-        Code::InvalidArgument | Code::Unauthenticated if message.contains("authentication") => {
-            ErrorKind::InvalidConfig
+        // Wrong password or unknown user ("authentication failed, invalid user ID or
+        // password"), no user with auth on ("user name is empty"), a token etcd no
+        // longer knows ("invalid auth token").
+        Code::InvalidArgument | Code::Unauthenticated
+            if ["authentication", "user name is empty", "auth token"]
+                .iter()
+                .any(|m| message.contains(m)) =>
+        {
+            ErrorKind::Unauthenticated
         }
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
         _ => ErrorKind::Backend,
     }
+}
+
+/// What the TLS layer said when the handshake failed (a certificate refused by either
+/// side, a plain-text server behind a TLS client), from the error's source chain.
+fn tls_refusal(err: &etcd_client::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if [
+            "certificate",
+            "InvalidCertificate",
+            "tls",
+            "TLS",
+            "handshake",
+            "CorruptMessage",
+            "InvalidContentType",
+            "alert",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+        {
+            return Some(text);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// Whether `err` (from connecting) says the server closed the connection at once:
+/// a broken pipe, a connection closed before the answer, or a request cancelled
+/// because its connection went away.
+pub(crate) fn closed_at_once(err: &Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string().to_lowercase();
+        if [
+            "broken pipe",
+            "connection closed",
+            "operation was canceled",
+            "connection reset",
+            "reset by peer",
+            "end of file",
+            "eof",
+            "incomplete",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+        {
+            return err.is_retryable();
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A short description: the gRPC message without tonic's decoration.
@@ -68,7 +140,10 @@ fn describe(err: &etcd_client::Error) -> String {
         etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {
             status.message().to_owned()
         }
-        other => other.to_string(),
+        other => match tls_refusal(other) {
+            Some(tls) => format!("{other}: {tls}"),
+            None => other.to_string(),
+        },
     }
 }
 
@@ -107,7 +182,7 @@ mod tests {
             kind(Status::invalid_argument(
                 "etcdserver: authentication failed, invalid user ID or password"
             )),
-            ErrorKind::InvalidConfig
+            ErrorKind::Unauthenticated
         );
         assert_eq!(
             kind(Status::unknown("h2 protocol error: connection reset")),
@@ -115,7 +190,7 @@ mod tests {
         );
         assert_eq!(
             kind(Status::permission_denied("etcdserver: permission denied")),
-            ErrorKind::Backend
+            ErrorKind::PermissionDenied
         );
         assert_eq!(
             kind(Status::out_of_range(

@@ -115,6 +115,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// | `session_timeout` | 10s | session timeout requested for each lease (the server clamps it to `[2, 20] × tickTime`) |
 /// | `connect_timeout` | 3s | how long connecting may take before [`ErrorKind::Unavailable`]; each server gets a share of it ([`per_host_timeout`](ZkConfig::per_host_timeout)) |
 /// | `acl` | `open` | `open` or `creator` (see [`ZkAcl`]; `creator` needs `user:password`) |
+/// | `password_file` | none | read the digest password from this file instead of the URL |
 /// | `node_style` | `curator` | `curator` (`<uuid>-lock-<seq>`) or `kazoo` (`<uuid>__lock__<seq>`): which foreign clients see this client's nodes (see [`ZkNodeStyle`]) |
 ///
 /// `user:password` authenticates every session with ZooKeeper's `digest` scheme. The

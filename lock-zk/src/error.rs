@@ -52,10 +52,11 @@ pub(crate) fn kind_of(err: &ZkError) -> ErrorKind {
         | ZkError::NoHosts
         | ZkError::Throttled
         | ZkError::NotReadOnly => ErrorKind::Unavailable,
-        ZkError::SessionExpired
-        | ZkError::SessionMoved
-        | ZkError::ClientClosed
-        | ZkError::AuthFailed => ErrorKind::LeaseLost,
+        ZkError::SessionExpired | ZkError::SessionMoved | ZkError::ClientClosed => {
+            ErrorKind::LeaseLost
+        }
+        ZkError::AuthFailed => ErrorKind::Unauthenticated,
+        ZkError::NoAuth => ErrorKind::PermissionDenied,
         ZkError::BadArguments(_) | ZkError::InvalidAcl => ErrorKind::InvalidConfig,
         _ => ErrorKind::Backend,
     }
@@ -69,7 +70,10 @@ pub(crate) fn map(err: ZkError, what: impl std::fmt::Display) -> Error {
         e if is_indeterminate(e) => " (the request may or may not have been applied)",
         ZkError::SessionExpired => " (the zookeeper session expired)",
         ZkError::ClientClosed => " (the zookeeper session was closed)",
-        ZkError::NoAuth => " (not authorized: check the url's user and acl)",
+        ZkError::NoAuth => {
+            " (zookeeper refused: the node's acl does not give this user the right; check the url's user and acl)"
+        }
+        ZkError::AuthFailed => " (zookeeper refused the digest credentials: check the url's user and password)",
         _ => "",
     };
     Error::new(kind, format!("{what}: {err}{hint}")).with_source(err)
@@ -97,9 +101,9 @@ mod tests {
             (ZkError::Throttled, ErrorKind::Unavailable),
             (ZkError::SessionExpired, ErrorKind::LeaseLost),
             (ZkError::ClientClosed, ErrorKind::LeaseLost),
-            (ZkError::AuthFailed, ErrorKind::LeaseLost),
+            (ZkError::AuthFailed, ErrorKind::Unauthenticated),
             (ZkError::InvalidAcl, ErrorKind::InvalidConfig),
-            (ZkError::NoAuth, ErrorKind::Backend),
+            (ZkError::NoAuth, ErrorKind::PermissionDenied),
             (ZkError::NoNode, ErrorKind::Backend),
             (ZkError::UnexpectedErrorCode(-999), ErrorKind::Backend),
         ];

@@ -86,9 +86,9 @@ pub(crate) async fn connect(
     match tokio::time::timeout(limit, connector.connect(&target)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(ZkError::AuthFailed)) => Err(Error::new(
-            ErrorKind::InvalidConfig,
+            ErrorKind::Unauthenticated,
             format!(
-                "zookeeper at {servers} rejected the credentials of user {:?}",
+                "zookeeper at {servers} rejected the credentials of user {:?} (the server refused the auth packet)",
                 config.user().unwrap_or("")
             ),
         )

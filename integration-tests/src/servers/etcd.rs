@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tempfile::TempDir;
 
+use super::pki::CertFiles;
 use super::{
     find_executable, free_port, memory_temp_dir, port_accepts, retry_port_clash, tcp_exchange,
     temp_dir, wait_until, with_log_tails, Fabric, Link, ServerProcess, READY_TIMEOUT,
@@ -56,6 +57,21 @@ struct ClusterSpec {
     token: String,
     /// `--initial-cluster`: `name=peer-url` for every member.
     initial_cluster: String,
+    /// Client TLS, for clusters started with [`EtcdCluster::start_secured`].
+    tls: Option<EtcdTls>,
+    /// The root password once [`EtcdCluster::enable_auth`] turned auth on.
+    root_password: Option<String>,
+}
+
+/// Client TLS of a secured cluster: every member serves `server` on its client
+/// URL and requires client certificates signed by `ca`
+/// (`--cert-file --key-file --trusted-ca-file --client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The members' certificate and key.
+    pub server: CertFiles,
+    /// The CA that client certificates must chain to.
+    pub ca: PathBuf,
 }
 
 /// What one member needs to start, and start again.
@@ -71,6 +87,9 @@ struct MemberSpec {
     peer_ip: Ipv4Addr,
     /// Port of the client URL.
     client_port: u16,
+    /// Port of a second, plain-text client URL that secured clusters also listen
+    /// on, for the harness's own probes (health, status, etcdctl).
+    plain_port: u16,
     /// Port of the peer URL.
     peer_port: u16,
     /// `--data-dir`, kept across restarts.
@@ -132,7 +151,7 @@ impl EtcdCluster {
         }
         let binary = find_executable(BIN_ENV, "etcd")?;
         let started = Instant::now();
-        let cluster = retry_port_clash("etcd", || Self::try_start(&binary, members, None))?;
+        let cluster = retry_port_clash("etcd", || Self::try_start(&binary, members, None, None))?;
         tracing::info!(
             "etcd cluster of {members} ready in {:?} at {}",
             started.elapsed(),
@@ -151,17 +170,123 @@ impl EtcdCluster {
     pub fn start_in_namespaces(members: usize) -> io::Result<EtcdCluster> {
         let binary = find_executable(BIN_ENV, "etcd")?;
         let fabric = Fabric::create(members)?;
-        Self::try_start(&binary, members, Some(fabric))
+        Self::try_start(&binary, members, Some(fabric), None)
+    }
+
+    /// Starts a cluster of `members` members on `127.0.0.1` whose client URLs
+    /// (those of [`EtcdCluster::endpoints`]) speak only TLS with `tls` and require
+    /// client certificates; peers talk plain text. Each member also listens on a
+    /// plain-text client port ([`EtcdCluster::plain_endpoints`]) for the harness's
+    /// probes and for tests of a TLS client against a plain-text port. Turn auth
+    /// on with [`EtcdCluster::enable_auth`].
+    pub fn start_secured(members: usize, tls: EtcdTls) -> io::Result<EtcdCluster> {
+        let binary = find_executable(BIN_ENV, "etcd")?;
+        let started = Instant::now();
+        let cluster = retry_port_clash("etcd", || {
+            Self::try_start(&binary, members, None, Some(tls.clone()))
+        })?;
+        tracing::info!(
+            "secured etcd cluster of {members} ready in {:?} at {}",
+            started.elapsed(),
+            cluster.endpoints().join(",")
+        );
+        Ok(cluster)
+    }
+
+    /// Turns etcd auth on: a `root` user (role `root`) with `root_password`;
+    /// every later [`EtcdCluster::ctl`] call authenticates as root.
+    ///
+    /// # Errors
+    /// The failing etcdctl command with its output.
+    pub fn enable_auth(&mut self, root_password: &str) -> io::Result<()> {
+        self.ctl(&["user", "add", &format!("root:{root_password}")])?;
+        self.ctl(&["user", "grant-role", "root", "root"])?;
+        self.ctl(&["auth", "enable"])?;
+        self.spec.root_password = Some(root_password.to_owned());
+        Ok(())
+    }
+
+    /// The README's least-privilege recipe: a role named `user` with
+    /// `permission` (`read`, `write` or `readwrite`) on the key prefix `prefix`, and
+    /// the user `user` with `password` holding that role. Call again with the same
+    /// user to grant it more prefixes.
+    ///
+    /// # Errors
+    /// The failing etcdctl command.
+    pub fn add_prefix_user(
+        &self,
+        user: &str,
+        password: &str,
+        permission: &str,
+        prefix: &str,
+    ) -> io::Result<()> {
+        let known = self.ctl(&["user", "list"])?;
+        if !known.lines().any(|l| l.trim() == user) {
+            self.ctl(&["role", "add", user])?;
+            self.ctl(&["user", "add", &format!("{user}:{password}")])?;
+            self.ctl(&["user", "grant-role", user, user])?;
+        }
+        self.ctl(&[
+            "role",
+            "grant-permission",
+            user,
+            permission,
+            "--prefix=true",
+            prefix,
+        ])?;
+        Ok(())
+    }
+
+    /// Runs `etcdctl` (v3) with `args` against the plain-text client ports
+    /// (the TLS ones when the cluster has no others), as root once auth is on,
+    /// and returns its standard output.
+    ///
+    /// # Errors
+    /// When etcdctl is missing or exits non-zero (its stderr in the message; the
+    /// root password is never part of it).
+    pub fn ctl(&self, args: &[&str]) -> io::Result<String> {
+        let mut command = Command::new(Self::etcdctl()?);
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.plain_endpoints().join(",")))
+            .args(["--dial-timeout=3s", "--command-timeout=5s"]);
+        if let Some(password) = &self.spec.root_password {
+            command.arg(format!("--user=root:{password}"));
+        }
+        let output = command.args(args).output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "etcdctl {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The plain-text client endpoint, `IP:PORT`, of every member: the same as
+    /// [`EtcdCluster::endpoints`] unless the cluster was started with
+    /// [`EtcdCluster::start_secured`].
+    pub fn plain_endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.spec.probe_addr().to_string())
+            .collect()
     }
 
     /// One start attempt with freshly chosen ports.
-    fn try_start(binary: &Path, count: usize, fabric: Option<Fabric>) -> io::Result<EtcdCluster> {
+    fn try_start(
+        binary: &Path,
+        count: usize,
+        fabric: Option<Fabric>,
+        tls: Option<EtcdTls>,
+    ) -> io::Result<EtcdCluster> {
         let dir = match fabric {
             Some(_) => memory_temp_dir("fencelock-etcd-")?,
             None => temp_dir("fencelock-etcd-")?,
         };
         let specs = (0..count)
-            .map(|i| MemberSpec::new(i, dir.path(), fabric.as_ref()))
+            .map(|i| MemberSpec::new(i, dir.path(), fabric.as_ref(), tls.is_some()))
             .collect::<io::Result<Vec<_>>>()?;
         let spec = ClusterSpec {
             binary: binary.to_owned(),
@@ -171,6 +296,8 @@ impl EtcdCluster {
                 .map(MemberSpec::initial_cluster_entry)
                 .collect::<Vec<_>>()
                 .join(","),
+            tls,
+            root_password: None,
         };
         let members = specs
             .into_iter()
@@ -203,7 +330,7 @@ impl EtcdCluster {
             }
             Ok(members
                 .iter()
-                .all(|m| is_healthy(m.spec.client_addr()))
+                .all(|m| is_healthy(m.spec.probe_addr()))
                 .then_some(()))
         })
         .map_err(|e| with_log_tails(e, self.members.iter().map(|m| &m.process)))
@@ -212,7 +339,7 @@ impl EtcdCluster {
     /// Asks every member for its raft member ID.
     fn learn_member_ids(&mut self) -> io::Result<()> {
         for member in &mut self.members {
-            member.id = status(member.spec.client_addr())?.member_id;
+            member.id = status(member.spec.probe_addr())?.member_id;
         }
         Ok(())
     }
@@ -291,7 +418,7 @@ impl EtcdCluster {
             .spawn(&self.spec, self.fabric.as_ref())?;
         let quorum = self.running_count() > self.members.len() / 2;
         let target = &mut self.members[member];
-        let port = target.spec.client_addr();
+        let port = target.spec.probe_addr();
         let what = format!("restarted etcd member {member} to be ready");
         wait_until(&what, READY_TIMEOUT, || {
             target.process.check_running()?;
@@ -321,7 +448,7 @@ impl EtcdCluster {
     pub fn all_healthy(&self) -> bool {
         self.members
             .iter()
-            .all(|m| !m.process.is_paused() && is_healthy(m.spec.client_addr()))
+            .all(|m| !m.process.is_paused() && is_healthy(m.spec.probe_addr()))
     }
 
     /// Cuts `member`'s `link` (see [`Fabric`]): packets are dropped silently
@@ -369,7 +496,7 @@ impl EtcdCluster {
             .members
             .iter()
             .filter(|m| m.process.pid().is_some() && !m.process.is_paused())
-            .filter_map(|m| status(m.spec.client_addr()).ok())
+            .filter_map(|m| status(m.spec.probe_addr()).ok())
             .filter(|s| s.leader != 0)
             .max_by_key(|s| s.raft_term)?;
         self.members.iter().position(|m| m.id == freshest.leader)
@@ -382,7 +509,7 @@ impl EtcdCluster {
             .iter()
             .filter(|m| !m.process.is_paused())
             .find_map(|m| {
-                let body = http(m.spec.client_addr(), "GET", "/version", "").ok()?;
+                let body = http(m.spec.probe_addr(), "GET", "/version", "").ok()?;
                 json_field(&body, "etcdserver").map(str::to_owned)
             })
             .or_else(|| binary_version(&self.spec.binary))
@@ -392,15 +519,22 @@ impl EtcdCluster {
 
 impl MemberSpec {
     /// Chooses addresses, ports and paths for member `index` under `dir`.
-    fn new(index: usize, dir: &Path, fabric: Option<&Fabric>) -> io::Result<MemberSpec> {
+    fn new(
+        index: usize,
+        dir: &Path,
+        fabric: Option<&Fabric>,
+        secured: bool,
+    ) -> io::Result<MemberSpec> {
         let member_dir = dir.join(format!("member-{index}"));
         std::fs::create_dir(&member_dir)?;
+        let client_port = free_port()?;
         Ok(MemberSpec {
             name: format!("member-{index}"),
             index,
             client_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.client_ip(index)),
             peer_ip: fabric.map_or(Ipv4Addr::LOCALHOST, |f| f.peer_ip(index)),
-            client_port: free_port()?,
+            client_port,
+            plain_port: if secured { free_port()? } else { client_port },
             peer_port: free_port()?,
             data_dir: member_dir.join("data"),
             log: member_dir.join("etcd.log"),
@@ -412,9 +546,16 @@ impl MemberSpec {
         SocketAddr::from((self.client_ip, self.client_port))
     }
 
-    /// `http://IP:PORT` for the client port.
-    fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr())
+    /// The address the harness probes: the plain-text client port of a
+    /// secured member, else the client port.
+    fn probe_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.client_ip, self.plain_port))
+    }
+
+    /// `http://IP:PORT` (`https://` with TLS) for the client port.
+    fn client_url(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr())
     }
 
     /// `http://IP:PORT` for the peer port.
@@ -444,14 +585,30 @@ impl MemberSpec {
                 command.env_remove(key);
             }
         }
+        let tls = cluster.tls.as_ref();
+        let client_url = self.client_url(tls.is_some());
+        let listen = match tls {
+            Some(tls) => {
+                command
+                    .arg("--cert-file")
+                    .arg(&tls.server.cert)
+                    .arg("--key-file")
+                    .arg(&tls.server.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.ca)
+                    .arg("--client-cert-auth");
+                format!("{client_url},http://{}", self.probe_addr())
+            }
+            None => client_url.clone(),
+        };
         let heartbeat = HEARTBEAT_MS.to_string();
         let election = ELECTION_TIMEOUT_MS.to_string();
         command
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen-client-urls", &self.client_url()])
-            .args(["--advertise-client-urls", &self.client_url()])
+            .args(["--listen-client-urls", &listen])
+            .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &self.peer_url()])
             .args(["--initial-advertise-peer-urls", &self.peer_url()])
             .args(["--initial-cluster", &cluster.initial_cluster])

@@ -21,11 +21,13 @@
 
 pub mod etcd;
 pub mod netns;
+pub mod pki;
 pub mod postgres;
 pub mod zk;
 
-pub use etcd::EtcdCluster;
+pub use etcd::{EtcdCluster, EtcdTls};
 pub use netns::{Fabric, Link};
+pub use pki::{CertFiles, Flaw, Pki};
 pub use postgres::PgServer;
 pub use zk::{ZkEnsemble, ZkOptions};
 

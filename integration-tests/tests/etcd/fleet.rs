@@ -442,7 +442,8 @@ pub(crate) async fn old_layout_key_is_a_contender(h: Arc<EtcdHarness>, ctx: Ctx)
         .inspect("legacy")
         .await?
         .ok_or("old holder not seen")?;
-    assert_eq!(format!("{:x}", info.lease.get()), lease);
+    // etcdctl prints lease ids zero-padded to 16 digits (`%016x`).
+    assert_eq!(Ok(info.lease.get()), u64::from_str_radix(&lease, 16));
     assert_eq!(info.holder.as_deref(), Some("old-client"));
     let listed = client.list("leg").await?;
     assert!(
