@@ -69,7 +69,14 @@
 mod connect;
 
 pub use connect::{connect, SCHEMES};
-pub use lock_core::*;
+// The user surface, item by item: what an implementor needs (`Liveness`, deadlines,
+// the grant policy, the support kit) stays under `backend`, as OpenDAL keeps `raw`.
+pub use lock_core::{
+    backend, stats, url, validate_ttl, AcquireOptions, Capabilities, Error, ErrorKind, Fence,
+    FencingToken, HolderInfo, IntoLockName, Lease, LeaseId, Lock, LockClient, LockGuard, LockInfo,
+    LockName, LockState, LockStats, LockWatch, LossCause, Result, StateWatch, TokenSource,
+    MAX_HOLDER_LEN, MAX_NAME_LEN, MAX_TTL, MIN_TTL,
+};
 
 /// The in-process backend and its fault controls.
 #[cfg(feature = "memory")]

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-/// Where a backend's [`FencingToken`](crate::FencingToken)s come from.
+/// Where a backend's [`FencingToken`](crate::FencingToken)s come from, described by
+/// origin rather than by backend (a new backend picks the variant that fits and edits
+/// nothing here).
 ///
 /// # Examples
 ///
@@ -15,20 +17,20 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TokenSource {
-    /// A per-store counter in process memory (memory backend).
+    /// A counter in the lock service's process memory, per store: strictly increasing
+    /// while the store lives, not durable (the memory backend).
     Counter,
-    /// The etcd create revision of the acquisition's key.
+    /// The store-wide revision (transaction id) at which the acquisition's entry was
+    /// created: strictly increasing across every key of the store and durable (etcd's
+    /// create revision, ZooKeeper's `czxid`).
     CreateRevision,
-    /// The ZooKeeper `czxid` of the acquisition's node.
-    Czxid,
 }
 
 impl fmt::Display for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TokenSource::Counter => "per-store counter",
-            TokenSource::CreateRevision => "etcd create revision",
-            TokenSource::Czxid => "zookeeper czxid",
+            TokenSource::CreateRevision => "create revision of the entry",
         })
     }
 }
@@ -65,6 +67,13 @@ pub struct Capabilities {
     pub distributed: bool,
     /// The backend offers fault controls for tests (expire, stall, delete).
     pub fault_injection: bool,
+    /// The backend grants [`Claim::Shared`](crate::backend::Claim::Shared) (counting
+    /// semaphore permits) by [`decide`](crate::backend::decide)'s rule.
+    pub shared_claims: bool,
+    /// The backend grants [`Claim::Read`](crate::backend::Claim::Read) and
+    /// [`Claim::Write`](crate::backend::Claim::Write) (the two sides of a read-write
+    /// lock) by [`decide`](crate::backend::decide)'s rule.
+    pub read_write_claims: bool,
 }
 
 impl Capabilities {
@@ -78,6 +87,30 @@ impl Capabilities {
             native_fenced_writes: false,
             distributed: false,
             fault_injection: false,
+            shared_claims: false,
+            read_write_claims: false,
+        }
+    }
+
+    /// Whether the backend grants `claim`. [`Claim::Exclusive`](crate::backend::Claim::Exclusive)
+    /// is always supported; a backend answers every other claim it does not support
+    /// with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported), never with a grant.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{backend::Claim, Capabilities, TokenSource};
+    ///
+    /// let caps = Capabilities::new(TokenSource::Counter).with_read_write_claims(true);
+    /// assert!(caps.supports(Claim::Exclusive) && caps.supports(Claim::Read));
+    /// assert!(!caps.supports(Claim::Shared { limit: 2 }));
+    /// ```
+    pub const fn supports(&self, claim: crate::backend::Claim) -> bool {
+        use crate::backend::Claim;
+        match claim {
+            Claim::Exclusive => true,
+            Claim::Shared { .. } => self.shared_claims,
+            Claim::Read | Claim::Write => self.read_write_claims,
         }
     }
 
@@ -114,6 +147,18 @@ impl Capabilities {
     /// Sets [`fault_injection`](Self::fault_injection).
     pub const fn with_fault_injection(mut self, on: bool) -> Self {
         self.fault_injection = on;
+        self
+    }
+
+    /// Sets [`shared_claims`](Self::shared_claims).
+    pub const fn with_shared_claims(mut self, on: bool) -> Self {
+        self.shared_claims = on;
+        self
+    }
+
+    /// Sets [`read_write_claims`](Self::read_write_claims).
+    pub const fn with_read_write_claims(mut self, on: bool) -> Self {
+        self.read_write_claims = on;
         self
     }
 }

@@ -42,6 +42,11 @@ pub enum ErrorKind {
     NotHeld,
     /// A fencing token older than one already seen was presented to a [`Fence`](crate::Fence).
     StaleToken,
+    /// The backend does not offer what was asked of it: a grant policy its
+    /// [`Capabilities`](crate::Capabilities) do not list (nothing was granted), or an
+    /// operation such as [`LockClient::watch_lock`](crate::LockClient::watch_lock) on
+    /// a backend without watches.
+    Unsupported,
     /// The server (or the client's TLS layer) refused who the client is: a wrong user
     /// name or password, an unknown user, a client certificate the server does not
     /// accept, or a server certificate the client does not trust (expired, not yet
@@ -55,10 +60,6 @@ pub enum ErrorKind {
     PermissionDenied,
     /// Any other failure reported by the backend.
     Backend,
-    /// The backend does not offer this operation (for example
-    /// [`LockClient::watch_lock`](crate::LockClient::watch_lock) on a backend without
-    /// watches).
-    Unsupported,
 }
 
 impl ErrorKind {
@@ -76,8 +77,8 @@ impl ErrorKind {
             ErrorKind::StaleToken => "stale fencing token",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::PermissionDenied => "permission denied",
-            ErrorKind::Backend => "backend error",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Backend => "backend error",
         }
     }
 }

@@ -282,17 +282,11 @@ impl Drop for LockGuard {
         };
         self.untrack(End::Dropped);
         let (name, token) = (self.name.clone(), self.token);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let result = held.release().await;
-                    tracing::debug!(lock = %name, token = %token, ok = result.is_ok(), "released on drop");
-                });
-            }
-            Err(_) => {
-                tracing::warn!(lock = %name, token = %token, "guard dropped outside a tokio runtime; the lock frees when its lease expires");
-            }
-        }
+        let what = format!("lock {name} (token {token}), dropped unreleased");
+        crate::backend::spawn_or_expire(format_args!("{what}"), async move {
+            let result = held.release().await;
+            tracing::debug!(lock = %name, token = %token, ok = result.is_ok(), "released on drop");
+        });
     }
 }
 

@@ -1,6 +1,6 @@
 //! Plain data passed to and returned from backends: lease ids, acquire options, lock info.
 
-use crate::{FencingToken, LockName};
+use crate::{backend::Claim, FencingToken, LockName};
 use std::{fmt, time::SystemTime};
 
 /// The backend's identifier of a lease (etcd lease id, ZooKeeper session id, memory
@@ -76,8 +76,73 @@ impl AcquireOptions {
 /// The longest holder text kept, in bytes.
 pub const MAX_HOLDER_LEN: usize = 1024;
 
+/// One holder of a lock, as listed in [`LockInfo::holders`].
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{FencingToken, HolderInfo, LeaseId};
+///
+/// let h = HolderInfo::new(FencingToken::new(7), LeaseId::new(1)).with_holder(Some("web-3".into()));
+/// assert_eq!(h.holder.as_deref(), Some("web-3"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HolderInfo {
+    /// This holder's fencing token.
+    pub token: FencingToken,
+    /// The lease this holder's entry hangs off.
+    pub lease: LeaseId,
+    /// The holder text given at acquisition, if any.
+    pub holder: Option<String>,
+    /// When this holder acquired the lock (wall clock), if the backend records it.
+    pub acquired_at: Option<SystemTime>,
+    /// What the holder's entry claims ([`Claim::Exclusive`] for a mutex).
+    pub claim: Claim,
+}
+
+impl HolderInfo {
+    /// An exclusive holder with `token` on `lease`, with no holder text and no
+    /// acquisition time.
+    pub fn new(token: FencingToken, lease: LeaseId) -> Self {
+        HolderInfo {
+            token,
+            lease,
+            holder: None,
+            acquired_at: None,
+            claim: Claim::Exclusive,
+        }
+    }
+
+    /// Sets [`holder`](Self::holder).
+    #[must_use]
+    pub fn with_holder(mut self, holder: Option<String>) -> Self {
+        self.holder = holder;
+        self
+    }
+
+    /// Sets [`acquired_at`](Self::acquired_at).
+    #[must_use]
+    pub fn with_acquired_at(mut self, at: Option<SystemTime>) -> Self {
+        self.acquired_at = at;
+        self
+    }
+
+    /// Sets [`claim`](Self::claim).
+    #[must_use]
+    pub fn with_claim(mut self, claim: Claim) -> Self {
+        self.claim = claim;
+        self
+    }
+}
+
 /// A read-only view of one lock on the server, from
 /// [`LockClient::inspect`](crate::LockClient::inspect).
+///
+/// A lock may have several holders at once (readers of a read-write lock, permits of a
+/// semaphore): [`holders`](Self::holders) lists them all in queue order, and the
+/// flat fields `token`, `lease`, `holder` and `acquired_at` repeat the first of them
+/// (the only one for a mutex).
 ///
 /// # Non-guarantees
 ///
@@ -93,6 +158,7 @@ pub const MAX_HOLDER_LEN: usize = 1024;
 /// let guard = client.acquire("report").await?;
 /// let info = client.inspect("report").await?.expect("held");
 /// assert_eq!(info.token, guard.token());
+/// assert_eq!(info.holders.len(), 1);
 /// assert_eq!(info.waiters, 0);
 /// # Ok(()) }
 /// ```
@@ -101,29 +167,58 @@ pub const MAX_HOLDER_LEN: usize = 1024;
 pub struct LockInfo {
     /// The lock's name.
     pub name: LockName,
-    /// The current holder's fencing token.
+    /// The first holder's fencing token.
     pub token: FencingToken,
-    /// The lease the holder's entry hangs off.
+    /// The lease the first holder's entry hangs off.
     pub lease: LeaseId,
-    /// The holder text given at acquisition, if any.
+    /// The first holder's text given at acquisition, if any.
     pub holder: Option<String>,
-    /// When the holder acquired the lock (wall clock), if the backend records it.
+    /// When the first holder acquired the lock (wall clock), if the backend records it.
     pub acquired_at: Option<SystemTime>,
-    /// How many acquisitions wait behind the holder.
+    /// Every holder, in queue order (never empty; the first is the one the flat
+    /// fields describe).
+    pub holders: Vec<HolderInfo>,
+    /// How many acquisitions wait behind the holders.
     pub waiters: usize,
 }
 
 impl LockInfo {
-    /// A view of `name` held with `token` on `lease`, with no holder text, no
-    /// acquisition time and no waiters.
+    /// A view of `name` held with `token` on `lease` by one exclusive holder, with no
+    /// holder text, no acquisition time and no waiters.
     pub fn new(name: LockName, token: FencingToken, lease: LeaseId) -> Self {
+        LockInfo::from_holders(name, HolderInfo::new(token, lease), Vec::new(), 0)
+    }
+
+    /// A view of `name` held by `first` and then `others` (in queue order), with
+    /// `waiters` acquisitions waiting behind them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{backend::Claim, FencingToken, HolderInfo, LeaseId, LockInfo, LockName};
+    ///
+    /// let reader = |t| HolderInfo::new(FencingToken::new(t), LeaseId::new(t)).with_claim(Claim::Read);
+    /// let info = LockInfo::from_holders(LockName::new("doc").unwrap(), reader(4), vec![reader(5)], 1);
+    /// assert_eq!((info.token, info.holders.len(), info.waiters), (FencingToken::new(4), 2, 1));
+    /// ```
+    pub fn from_holders(
+        name: LockName,
+        first: HolderInfo,
+        others: Vec<HolderInfo>,
+        waiters: usize,
+    ) -> Self {
+        let mut holders = Vec::with_capacity(1 + others.len());
+        holders.push(first);
+        holders.extend(others);
+        let head = &holders[0];
         LockInfo {
             name,
-            token,
-            lease,
-            holder: None,
-            acquired_at: None,
-            waiters: 0,
+            token: head.token,
+            lease: head.lease,
+            holder: head.holder.clone(),
+            acquired_at: head.acquired_at,
+            holders,
+            waiters,
         }
     }
 }

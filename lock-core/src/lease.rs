@@ -63,18 +63,12 @@ impl Drop for Inner {
             return;
         }
         let backend = self.backend.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    if let Err(e) = backend.revoke().await {
-                        tracing::debug!(lease = %backend.id(), error = %e, "background revoke failed; the lease will expire");
-                    }
-                });
+        let id = backend.id();
+        crate::backend::spawn_or_expire(format_args!("lease {id}, dropped open"), async move {
+            if let Err(e) = backend.revoke().await {
+                tracing::debug!(lease = %backend.id(), error = %e, "background revoke failed; the lease will expire");
             }
-            Err(_) => {
-                tracing::warn!(lease = %self.backend.id(), "lease dropped outside a tokio runtime; it will expire after its ttl");
-            }
-        }
+        });
     }
 }
 

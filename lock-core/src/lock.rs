@@ -2,8 +2,8 @@
 
 use crate::stats::{AcquireTimer, Outcome};
 use crate::{
-    backend::WaitMode, AcquireOptions, Error, ErrorKind, FencingToken, Lease, LockGuard, LockName,
-    LockState, Result,
+    backend::{Claim, WaitMode},
+    AcquireOptions, Error, ErrorKind, FencingToken, Lease, LockGuard, LockName, LockState, Result,
 };
 use std::{future::Future, time::Duration};
 use tracing::Instrument;
@@ -50,6 +50,7 @@ use tracing::Instrument;
 pub struct Lock {
     lease: Lease,
     name: LockName,
+    claim: Claim,
     options: AcquireOptions,
 }
 
@@ -58,8 +59,38 @@ impl Lock {
         Lock {
             lease,
             name,
+            claim: Claim::Exclusive,
             options: AcquireOptions::default(),
         }
+    }
+
+    /// The same lock acquiring with `claim` instead of [`Claim::Exclusive`]: the engine
+    /// the read-write lock and semaphore handles build on. On a backend whose
+    /// [`Capabilities::supports`](crate::Capabilities::supports) denies `claim`,
+    /// acquiring fails with [`ErrorKind::Unsupported`] and nothing is enqueued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{backend::Claim, LockClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
+    /// let client = LockClient::new(lock_memory::MemoryBackend::new());
+    /// let read = client.lock("doc").await?.with_claim(Claim::Read);
+    /// let (a, b) = (read.acquire().await?, read.acquire().await?); // readers share
+    /// assert_eq!(client.inspect("doc").await?.expect("held").holders.len(), 2);
+    /// # drop((a, b)); Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_claim(mut self, claim: Claim) -> Self {
+        self.claim = claim;
+        self
+    }
+
+    /// What each acquisition of this lock claims ([`Claim::Exclusive`] unless set with
+    /// [`with_claim`](Self::with_claim)).
+    pub fn claim(&self) -> Claim {
+        self.claim
     }
 
     /// Stores `holder` (for example `hostname:pid`) with each acquisition, visible to
@@ -243,7 +274,7 @@ impl Lock {
             let backend = self.lease.backend();
             let held = tokio::select! {
                 biased;
-                held = backend.acquire(&self.name, mode, &self.options) => held?,
+                held = backend.acquire(&self.name, self.claim, mode, &self.options) => held?,
                 _ = lease_watch.lost() => {
                     return Err(Error::new(
                         ErrorKind::LeaseLost,

@@ -102,7 +102,7 @@ impl fmt::Display for LockState {
 /// # Examples
 ///
 /// ```
-/// use lock_core::local_deadline;
+/// use lock_core::backend::local_deadline;
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///
@@ -120,7 +120,7 @@ pub fn local_deadline(sent_at: Instant, granted_ttl: Duration) -> Instant {
 /// # Examples
 ///
 /// ```
-/// use lock_core::suspect_window;
+/// use lock_core::backend::suspect_window;
 /// use std::time::Duration;
 ///
 /// assert_eq!(suspect_window(Duration::from_secs(3)), Duration::from_millis(300));
@@ -140,7 +140,7 @@ pub fn suspect_window(granted_ttl: Duration) -> Duration {
 /// # Examples
 ///
 /// ```
-/// use lock_core::{Liveness, LossCause};
+/// use lock_core::{backend::Liveness, LossCause};
 ///
 /// let live = Liveness::new(None);
 /// assert_eq!(live.loss_cause(), None);
@@ -346,7 +346,7 @@ impl Inner {
 /// # Examples
 ///
 /// ```
-/// use lock_core::{Liveness, LockState};
+/// use lock_core::{backend::Liveness, LockState};
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///
@@ -378,7 +378,7 @@ impl Liveness {
     /// # Examples
     ///
     /// ```
-    /// use lock_core::{local_deadline, Liveness, LockState};
+    /// use lock_core::{backend::{local_deadline, Liveness}, LockState};
     /// use std::time::Duration;
     /// use tokio::time::Instant;
     ///
@@ -438,7 +438,7 @@ impl Liveness {
     /// # Examples
     ///
     /// ```
-    /// use lock_core::{Liveness, LockState, local_deadline};
+    /// use lock_core::{backend::{local_deadline, Liveness}, LockState};
     /// use std::time::Duration;
     /// use tokio::time::Instant;
     ///
@@ -560,7 +560,7 @@ impl Source {
 /// # Examples
 ///
 /// ```
-/// use lock_core::{Liveness, LockState};
+/// use lock_core::{backend::Liveness, LockState};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let lease = Liveness::new(None);

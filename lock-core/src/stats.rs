@@ -61,10 +61,10 @@
 //!   a lost grant's hold time ends then.
 //! - A [`LockStats`] snapshot reads each counter atomically but not all of them at one
 //!   instant.
-//! - Keep-alive series are recorded by [`Liveness::confirm`](crate::Liveness::confirm)
-//!   and [`Liveness::keep_alive_failed`](crate::Liveness::keep_alive_failed), which
+//! - Keep-alive series are recorded by [`Liveness::confirm`](crate::backend::Liveness::confirm)
+//!   and [`Liveness::keep_alive_failed`](crate::backend::Liveness::keep_alive_failed), which
 //!   every backend here calls from its keep-alive; a third-party backend that only
-//!   calls [`Liveness::renew`](crate::Liveness::renew) reports none.
+//!   calls [`Liveness::renew`](crate::backend::Liveness::renew) reports none.
 //! - A hedged etcd keep-alive (the same renewal sent to a second member) counts each
 //!   answer; a failure is one failed exchange, not a lost lease.
 //! - Series are bound to the recorder current when the client was made; a recorder

@@ -7,7 +7,8 @@ use crate::{
     slot::Slot,
     watch::Signal,
 };
-use lock_core::{Error, ErrorKind, Liveness, LockName, LossCause, Result};
+use lock_core::backend::Liveness;
+use lock_core::{Error, ErrorKind, LockName, LossCause, Result};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 

@@ -12,7 +12,7 @@ use etcd_client::{
     TxnResponse,
 };
 use lock_core::{
-    backend::{Backoff, WaitMode},
+    backend::{spawn_or_expire, Backoff, WaitMode},
     AcquireOptions, Error, ErrorKind, LockName, Result,
 };
 use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
@@ -61,17 +61,11 @@ impl Drop for Cleanup {
         let Some(key) = self.key.take() else {
             return;
         };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                key,
-                "no tokio runtime to delete a waiter key; it expires with its lease"
-            );
-            return;
-        };
         let (conn, pending, indeterminate) =
             (self.conn.clone(), self.pending.take(), self.indeterminate);
         let slot = self.slot.take();
-        rt.spawn(async move {
+        let what = format!("waiter key {key}");
+        spawn_or_expire(format_args!("{what}"), async move {
             // Wait for a request still in flight: its outcome decides what to delete.
             let indeterminate = match pending {
                 Some(pending) => !matches!(pending.await, Ok((_, false))),

@@ -5,10 +5,10 @@ use crate::{error, lock, members::Members, watch::WatchMux, EtcdConfig, EtcdHeld
 use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
+use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
-    backend::{Backoff, HeldLock, LeaseBackend, WaitMode},
-    local_deadline, AcquireOptions, Error, ErrorKind, LeaseId, Liveness, LockName, LossCause,
-    Result,
+    backend::{Backoff, Claim, HeldLock, LeaseBackend, WaitMode},
+    AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
 };
 use std::{
     any::Any,
@@ -344,9 +344,13 @@ impl LeaseBackend for EtcdLease {
     async fn acquire(
         &self,
         name: &LockName,
+        claim: Claim,
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
+        // The recipe grants exclusive claims only (its capabilities say so); every
+        // other claim is refused here, before anything is enqueued.
+        lock_core::backend::check_claim(&crate::CAPABILITIES, "etcd", claim, name)?;
         let held = lock::acquire(&self.shared, name, mode, options).await?;
         Ok(held.map(|h: EtcdHeldLock| Box::new(h) as Box<dyn HeldLock>))
     }

@@ -123,7 +123,7 @@ impl LeaseShared {
 #[cfg(test)]
 mod tests {
     use crate::{session::Conn, watch::WatchMux, EtcdConfig};
-    use lock_core::Liveness;
+    use lock_core::backend::Liveness;
     use std::sync::{atomic::AtomicBool, Arc};
     use tokio::sync::Notify;
 

@@ -2,51 +2,32 @@
 
 use crate::store::{Enqueued, Grant, Store};
 use async_trait::async_trait;
+use lock_core::backend::Liveness;
 use lock_core::{
-    backend::{HeldLock, WaitMode},
-    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, Liveness, LockName, LossCause, Result,
+    backend::{check_claim, Claim, Cleanup, HeldLock, WaitMode},
+    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, LockName, LossCause, Result,
 };
 use std::{any::Any, sync::Arc};
-
-/// Removes a queued entry unless disarmed: what makes a dropped `acquire` leave nothing
-/// behind, even when the grant raced with the drop.
-struct EntryGuard<'a> {
-    store: &'a Store,
-    name: &'a LockName,
-    entry: Option<u64>,
-}
-
-impl EntryGuard<'_> {
-    fn disarm(mut self) -> u64 {
-        self.entry.take().unwrap_or_default()
-    }
-}
-
-impl Drop for EntryGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            self.store.remove(self.name, entry);
-        }
-    }
-}
 
 pub(crate) async fn acquire(
     store: &Arc<Store>,
     lease: u64,
     name: &LockName,
+    claim: Claim,
     mode: WaitMode,
     options: &AcquireOptions,
 ) -> Result<Option<MemoryHeldLock>> {
-    let (entry, enqueued) = store.enqueue(name, lease, mode == WaitMode::Wait, options)?;
+    check_claim(&crate::CAPABILITIES, "memory", claim, name)?;
+    let (entry, enqueued) = store.enqueue(name, lease, claim, mode == WaitMode::Wait, options)?;
     let grant = match enqueued {
         Enqueued::Busy => return Ok(None),
         Enqueued::Granted(grant) => grant,
         Enqueued::Waiting(rx) => {
-            let cleanup = EntryGuard {
-                store,
-                name,
-                entry: Some(entry),
-            };
+            // A dropped future leaves nothing behind, even when the grant raced
+            // with the drop.
+            let cleanup = Cleanup::new(|| {
+                store.remove(name, entry);
+            });
             let grant = rx.await.map_err(|_| {
                 Error::new(
                     ErrorKind::LeaseLost,

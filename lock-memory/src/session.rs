@@ -5,9 +5,10 @@ use crate::{
     store::Store,
 };
 use async_trait::async_trait;
+use lock_core::backend::Liveness;
 use lock_core::{
-    backend::{HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, LeaseId, Liveness, LockName, LossCause, Result,
+    backend::{Claim, HeldLock, LeaseBackend, WaitMode},
+    AcquireOptions, LeaseId, LockName, LossCause, Result,
 };
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -80,10 +81,11 @@ impl LeaseBackend for MemoryLease {
     async fn acquire(
         &self,
         name: &LockName,
+        claim: Claim,
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
-        let held = acquire(&self.store, self.id, name, mode, options).await?;
+        let held = acquire(&self.store, self.id, name, claim, mode, options).await?;
         Ok(held.map(|h: MemoryHeldLock| Box::new(h) as Box<dyn HeldLock>))
     }
 

@@ -1,12 +1,14 @@
 //! The store: every lease and lock queue of one memory "server", behind one mutex.
 //! Pure bookkeeping; no waiting and no tasks here.
 
+use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
-    backend::lock_unpoisoned, local_deadline, AcquireOptions, Error, ErrorKind, FencingToken,
-    LeaseId, Liveness, LockInfo, LockName, LossCause, Result,
+    backend::{decide, lock_unpoisoned, Claim, Decision},
+    AcquireOptions, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName,
+    LossCause, Result,
 };
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Mutex, MutexGuard},
     time::{Duration, SystemTime},
 };
@@ -27,28 +29,48 @@ pub(crate) enum Enqueued {
     Waiting(oneshot::Receiver<Grant>),
 }
 
+/// Where one queue entry stands.
 #[derive(Debug)]
-struct Holder {
-    entry: u64,
-    lease: u64,
-    token: FencingToken,
-    liveness: Liveness,
-    holder: Option<String>,
-    acquired_at: SystemTime,
+enum Slot {
+    /// Granted: the holder's token and liveness.
+    Held {
+        token: FencingToken,
+        liveness: Liveness,
+        acquired_at: SystemTime,
+    },
+    /// Waiting for [`decide`] to grant it.
+    Waiting(oneshot::Sender<Grant>),
 }
 
 #[derive(Debug)]
-struct Waiter {
-    entry: u64,
+struct Entry {
+    id: u64,
     lease: u64,
     holder: Option<String>,
-    tx: oneshot::Sender<Grant>,
+    slot: Slot,
 }
 
+/// One lock's queue in arrival order: `claims[i]` is what `entries[i]` claims (kept
+/// apart so [`decide`] reads a slice without copying). The granted entries are always
+/// a prefix of the queue.
 #[derive(Debug, Default)]
 struct Queue {
-    holder: Option<Holder>,
-    waiters: VecDeque<Waiter>,
+    claims: Vec<Claim>,
+    entries: Vec<Entry>,
+}
+
+impl Queue {
+    fn holders(&self) -> impl Iterator<Item = (&Entry, Claim)> + '_ {
+        self.entries
+            .iter()
+            .zip(&self.claims)
+            .take_while(|(e, _)| matches!(e.slot, Slot::Held { .. }))
+            .map(|(e, c)| (e, *c))
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        self.entries.iter().position(|e| e.id == id)
+    }
 }
 
 #[derive(Debug)]
@@ -196,6 +218,7 @@ impl Store {
         &self,
         name: &LockName,
         lease: u64,
+        claim: Claim,
         wait: bool,
         options: &AcquireOptions,
     ) -> Result<(u64, Enqueued)> {
@@ -210,50 +233,54 @@ impl Store {
             ));
         }
         state.next_id += 1;
-        let entry = state.next_id;
-        let queue = state.locks.entry(name.clone()).or_default();
-        if queue.holder.is_none() && queue.waiters.is_empty() {
-            let grant = make_holder(
-                &mut state,
-                name,
-                entry,
+        let id = state.next_id;
+        let State {
+            next_token, locks, ..
+        } = &mut *state;
+        let queue = locks.entry(name.clone()).or_default();
+        queue.claims.push(claim);
+        let index = queue.claims.len() - 1;
+        let holder = options.holder().map(str::to_owned);
+        if decide(&queue.claims, index) == Some(Decision::Granted) {
+            let (slot, grant) = new_grant(next_token);
+            queue.entries.push(Entry {
+                id,
                 lease,
-                options.holder().map(str::to_owned),
-            );
+                holder,
+                slot,
+            });
             let event = granted_event(name, &grant, lease);
             self.emit(vec![event]);
             drop(state);
-            return Ok((entry, Enqueued::Granted(grant)));
+            return Ok((id, Enqueued::Granted(grant)));
         }
         if !wait {
-            return Ok((entry, Enqueued::Busy));
+            // The last entry decides nothing for the ones ahead of it: popping it
+            // changes no other decision.
+            queue.claims.pop();
+            return Ok((id, Enqueued::Busy));
         }
         let (tx, rx) = oneshot::channel();
-        queue.waiters.push_back(Waiter {
-            entry,
+        queue.entries.push(Entry {
+            id,
             lease,
-            holder: options.holder().map(str::to_owned),
-            tx,
+            holder,
+            slot: Slot::Waiting(tx),
         });
         self.changes.bump();
-        Ok((entry, Enqueued::Waiting(rx)))
+        Ok((id, Enqueued::Waiting(rx)))
     }
 
-    /// Removes entry `entry` of `name`, whether waiting or holding. Returns whether it
-    /// was the holder.
+    /// Removes entry `entry` of `name`, whether waiting or holding, and grants what
+    /// [`decide`] grants after it. Returns whether it was a holder.
     pub(crate) fn remove(&self, name: &LockName, entry: u64) -> bool {
         let mut state = self.lock();
-        let Some(queue) = state.locks.get_mut(name) else {
+        let Some(index) = state.locks.get(name).and_then(|q| q.position(entry)) else {
             return false;
         };
         let mut events = Vec::new();
-        let was_holder = queue.holder.as_ref().is_some_and(|h| h.entry == entry);
-        if was_holder {
-            free_holder(&mut state, name, &mut events, LossCause::Released);
-        } else {
-            queue.waiters.retain(|w| w.entry != entry);
-            drop_if_empty(&mut state, name);
-        }
+        let was_holder = take_entry(&mut state, name, index, &mut events, LossCause::Released);
+        settle(&mut state, name, &mut events);
         self.emit(events);
         drop(state);
         was_holder
@@ -280,11 +307,16 @@ impl Store {
         }
     }
 
+    /// Deletes the first holder of `name` (an operator's delete of its entry).
     pub(crate) fn delete_holder(&self, name: &LockName) -> Option<FencingToken> {
         let mut state = self.lock();
-        let token = state.locks.get(name)?.holder.as_ref()?.token;
+        let token = match state.locks.get(name)?.entries.first()?.slot {
+            Slot::Held { token, .. } => token,
+            Slot::Waiting(_) => return None,
+        };
         let mut events = Vec::new();
-        free_holder(&mut state, name, &mut events, LossCause::EntryDeleted);
+        take_entry(&mut state, name, 0, &mut events, LossCause::EntryDeleted);
+        settle(&mut state, name, &mut events);
         self.emit(events);
         drop(state);
         Some(token)
@@ -292,11 +324,7 @@ impl Store {
 
     pub(crate) fn inspect(&self, name: &LockName) -> Option<LockInfo> {
         let state = self.lock();
-        let queue = state.locks.get(name)?;
-        queue
-            .holder
-            .as_ref()
-            .map(|h| info(name, h, queue.waiters.len()))
+        info(name, state.locks.get(name)?)
     }
 
     pub(crate) fn list(&self, prefix: &str) -> Vec<LockInfo> {
@@ -305,7 +333,7 @@ impl Store {
             .locks
             .iter()
             .filter(|(name, _)| name.as_str().starts_with(prefix))
-            .filter_map(|(name, q)| q.holder.as_ref().map(|h| info(name, h, q.waiters.len())))
+            .filter_map(|(name, q)| info(name, q))
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
@@ -318,12 +346,22 @@ impl Store {
     }
 }
 
-fn info(name: &LockName, h: &Holder, waiters: usize) -> LockInfo {
-    let mut info = LockInfo::new(name.clone(), h.token, LeaseId::new(h.lease));
-    info.holder = h.holder.clone();
-    info.acquired_at = Some(h.acquired_at);
-    info.waiters = waiters;
-    info
+fn info(name: &LockName, queue: &Queue) -> Option<LockInfo> {
+    let mut holders = queue.holders().filter_map(|(e, claim)| match &e.slot {
+        Slot::Held {
+            token, acquired_at, ..
+        } => Some(
+            HolderInfo::new(*token, LeaseId::new(e.lease))
+                .with_holder(e.holder.clone())
+                .with_acquired_at(Some(*acquired_at))
+                .with_claim(claim),
+        ),
+        Slot::Waiting(_) => None,
+    });
+    let first = holders.next()?;
+    let others: Vec<HolderInfo> = holders.collect();
+    let waiters = queue.entries.len() - 1 - others.len();
+    Some(LockInfo::from_holders(name.clone(), first, others, waiters))
 }
 
 fn granted_event(name: &LockName, grant: &Grant, lease: u64) -> StoreEvent {
@@ -334,72 +372,85 @@ fn granted_event(name: &LockName, grant: &Grant, lease: u64) -> StoreEvent {
     }
 }
 
-fn make_holder(
-    state: &mut State,
-    name: &LockName,
-    entry: u64,
-    lease: u64,
-    holder: Option<String>,
-) -> Grant {
-    state.next_token += 1;
-    let token = FencingToken::new(state.next_token);
+/// A fresh grant with the store's next token.
+fn new_grant(next_token: &mut u64) -> (Slot, Grant) {
+    *next_token += 1;
+    let token = FencingToken::new(*next_token);
     let liveness = Liveness::new(None);
-    if let Some(queue) = state.locks.get_mut(name) {
-        queue.holder = Some(Holder {
-            entry,
-            lease,
-            token,
-            liveness: liveness.clone(),
-            holder,
-            acquired_at: SystemTime::now(),
-        });
-    }
-    Grant { token, liveness }
+    let slot = Slot::Held {
+        token,
+        liveness: liveness.clone(),
+        acquired_at: SystemTime::now(),
+    };
+    (slot, Grant { token, liveness })
 }
 
-/// Removes the holder of `name` (marking its guard lost) and grants the next waiter
-/// that is still listening: exactly one wake-up.
-fn free_holder(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>, cause: LossCause) {
+/// Takes entry `index` out of `name`'s queue; a holder's guard turns lost with
+/// `cause`. Returns whether it was a holder. The caller settles the queue afterwards.
+fn take_entry(
+    state: &mut State,
+    name: &LockName,
+    index: usize,
+    events: &mut Vec<StoreEvent>,
+    cause: LossCause,
+) -> bool {
     let Some(queue) = state.locks.get_mut(name) else {
+        return false;
+    };
+    queue.claims.remove(index);
+    match queue.entries.remove(index).slot {
+        Slot::Held {
+            token, liveness, ..
+        } => {
+            liveness.lose_with(cause);
+            events.push(StoreEvent::Freed {
+                name: name.clone(),
+                token,
+            });
+            true
+        }
+        Slot::Waiting(_) => false,
+    }
+}
+
+/// Grants every waiting entry [`decide`] now grants (the granted entries are a prefix,
+/// so the walk stops at the first entry still waiting): a release wakes exactly the
+/// entries it unblocks. A waiter whose future is gone without having removed itself
+/// is dropped from the queue. Drops the queue once empty.
+fn settle(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>) {
+    let State {
+        next_token, locks, ..
+    } = state;
+    let Some(queue) = locks.get_mut(name) else {
         return;
     };
-    if let Some(old) = queue.holder.take() {
-        old.liveness.lose_with(cause);
-        events.push(StoreEvent::Freed {
-            name: name.clone(),
-            token: old.token,
-        });
-    }
-    while let Some(waiter) = state
-        .locks
-        .get_mut(name)
-        .and_then(|q| q.waiters.pop_front())
-    {
-        let grant = make_holder(state, name, waiter.entry, waiter.lease, waiter.holder);
-        let event = granted_event(name, &grant, waiter.lease);
-        match waiter.tx.send(grant) {
+    let mut index = 0;
+    while decide(&queue.claims, index) == Some(Decision::Granted) {
+        let entry = &mut queue.entries[index];
+        if matches!(entry.slot, Slot::Held { .. }) {
+            index += 1;
+            continue;
+        }
+        let (slot, grant) = new_grant(next_token);
+        let event = granted_event(name, &grant, entry.lease);
+        let Slot::Waiting(tx) = std::mem::replace(&mut entry.slot, slot) else {
+            unreachable!("checked above: the entry was waiting");
+        };
+        match tx.send(grant) {
             Ok(()) => {
                 events.push(event);
-                return;
+                index += 1;
             }
-            // The waiter's future is gone without having removed itself; undo.
+            // The waiter's future is gone without having removed itself: drop it
+            // (its token is never seen) and decide again at the same index.
             Err(_) => {
-                if let Some(q) = state.locks.get_mut(name) {
-                    q.holder = None;
-                }
+                queue.claims.remove(index);
+                queue.entries.remove(index);
             }
         }
     }
-    drop_if_empty(state, name);
-}
-
-fn drop_if_empty(state: &mut State, name: &LockName) {
-    if state
-        .locks
-        .get(name)
-        .is_some_and(|q| q.holder.is_none() && q.waiters.is_empty())
-    {
-        state.locks.remove(name);
+    if queue.entries.is_empty() {
+        locks.remove(name);
     }
 }
 
@@ -413,14 +464,14 @@ fn expire(state: &mut State, lease: u64, cause: LossCause) -> Vec<StoreEvent> {
     entry.liveness.lose_with(cause);
     let names: Vec<LockName> = state.locks.keys().cloned().collect();
     for name in names {
-        if let Some(queue) = state.locks.get_mut(&name) {
-            queue.waiters.retain(|w| w.lease != lease);
-            if queue.holder.as_ref().is_some_and(|h| h.lease == lease) {
-                free_holder(state, &name, &mut events, cause);
-            } else {
-                drop_if_empty(state, &name);
-            }
+        while let Some(index) = state
+            .locks
+            .get(&name)
+            .and_then(|q| q.entries.iter().position(|e| e.lease == lease))
+        {
+            take_entry(state, &name, index, &mut events, cause);
         }
+        settle(state, &name, &mut events);
     }
     events
 }

@@ -1,5 +1,5 @@
 //! [`ZkBackend`]: connecting, granting leases (sessions) and inspecting locks. The
-//! fault controls and leak checks are in `faults.rs`.
+//! fault controls and leak checks are in `admin.rs`.
 
 use crate::{
     config::ZkConfig,
@@ -9,7 +9,8 @@ use crate::{
 use async_trait::async_trait;
 use lock_core::{
     backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
-    Capabilities, Error, ErrorKind, FencingToken, LeaseId, LockInfo, LockName, Result, TokenSource,
+    Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
+    TokenSource,
 };
 use std::{
     any::Any,
@@ -20,7 +21,7 @@ use std::{
 use zookeeper_client::{Client, Error as ZkError};
 
 /// The capabilities of the ZooKeeper backend.
-pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Czxid)
+pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevision)
     .with_fifo(true)
     .with_herd_free(true)
     .with_detects_external_deletion(true)
@@ -162,15 +163,16 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
             // Another client's node: name the client, take the time from the stat.
             _ => (Some(queue::foreign_holder(kind, &data)), None),
         };
-        let mut info = LockInfo::new(
-            name.clone(),
+        let first = HolderInfo::new(
             FencingToken::new(stat.czxid as u64),
             LeaseId::new(stat.ephemeral_owner as u64),
+        )
+        .with_holder(holder)
+        .with_acquired_at(
+            at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64))),
         );
-        info.holder = holder;
-        info.acquired_at =
-            at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)));
-        info.waiters = queue::holders_and_waiters(&nodes).1;
+        let waiters = queue::holders_and_waiters(&nodes).1;
+        let info = LockInfo::from_holders(name.clone(), first, Vec::new(), waiters);
         return Ok(Some(info));
     }
     Err(Error::new(
@@ -183,6 +185,10 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
 impl Backend for ZkBackend {
     fn capabilities(&self) -> Capabilities {
         CAPABILITIES
+    }
+
+    fn scheme(&self) -> &'static str {
+        "zk"
     }
 
     fn default_ttl(&self) -> Duration {

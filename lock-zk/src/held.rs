@@ -7,8 +7,10 @@ use crate::{
     session::Session,
 };
 use async_trait::async_trait;
+use lock_core::backend::Liveness;
 use lock_core::{
-    backend::HeldLock, Error, ErrorKind, FencingToken, Liveness, LockName, LossCause, Result,
+    backend::{spawn_or_expire, HeldLock},
+    Error, ErrorKind, FencingToken, LockName, LossCause, Result,
 };
 use std::{
     any::Any,
@@ -225,10 +227,9 @@ impl Drop for ZkHeldLock {
             self.path.clone(),
             self.token,
         );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = release_node(&session, &name, &path, token).await;
-            });
-        }
+        let what = format!("lock node {path}, dropped unreleased");
+        spawn_or_expire(format_args!("{what}"), async move {
+            let _ = release_node(&session, &name, &path, token).await;
+        });
     }
 }

@@ -152,10 +152,10 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admin;
 mod backend;
 mod config;
 mod error;
-mod faults;
 mod fenced;
 mod held;
 mod lock;
@@ -164,13 +164,13 @@ mod session;
 mod tls;
 mod watch_lock;
 
+pub use admin::ZkSessionRef;
 pub use backend::{ZkBackend, CAPABILITIES};
 pub use config::{
     ZkAcl, ZkConfig, ZkNodeStyle, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
     MAX_CONNECT_TIMEOUT, MIN_CONNECT_TIMEOUT, MIN_PER_HOST_TIMEOUT, MIN_REQUESTED_SESSION_TIMEOUT,
     SCHEME,
 };
-pub use faults::ZkSessionRef;
 pub use fenced::{fenced_write, FencedOp, FencedOutcome, FencedWrite};
 pub use held::ZkHeldLock;
 #[doc(hidden)]

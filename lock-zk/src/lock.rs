@@ -10,7 +10,7 @@ use crate::{
 };
 use futures::future::BoxFuture;
 use lock_core::{
-    backend::{Backoff, WaitMode},
+    backend::{spawn_or_expire, Backoff, WaitMode},
     AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
 };
 use std::{
@@ -75,18 +75,12 @@ impl Drop for NodeCleanup {
             std::mem::take(&mut self.uuid),
             self.node.take(),
         );
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    if let Err(e) = delete_own(&session, &dir, &uuid, node.as_deref()).await {
-                        tracing::debug!(%dir, error = %e, "cleanup of a cancelled acquisition failed; the node goes with its session");
-                    }
-                });
+        let what = format!("the node of a cancelled acquisition in {dir}");
+        spawn_or_expire(format_args!("{what}"), async move {
+            if let Err(e) = delete_own(&session, &dir, &uuid, node.as_deref()).await {
+                tracing::debug!(%dir, error = %e, "cleanup of a cancelled acquisition failed; the node goes with its session");
             }
-            Err(_) => {
-                tracing::warn!(%dir, "acquisition dropped outside a tokio runtime; its node goes with its session")
-            }
-        }
+        });
     }
 }
 

@@ -23,10 +23,10 @@ use crate::{
 };
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
-    backend::{lock_unpoisoned, HeldLock, LeaseBackend, WaitMode},
-    local_deadline, AcquireOptions, Error, ErrorKind, LeaseId, Liveness, LockName, LossCause,
-    Result,
+    backend::{lock_unpoisoned, Claim, HeldLock, LeaseBackend, WaitMode},
+    AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
 };
 use std::{
     any::Any,
@@ -419,9 +419,13 @@ impl LeaseBackend for ZkLease {
     async fn acquire(
         &self,
         name: &LockName,
+        claim: Claim,
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
+        // The recipe grants exclusive claims only (its capabilities say so); every
+        // other claim is refused here, before anything is enqueued.
+        lock_core::backend::check_claim(&crate::CAPABILITIES, "zk", claim, name)?;
         let held = acquire(&self.session, name, mode, options).await?;
         Ok(held.map(|h| Box::new(h) as Box<dyn HeldLock>))
     }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cancellation;
+mod claims;
 mod exclusion;
 mod fencing;
 mod fifo;
@@ -135,6 +136,9 @@ const CASES: &[Case] = cases![
     release::inspect_shows_holder_token_and_waiters,
     bad_input::invalid_names_are_typed_errors,
     bad_input::bad_ttls_are_typed_errors,
+    claims::unsupported_claims_are_typed_errors_never_grants,
+    claims::readers_share_and_a_writer_excludes_them if |c: &Capabilities| c.read_write_claims,
+    claims::semaphore_grants_up_to_its_limit if |c: &Capabilities| c.shared_claims,
     watch::a_watcher_sees_acquire_handoff_and_release,
 ];
 

@@ -150,9 +150,96 @@ pub fn decide(queue: &[Claim], index: usize) -> Option<Decision> {
     Some(decision)
 }
 
+/// Refuses a claim `caps` does not support, before anything is enqueued: what every
+/// backend's [`LeaseBackend::acquire`](super::LeaseBackend::acquire) calls first, so an
+/// unsupported policy is a typed error and never a wrong grant.
+///
+/// # Errors
+///
+/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) naming the claim, the
+/// backend's `scheme` and the lock.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::{backend::{check_claim, Claim}, Capabilities, ErrorKind, LockName, TokenSource};
+///
+/// let caps = Capabilities::new(TokenSource::Counter);
+/// let name = LockName::new("jobs").unwrap();
+/// assert!(check_claim(&caps, "memory", Claim::Exclusive, &name).is_ok());
+/// let err = check_claim(&caps, "memory", Claim::Read, &name).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Unsupported);
+/// ```
+pub fn check_claim(
+    caps: &crate::Capabilities,
+    scheme: &str,
+    claim: Claim,
+    name: &crate::LockName,
+) -> crate::Result<()> {
+    if caps.supports(claim) {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        format!("the {scheme} backend does not grant {claim:?} claims (lock {name})"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Decision::{Granted, WaitFor};
+
+    fn all(queue: &[Claim]) -> Vec<Decision> {
+        (0..queue.len())
+            .map(|i| decide(queue, i).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn policy_fifo_one_holder_each_waits_for_the_one_ahead() {
+        let x = Claim::Exclusive;
+        assert_eq!(all(&[x, x, x]), [Granted, WaitFor(0), WaitFor(1)]);
+    }
+
+    #[test]
+    fn policy_readers_share_up_to_the_first_writer() {
+        let (r, w) = (Claim::Read, Claim::Write);
+        assert_eq!(all(&[r, r, r]), [Granted, Granted, Granted]);
+        assert_eq!(all(&[w, r, r]), [Granted, WaitFor(0), WaitFor(0)]);
+    }
+
+    #[test]
+    fn policy_no_writer_starvation_later_readers_queue_behind_a_waiting_writer() {
+        let (r, w) = (Claim::Read, Claim::Write);
+        assert_eq!(
+            all(&[r, r, w, r]),
+            [Granted, Granted, WaitFor(1), WaitFor(2)]
+        );
+    }
+
+    #[test]
+    fn policy_semaphore_limit_caps_the_holders() {
+        let s = Claim::Shared { limit: 2 };
+        assert_eq!(all(&[s, s, s]), [Granted, Granted, WaitFor(0)]);
+        let zero = Claim::Shared { limit: 0 };
+        assert_eq!(all(&[zero, zero]), [Granted, WaitFor(0)], "0 counts as 1");
+    }
+
+    #[test]
+    fn policy_limit_disagreement_serializes_never_over_grants() {
+        let (two, three) = (Claim::Shared { limit: 2 }, Claim::Shared { limit: 3 });
+        assert_eq!(
+            all(&[two, three, three, two]),
+            [Granted, WaitFor(0), WaitFor(0), WaitFor(2)]
+        );
+    }
+
+    #[test]
+    fn policy_mixed_kinds_are_barriers() {
+        let (x, r, s) = (Claim::Exclusive, Claim::Read, Claim::Shared { limit: 5 });
+        assert_eq!(all(&[r, s, x]), [Granted, WaitFor(0), WaitFor(1)]);
+    }
 
     const KINDS: [Claim; 6] = [
         Claim::Exclusive,

@@ -1,4 +1,5 @@
-//! Small helpers every backend needs: a retry [`Backoff`] and [`lock_unpoisoned`].
+//! Small helpers every backend needs: a retry [`Backoff`], [`lock_unpoisoned`],
+//! [`spawn_or_expire`] and the disarmable [`Cleanup`] guard.
 
 use std::{
     collections::hash_map::RandomState,
@@ -122,9 +123,118 @@ pub fn lock_unpoisoned<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `task` in the background on the current tokio runtime; outside a runtime
+/// (a guard dropped after its runtime shut down) logs a warning that `what` is left to
+/// expire with its lease, drops `task` and returns `false`.
+///
+/// What every `Drop` that must talk to the server uses: a drop cannot wait, and
+/// without a runtime the lease's expiry is the cleanup.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::backend::spawn_or_expire;
+///
+/// // No runtime here: nothing runs, and the caller learns it.
+/// assert!(!spawn_or_expire(format_args!("lock key k"), async {}));
+/// ```
+pub fn spawn_or_expire<F>(what: std::fmt::Arguments<'_>, task: F) -> bool
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(task);
+            true
+        }
+        Err(_) => {
+            tracing::warn!("no tokio runtime to clean up {what}; it expires with its lease");
+            false
+        }
+    }
+}
+
+/// Runs a cleanup when dropped, unless [`disarm`](Self::disarm)ed first: what makes
+/// a dropped (cancelled) acquisition leave nothing behind.
+///
+/// # Examples
+///
+/// ```
+/// use lock_core::backend::Cleanup;
+/// use std::cell::Cell;
+///
+/// let ran = Cell::new(0);
+/// drop(Cleanup::new(|| ran.set(ran.get() + 1)));
+/// assert_eq!(ran.get(), 1, "dropped armed: runs");
+/// Cleanup::new(|| ran.set(ran.get() + 1)).disarm();
+/// assert_eq!(ran.get(), 1, "disarmed: does not run");
+/// ```
+#[must_use = "dropping the guard at once runs the cleanup at once"]
+pub struct Cleanup<F: FnOnce()> {
+    cleanup: Option<F>,
+}
+
+impl<F: FnOnce()> Cleanup<F> {
+    /// A guard that runs `cleanup` on drop.
+    pub fn new(cleanup: F) -> Self {
+        Cleanup {
+            cleanup: Some(cleanup),
+        }
+    }
+
+    /// Drops the guard without running the cleanup.
+    pub fn disarm(mut self) {
+        self.cleanup = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for Cleanup<F> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
+impl<F: FnOnce()> std::fmt::Debug for Cleanup<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cleanup")
+            .field("armed", &self.cleanup.is_some())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn spawn_or_expire_runs_the_task_inside_a_runtime() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(spawn_or_expire(format_args!("k"), async move {
+            let _ = tx.send(7);
+        }));
+        assert_eq!(rx.await.ok(), Some(7));
+    }
+
+    #[test]
+    fn spawn_or_expire_drops_the_task_outside_a_runtime() {
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        assert!(!spawn_or_expire(format_args!("k"), async move {
+            let _keep = tx;
+        }));
+        assert!(rx.try_recv().is_err(), "sender dropped with the task");
+    }
+
+    #[test]
+    fn cleanup_runs_once_when_armed_and_never_when_disarmed() {
+        let ran = std::cell::Cell::new(0);
+        {
+            let _armed = Cleanup::new(|| ran.set(ran.get() + 1));
+        }
+        Cleanup::new(|| ran.set(ran.get() + 10)).disarm();
+        assert_eq!(ran.get(), 1);
+    }
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -9,18 +9,17 @@
 //! policy ([`decide`] over a queue of [`Claim`]s) and the support kit ([`Backoff`],
 //! [`lock_unpoisoned`]).
 
-use crate::{
-    AcquireOptions, Capabilities, FencingToken, LeaseId, Liveness, LockInfo, LockName, Result,
-};
+use crate::{AcquireOptions, Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result};
 use async_trait::async_trait;
 use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
 
 mod grant;
 mod kit;
 
+pub use crate::state::{local_deadline, suspect_window, Liveness};
 pub use crate::watch::{ChangeStream, WatchScope};
-pub use grant::{decide, Claim, Decision};
-pub use kit::{lock_unpoisoned, Backoff};
+pub use grant::{check_claim, decide, Claim, Decision};
+pub use kit::{lock_unpoisoned, spawn_or_expire, Backoff, Cleanup};
 
 /// Whether an acquisition may wait for the current holder.
 ///
@@ -49,16 +48,10 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// The TTL used for leases when the caller does not pick one.
     fn default_ttl(&self) -> Duration;
 
-    /// The backend's name, its URL scheme: the `backend` label of the
-    /// [metrics](crate::stats). By default derived from the token source
-    /// (`"memory"`, `"etcd"`, `"zk"`); a backend of another kind overrides it.
-    fn scheme(&self) -> &'static str {
-        match self.capabilities().token_source {
-            crate::TokenSource::Counter => "memory",
-            crate::TokenSource::CreateRevision => "etcd",
-            crate::TokenSource::Czxid => "zk",
-        }
-    }
+    /// The backend's name, its URL scheme (`"memory"`, `"etcd"`, `"zk"`): the
+    /// `backend` label of the [metrics](crate::stats) and the name in
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) messages.
+    fn scheme(&self) -> &'static str;
 
     /// Grants a new lease with (about) `ttl`, kept alive in the background until
     /// revoked or lost. `ttl` has been validated by the caller
@@ -109,12 +102,17 @@ pub trait LeaseBackend: Send + Sync + Debug + 'static {
     /// The lease's liveness, kept up to date by the backend's keep-alive.
     fn liveness(&self) -> &Liveness;
 
-    /// Enqueues an acquisition of `name` on this lease and, with [`WaitMode::Wait`],
-    /// waits FIFO until it is granted.
+    /// Enqueues an acquisition of `name` claiming `claim` on this lease, in the one
+    /// ordered queue of `name` that every claim shares, and, with [`WaitMode::Wait`],
+    /// waits until [`decide`] grants it (watching only the entry `decide` names).
     ///
-    /// Returns `Ok(None)` only for [`WaitMode::NoWait`] when someone else holds or
-    /// waits. Must fail with [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost)
-    /// when the lease is lost.
+    /// Returns `Ok(None)` only for [`WaitMode::NoWait`] when `decide` does not grant
+    /// the entry at once (the entry is then removed). Must fail with
+    /// [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost) when the lease is lost,
+    /// and with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported), before
+    /// enqueueing anything, for a claim its
+    /// [`Capabilities::supports`](crate::Capabilities::supports) denies (see
+    /// [`check_claim`]).
     ///
     /// # Cancel safety
     ///
@@ -124,6 +122,7 @@ pub trait LeaseBackend: Send + Sync + Debug + 'static {
     async fn acquire(
         &self,
         name: &LockName,
+        claim: Claim,
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>>;

@@ -1,11 +1,51 @@
-//! Operator actions, as another process would do them with `etcdctl`: revoke a lease,
-//! break a lock, list what is stored. Used by tests and tools.
+//! Operator and fault controls, as another process would do them with `etcdctl`:
+//! revoke a lease, break a lock, list what is stored, stall a keep-alive. Used by tests
+//! and tools.
 
-use crate::EtcdBackend;
+use crate::{queue, EtcdBackend};
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use lock_core::{FencingToken, LeaseId, LockName, Result};
 
 impl EtcdBackend {
+    /// The key range (a prefix ending in `/`) holding every waiter of `name`; the
+    /// waiter with the smallest create revision holds the lock. For operators and
+    /// tests.
+    pub fn lock_range(&self, name: &LockName) -> String {
+        queue::lock_range(self.conn.config.prefix(), name)
+    }
+
+    /// The leases this backend granted that are neither revoked nor lost.
+    pub fn live_leases(&self) -> Vec<LeaseId> {
+        self.conn
+            .live_leases()
+            .iter()
+            .map(|l| l.lease_id())
+            .collect()
+    }
+
+    /// How many watch events this backend's watch stream delivered (a release
+    /// should cost one). For benchmarks.
+    pub fn watch_events_delivered(&self) -> u64 {
+        self.conn.watches.events_delivered()
+    }
+
+    /// **Test hook**: stops (or resumes) sending keep-alives for `lease`, as if the
+    /// process were paused; the lease turns `Suspect`, then `Lost` at its local
+    /// deadline, and etcd expires it after the TTL. Returns whether the lease is
+    /// one of this backend's live leases.
+    #[doc(hidden)]
+    pub fn stall_keep_alive(&self, lease: LeaseId, stalled: bool) -> bool {
+        let leases = self.conn.live_leases();
+        match leases.iter().find(|l| l.lease_id() == lease) {
+            Some(l) => {
+                l.stalled
+                    .store(stalled, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// **Operator action**: revokes lease `lease` (any lease, not only this
     /// backend's), deleting every key attached to it. Returns `false` if it did not
     /// exist.
