@@ -3,7 +3,7 @@
 use lock_core::{url::scheme_of, Error, ErrorKind, LockClient, Result};
 
 /// The schemes fencelock knows, whether or not their feature is enabled.
-pub const SCHEMES: [&str; 4] = ["memory", "etcd", "zk", "redis"];
+pub const SCHEMES: [&str; 5] = ["memory", "etcd", "zk", "redis", "redlock"];
 
 /// Connects to the lock service named by `url` and returns the backend-independent
 /// [`LockClient`].
@@ -14,6 +14,7 @@ pub const SCHEMES: [&str; 4] = ["memory", "etcd", "zk", "redis"];
 /// | `etcd://host:port[,host:port…][/prefix][?ttl=…]` | etcd v3 | `etcd` |
 /// | `zk://host:port[,host:port…][/chroot][?session_timeout=…]` | ZooKeeper | `zk` |
 /// | `redis://[user:password@]host:port[/db][?prefix=…&ttl=…]` | one Redis server | `redis` |
+/// | `redlock://host:port,host:port,host:port[?prefix=…&ttl=…]` | Redlock over independent Redis masters | `redis` |
 ///
 /// Each backend crate documents its full set of URL options.
 ///
@@ -49,6 +50,7 @@ pub async fn connect(url: &str) -> Result<LockClient> {
         "etcd" => connect_etcd(url).await,
         "zk" => connect_zk(url).await,
         "redis" => connect_redis(url).await,
+        "redlock" => connect_redlock(url).await,
         other => Err(Error::new(
             ErrorKind::UnsupportedScheme,
             format!(
@@ -116,6 +118,18 @@ async fn connect_redis(url: &str) -> Result<LockClient> {
 #[cfg(not(feature = "redis"))]
 async fn connect_redis(_url: &str) -> Result<LockClient> {
     Err(feature_disabled("redis", "redis"))
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redlock(url: &str) -> Result<LockClient> {
+    lock_redis::RedlockBackend::from_url(url)
+        .await
+        .map(LockClient::new)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redlock(_url: &str) -> Result<LockClient> {
+    Err(feature_disabled("redis", "redlock"))
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@
 //! | `memory` (default) | `memory://` | `lock-memory` |
 //! | `etcd` | `etcd://` | `lock-etcd` |
 //! | `zk` | `zk://` | `lock-zk` |
-//! | `redis` | `redis://` | `lock-redis` |
+//! | `redis` | `redis://`, `redlock://` | `lock-redis` |
 //!
 //! A known scheme whose feature is off gives [`ErrorKind::FeatureDisabled`].
 //!

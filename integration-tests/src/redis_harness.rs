@@ -8,7 +8,7 @@
 use crate::Harness;
 use async_trait::async_trait;
 use fencelock::{
-    redis::{RedisBackend, RedisConfig, CAPABILITIES},
+    redis::{RedisBackend, RedisConfig, RedlockBackend, CAPABILITIES, REDLOCK_CAPABILITIES},
     Capabilities, Error, ErrorKind, Lease, LockClient, LockName,
 };
 use std::{collections::HashMap, sync::Mutex, time::Duration};
@@ -128,6 +128,103 @@ impl Harness for RedisHarness {
     async fn stall_lease(&self, namespace: &str, lease: &Lease) -> fencelock::Result<bool> {
         Ok(self
             .backends(namespace)
+            .iter()
+            .any(|b| b.stall_keep_alive(lease.id(), true)))
+    }
+
+    async fn leftover(&self, namespace: &str) -> fencelock::Result<Vec<String>> {
+        self.operator(namespace).await?.stored_keys().await
+    }
+}
+
+/// The conformance harness for Redlock over independent masters: namespaces are key
+/// prefixes on every master; operator actions delete keys on every master.
+#[derive(Debug)]
+pub struct RedlockHarness {
+    addresses: Vec<String>,
+    backends: Mutex<HashMap<String, Vec<RedlockBackend>>>,
+}
+
+impl RedlockHarness {
+    /// A harness named `redlock` on the masters at `addresses`.
+    pub fn new(addresses: Vec<String>) -> Self {
+        RedlockHarness {
+            addresses,
+            backends: Mutex::default(),
+        }
+    }
+
+    /// The URL of a client of `namespace`.
+    pub fn url(&self, namespace: &str) -> String {
+        format!(
+            "redlock://{}?prefix={}",
+            self.addresses.join(","),
+            prefix(namespace)
+        )
+    }
+
+    /// A fresh connection with the namespace's prefix, not handed to any case.
+    pub async fn operator(&self, namespace: &str) -> fencelock::Result<RedlockBackend> {
+        RedlockBackend::from_url(&self.url(namespace)).await
+    }
+}
+
+#[async_trait]
+impl Harness for RedlockHarness {
+    fn name(&self) -> String {
+        "redlock".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        REDLOCK_CAPABILITIES
+    }
+
+    async fn client(&self, namespace: &str) -> fencelock::Result<LockClient> {
+        let client = fencelock::connect(&format!("{}&ttl=5s", self.url(namespace))).await?;
+        let backend = client
+            .backend::<RedlockBackend>()
+            .ok_or_else(|| Error::new(ErrorKind::Backend, "redlock:// did not give redlock"))?
+            .clone();
+        self.backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(namespace.to_owned())
+            .or_default()
+            .push(backend);
+        Ok(client)
+    }
+
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(3)
+    }
+
+    fn stress_size(&self) -> (usize, usize) {
+        (4, 10)
+    }
+
+    async fn kill_lease(&self, namespace: &str, lease: &Lease) -> fencelock::Result<()> {
+        self.operator(namespace).await?.kill_lease(lease.id()).await
+    }
+
+    async fn delete_holder(&self, namespace: &str, name: &LockName) -> fencelock::Result<()> {
+        match self.operator(namespace).await?.break_lock(name).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::new(
+                ErrorKind::NotHeld,
+                format!("{name} has no holder"),
+            )),
+        }
+    }
+
+    async fn stall_lease(&self, namespace: &str, lease: &Lease) -> fencelock::Result<bool> {
+        let backends = self
+            .backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default();
+        Ok(backends
             .iter()
             .any(|b| b.stall_keep_alive(lease.id(), true)))
     }

@@ -12,7 +12,7 @@ use fencelock::{
 use fencelock_integration_tests::{
     async_trial,
     conformance::{self, within, Ctx},
-    redis_harness::RedisHarness,
+    redis_harness::{RedisHarness, RedlockHarness},
     run_main,
     servers::{self, RedisOptions, RedisServer},
     Harness, TestResult,
@@ -33,6 +33,10 @@ fn main() {
         let harness = Arc::new(RedisHarness::new("127.0.0.1:6379"));
         let mut trials = conformance::trials(harness.clone());
         trials.extend(specific_trials(&harness));
+        trials.extend(conformance::trials(Arc::new(RedlockHarness::new(vec![
+            "127.0.0.1:6379".into(),
+        ]))));
+        trials.extend(redlock_trials());
         run_main(trials, || {});
     }
     if !servers::require(RedisServer::available(), "redis-server") {
@@ -46,7 +50,16 @@ fn main() {
     let harness = Arc::new(RedisHarness::new(single.address()));
     let mut trials = conformance::trials(harness.clone());
     trials.extend(specific_trials(&harness));
-    run_main(trials, move || drop(single));
+    let masters = RedisServer::start_masters(3).expect("3 redis masters start");
+    let redlock = Arc::new(RedlockHarness::new(
+        masters.iter().map(RedisServer::address).collect(),
+    ));
+    trials.extend(conformance::trials(redlock));
+    trials.extend(redlock_trials());
+    run_main(trials, move || {
+        drop(single);
+        drop(masters);
+    });
 }
 
 /// A trial running `case` in a fresh namespace of `harness`, ending with the leftover
@@ -319,5 +332,56 @@ async fn failover() -> TestResult {
     );
     second.release().await?;
     held.release().await?;
+    Ok(())
+}
+
+fn redlock_trials() -> Vec<Trial> {
+    vec![async_trial(
+        "redlock::faults::one_master_down_keeps_working_two_down_is_unavailable",
+        masters_down,
+    )]
+}
+
+async fn masters_down() -> TestResult {
+    let mut masters = RedisServer::start_masters(3)?;
+    let url = format!(
+        "redlock://{}?ttl=2s&request_timeout=500ms",
+        masters
+            .iter()
+            .map(RedisServer::address)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (a, b) = (
+        fencelock::connect(&url).await?,
+        fencelock::connect(&url).await?,
+    );
+    let first = a.acquire("m").await?;
+    masters[0].kill();
+    // One master down: the holder keeps its lock through renewals, others wait, and
+    // the next grant has a higher token.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(first.state(), LockState::Held);
+    assert!(b.try_acquire("m").await?.is_none());
+    let t1 = first.token();
+    first.release().await?;
+    let second = within(Duration::from_secs(5), "b granted", b.acquire("m")).await??;
+    assert!(second.token() > t1);
+    second.release().await?;
+    // Two down: no majority, a typed error within the timeout.
+    masters[1].kill();
+    let started = Instant::now();
+    let err = within(Duration::from_secs(5), "acquire fails", a.acquire("m"))
+        .await?
+        .expect_err("granted without a majority");
+    assert!(
+        matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::LeaseLost),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     Ok(())
 }

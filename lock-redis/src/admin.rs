@@ -2,7 +2,7 @@
 //! list lock names, break a lock, list stored keys, stall a lease's renewal. Used by
 //! tests and tools.
 
-use crate::{lock, RedisBackend};
+use crate::{lock, session::Conn, RedisBackend};
 use lock_core::{FencingToken, LeaseId, LockName, Result};
 use std::sync::atomic::Ordering;
 
@@ -26,7 +26,7 @@ impl RedisBackend {
     pub async fn lock_names(&self, prefix: &str) -> Result<Vec<LockName>> {
         let key_prefix = self.conn.config.prefix();
         let pattern = format!("{key_prefix}{{{prefix}*}}:q");
-        let keys = self.scan(&pattern).await?;
+        let keys = scan(&self.conn, &pattern).await?;
         Ok(keys
             .iter()
             .filter_map(|k| {
@@ -34,36 +34,6 @@ impl RedisBackend {
                 LockName::new(name.strip_suffix("}:q")?).ok()
             })
             .collect())
-    }
-
-    /// Every key matching the glob `pattern`.
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        let conn = &self.conn;
-        let mut cursor = 0u64;
-        let mut keys = Vec::new();
-        loop {
-            let what = || format!("scanning keys {pattern:?}");
-            let (next, batch): (u64, Vec<String>) = conn
-                .call(&what, |mut c| {
-                    let cmd = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .clone();
-                    async move { cmd.query_async(&mut c).await }
-                })
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
-        Ok(keys)
     }
 
     /// Every key stored under this backend's prefix, for leak checks, except the
@@ -78,27 +48,7 @@ impl RedisBackend {
     ///
     /// Cancel safe: it only reads.
     pub async fn stored_keys(&self) -> Result<Vec<String>> {
-        let keys = self
-            .scan(&format!("{}*", self.conn.config.prefix()))
-            .await?;
-        let mut out = Vec::new();
-        for key in keys {
-            if key.ends_with("}:t") {
-                let what = || format!("reading the ttl of {key}");
-                let pttl: i64 = self
-                    .conn
-                    .call(&what, |mut c| {
-                        let cmd = redis::cmd("PTTL").arg(&key).clone();
-                        async move { cmd.query_async(&mut c).await }
-                    })
-                    .await?;
-                if pttl > 0 {
-                    continue;
-                }
-            }
-            out.push(key);
-        }
-        Ok(out)
+        stored_keys(&self.conn).await
     }
 
     /// **Operator action**: deletes the current holder's entry of `name` (as
@@ -155,15 +105,7 @@ impl RedisBackend {
     ///
     /// A dropped call may or may not have deleted the key.
     pub async fn delete_key(&self, key: &str) -> Result<bool> {
-        let what = || format!("deleting {key}");
-        let deleted: i64 = self
-            .conn
-            .call(&what, |mut c| {
-                let cmd = redis::cmd("DEL").arg(key).clone();
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await?;
-        Ok(deleted == 1)
+        self.conn.delete(key).await
     }
 
     /// The leases this backend granted that are neither revoked nor lost.
@@ -200,4 +142,55 @@ impl RedisBackend {
             None => false,
         }
     }
+}
+
+/// Every key matching the glob `pattern` on `conn`'s server.
+pub(crate) async fn scan(conn: &Conn, pattern: &str) -> Result<Vec<String>> {
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let what = || format!("scanning keys {pattern:?}");
+        let (next, batch): (u64, Vec<String>) = conn
+            .call(&what, |mut c| {
+                let cmd = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// Every key under `conn`'s prefix except token counters with a TTL.
+pub(crate) async fn stored_keys(conn: &Conn) -> Result<Vec<String>> {
+    let keys = scan(conn, &format!("{}*", conn.config.prefix())).await?;
+    let mut out = Vec::new();
+    for key in keys {
+        if key.ends_with("}:t") {
+            let what = || format!("reading the ttl of {key}");
+            let pttl: i64 = conn
+                .call(&what, |mut c| {
+                    let cmd = redis::cmd("PTTL").arg(&key).clone();
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await?;
+            if pttl > 0 {
+                continue;
+            }
+        }
+        out.push(key);
+    }
+    Ok(out)
 }

@@ -107,6 +107,7 @@ mod config;
 mod error;
 mod held;
 mod lock;
+mod redlock;
 mod scripts;
 mod session;
 
@@ -116,4 +117,8 @@ pub use config::{
     SCHEME,
 };
 pub use held::RedisHeldLock;
+pub use redlock::{
+    RedlockBackend, RedlockConfig, RedlockHeldLock, RedlockLease, REDLOCK_CAPABILITIES,
+    REDLOCK_SCHEME,
+};
 pub use session::RedisLease;

@@ -238,6 +238,33 @@ impl Conn {
         self.call_counted(what, op).await.map(|(v, _)| v)
     }
 
+    /// A handle on the shared connection.
+    pub(crate) fn manager(&self) -> ConnectionManager {
+        self.manager.clone()
+    }
+
+    /// `DEL key`; whether it existed.
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        let what = || format!("deleting {key}");
+        let deleted: i64 = self
+            .call(&what, |mut c| {
+                let cmd = redis::cmd("DEL").arg(key).clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// `HGET key field`.
+    pub(crate) async fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
+        let what = || format!("reading {key}");
+        self.call(&what, |mut c| {
+            let cmd = redis::cmd("HGET").arg(key).arg(field).clone();
+            async move { cmd.query_async(&mut c).await }
+        })
+        .await
+    }
+
     /// A connection for one blocking wait of at most `wait`.
     pub(crate) async fn blocker(&self, wait: Duration) -> Result<MultiplexedConnection> {
         if let Some(c) = lock_unpoisoned(&self.blockers).pop() {
