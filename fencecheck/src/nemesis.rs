@@ -221,6 +221,11 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             Delete,
             Expire,
         ],
+        // One Redis server without persistence / three independent masters: holder
+        // faults and operator deletes, plus (redlock) one master killed and restarted
+        // empty, which a majority outlives.
+        "redis" => vec![Kill, Pause, Partition, PartitionShort, Delete],
+        "redlock" => vec![Kill, Pause, Partition, Delete],
         // Members in network namespaces: the faults of one member of a healthy
         // cluster, and a whole-cluster restart.
         "etcd3-net" | "zk3-net" => vec![
