@@ -178,6 +178,12 @@ impl FromStr for FaultKind {
     }
 }
 
+/// Whether `backend` grants from a FIFO queue (every backend but Redlock, whose
+/// waiters poll).
+pub fn queued(backend: &str) -> bool {
+    backend != "redlock"
+}
+
 /// Which faults each backend configuration supports.
 pub fn supported(backend: &str) -> Vec<FaultKind> {
     use FaultKind::*;

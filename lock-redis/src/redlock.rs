@@ -237,7 +237,22 @@ impl Nodes {
         F: Fn(usize, redis::aio::ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        join_all(self.conns.iter().enumerate().map(|(i, c)| {
+        self.on(0..self.conns.len(), limit, op).await
+    }
+
+    /// Runs `op` on the nodes `which` at once, each bounded by `limit`.
+    async fn on<T, F, Fut>(
+        &self,
+        which: impl Iterator<Item = usize>,
+        limit: Duration,
+        op: F,
+    ) -> Vec<Result<T>>
+    where
+        F: Fn(usize, redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        join_all(which.map(|i| {
+            let c = &self.conns[i];
             let fut = op(i, c.manager());
             let address = c.config.address().to_owned();
             async move {
@@ -289,7 +304,9 @@ impl Nodes {
 /// # Non-guarantees
 ///
 /// - **No FIFO and no herd-freedom**: waiters retry with a random 10–60 ms delay;
-///   a release wakes nobody.
+///   a release wakes nobody. The first master of the URL breaks ties (a contender it
+///   refuses retries without asking the others), so an uncontended acquire costs two
+///   round trips, and a first master down costs every acquire its timeout.
 /// - No read-write locks or semaphores ([`ErrorKind::Unsupported`]), as
 ///   DistributedLock also refuses them over Redlock.
 /// - Safety needs bounded clock drift and process pauses, and masters that either
@@ -851,8 +868,8 @@ async fn acquire(
     let lease_key = lease.key();
     loop {
         let started = Instant::now();
-        let results = nodes
-            .all(nodes.node_timeout(lease.ttl), |_, mut c| {
+        let acquire_on = |which: std::ops::Range<usize>| {
+            nodes.on(which, nodes.node_timeout(lease.ttl), |_, mut c| {
                 let mut inv = nodes.scripts.acquire.prepare_invoke();
                 inv.key(&key)
                     .key(&counter)
@@ -866,7 +883,13 @@ async fn acquire(
                     .arg(wait);
                 async move { inv.invoke_async::<(i64, String)>(&mut c).await }
             })
-            .await;
+        };
+        // The first master breaks ties: a contender refused there does not go on to
+        // the others, so contenders rarely split the votes and all retry.
+        let mut results = acquire_on(0..1).await;
+        if !matches!(results[0], Ok((0, _))) {
+            results.extend(acquire_on(1..nodes.conns.len()).await);
+        }
         let validity = lease
             .ttl
             .saturating_sub(started.elapsed())

@@ -212,6 +212,7 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         leaks: c.leaks,
         panics: c.panics,
         granted_ttl_ns: granted_ms * 1_000_000,
+        unqueued: !crate::nemesis::queued(&cfg.backend),
     };
     let outcome = checker::check(&input);
     let mut report = Report::new(c.info, outcome, &input);

@@ -235,7 +235,9 @@ impl Servers {
             #[cfg(feature = "redis")]
             (Servers::Redis(_), _) => {
                 let _ = (i, link);
-                Err(io::Error::other("redis servers run without network namespaces"))
+                Err(io::Error::other(
+                    "redis servers run without network namespaces",
+                ))
             }
         }
     }
