@@ -186,7 +186,7 @@ impl RedlockConfig {
     /// a bad master configuration.
     pub fn validate(&self) -> Result<()> {
         let n = self.nodes.len();
-        if n < 3 || n % 2 == 0 {
+        if n < 3 || n.is_multiple_of(2) {
             return Err(invalid(format!(
                 "redlock needs an odd number of at least 3 independent masters, not {n}"
             )));
