@@ -59,10 +59,6 @@ pub(crate) fn kind_of(err: &redis::RedisError) -> ErrorKind {
 mod tests {
     use super::*;
 
-    fn server(code: &'static str, detail: &'static str) -> redis::RedisError {
-        redis::RedisError::from((redis::ErrorKind::Extension, code, detail.to_owned()))
-    }
-
     #[test]
     fn server_codes_map_to_situations() {
         let io =
