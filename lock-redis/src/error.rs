@@ -76,6 +76,5 @@ mod tests {
             timed_out("x", Duration::from_secs(1)).kind(),
             ErrorKind::Timeout
         );
-        let _ = server;
     }
 }
