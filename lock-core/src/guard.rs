@@ -3,8 +3,8 @@
 use crate::stats::{End, GrantTel, Scope, Telemetry};
 use crate::{
     backend::{Claim, HeldLock},
-    state::Event, Error, ErrorKind, FencingToken, Lease, LockName, LockState,
-    LossCause, Result, StateWatch,
+    state::Event,
+    Error, ErrorKind, FencingToken, Lease, LockName, LockState, LossCause, Result, StateWatch,
 };
 use std::{any::Any, fmt, future::Future, sync::Arc};
 use tracing::Instrument;

@@ -4,8 +4,8 @@ use crate::{
     backend::LeaseBackend,
     state::Event,
     stats::{Scope, Telemetry},
-    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, LossCause, Result,
-    RwLock, Semaphore, StateWatch,
+    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, LossCause, Result, RwLock, Semaphore,
+    StateWatch,
 };
 use std::{
     fmt,

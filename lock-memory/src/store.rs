@@ -423,12 +423,10 @@ fn check_limit(queue: &[Claim], claim: Claim, name: &LockName) -> Result<()> {
     let Claim::Shared { limit } = claim else {
         return Ok(());
     };
-    match queue
-        .iter()
-        .find_map(|c| match c {
-            Claim::Shared { limit: other } if *other != limit => Some(*other),
-            _ => None,
-        }) {
+    match queue.iter().find_map(|c| match c {
+        Claim::Shared { limit: other } if *other != limit => Some(*other),
+        _ => None,
+    }) {
         None => Ok(()),
         Some(other) => Err(Error::new(
             ErrorKind::InvalidConfig,

@@ -97,7 +97,10 @@ async fn semaphores_of_different_limits_on_one_name_are_refused_never_over_grant
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     let err = three.acquire().await.map(|_| ()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
-    assert_eq!(client.inspect("doc").await.unwrap().unwrap().holders.len(), 1);
+    assert_eq!(
+        client.inspect("doc").await.unwrap().unwrap().holders.len(),
+        1
+    );
     let mutex = lock(&client, Claim::Exclusive).await;
     assert!(mutex.try_acquire().await.unwrap().is_none());
     two.release().await.unwrap();
