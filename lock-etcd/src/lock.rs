@@ -12,7 +12,7 @@ use etcd_client::{
     TxnResponse,
 };
 use lock_core::{
-    backend::{spawn_or_expire, Backoff, WaitMode},
+    backend::{spawn_or_expire, Backoff, Claim, WaitMode},
     AcquireOptions, Error, ErrorKind, LockName, Result,
 };
 use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
@@ -208,6 +208,7 @@ fn lost_while_waiting(name: &LockName) -> Error {
 pub(crate) async fn acquire(
     lease: &Arc<LeaseShared>,
     name: &LockName,
+    claim: Claim,
     mode: WaitMode,
     options: &AcquireOptions,
 ) -> Result<Option<crate::EtcdHeldLock>> {
@@ -221,16 +222,19 @@ pub(crate) async fn acquire(
     let prefix = conn.config.prefix();
     let range_key = queue::lock_range(prefix, name);
     let slot = lease.take_slot(&range_key);
-    let key = queue::waiter_key(prefix, name, lease.id, slot.index());
+    let key = queue::waiter_key(prefix, name, lease.id, slot.index(), claim);
     let value = queue::encode_value(SystemTime::now(), options.holder());
     let put = TxnOp::put(
         key.clone(),
         value,
         Some(PutOptions::new().with_lease(lease.id)),
     );
+    // A reader that may share with the holders enqueues like a waiter and then
+    // decides once (a range-empty compare would refuse it beside other readers).
+    let reader = claim == Claim::Read;
     let txn = match mode {
         // Put only if the lock's range is empty; else read the owner.
-        WaitMode::NoWait => Txn::new()
+        WaitMode::NoWait if !reader => Txn::new()
             .when([Compare::create_revision(range_key.clone(), CompareOp::Equal, 0).with_prefix()])
             .and_then([put.clone()])
             .or_else([TxnOp::get(
@@ -239,7 +243,7 @@ pub(crate) async fn acquire(
             )]),
         // Put if our key does not exist yet (so a retry cannot move it to the back of
         // the queue) and read the key just ahead of ours.
-        WaitMode::Wait => Txn::new()
+        WaitMode::Wait | WaitMode::NoWait => Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
                 put.clone(),
@@ -256,9 +260,10 @@ pub(crate) async fn acquire(
     };
     let (resp, retried) = cleanup.join().await?;
     let rev = header_revision(&resp);
-    let (token, seen_at) = match (mode, resp.succeeded()) {
-        (WaitMode::NoWait, true) => (rev, rev),
-        (WaitMode::NoWait, false) => match range(&resp, 0).first() {
+    let wait = mode == WaitMode::Wait || reader;
+    let (token, seen_at) = match (wait, resp.succeeded()) {
+        (false, true) => (rev, rev),
+        (false, false) => match range(&resp, 0).first() {
             // A retry may find the key an earlier attempt created: then it is ours.
             Some(w) if w.key == key.as_bytes() => (w.create_revision, rev),
             Some(w) if !queue::is_direct_child(&range_key, &w.key) => {
@@ -289,14 +294,15 @@ pub(crate) async fn acquire(
                 return Ok(None);
             }
         },
-        (WaitMode::Wait, put) => {
+        (true, put) => {
             let (own_rev, ahead) = if put {
                 let read = range(&resp, 1);
-                // A key of a nested namespace among them: let the wait read properly.
+                // A key of a nested namespace among them, or a reader (whose entry
+                // to wait for may lie further down): let the wait read properly.
                 let foreign = read
                     .iter()
                     .any(|w| !queue::is_direct_child(&range_key, &w.key));
-                (rev, (!foreign).then_some(read))
+                (rev, (!foreign && !reader).then_some(read))
             } else {
                 let own = range(&resp, 0);
                 let own_rev = own
@@ -305,7 +311,15 @@ pub(crate) async fn acquire(
                     .ok_or_else(|| lost_while_waiting(name))?;
                 (own_rev, None)
             };
-            let seen_at = wait_for_turn(lease, name, &key, own_rev, ahead, rev).await?;
+            let turn = Turn {
+                claim,
+                wait: mode == WaitMode::Wait,
+            };
+            let Some(seen_at) = wait_for_turn(lease, name, &key, own_rev, ahead, rev, turn).await?
+            else {
+                // A reader's try that would wait: the cleanup deletes its key.
+                return Ok(None);
+            };
             (own_rev, seen_at)
         }
     };
@@ -388,11 +402,20 @@ fn by_create(order: SortOrder, limit: i64) -> GetOptions {
         .with_limit(limit)
 }
 
-/// Waits until no key of the lock has a create revision below `own_rev`, watching
-/// only the key just ahead (so a release wakes one waiter) and our own key (so a
-/// revoked lease or deleted entry fails the wait at once). `ahead` is what the
-/// enqueueing Txn read at `read_rev`, if anything. Returns the revision at which the
-/// lock was seen granted.
+/// What a waiter claims, and whether it may wait.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    claim: Claim,
+    wait: bool,
+}
+
+/// Waits until [`decide`](lock_core::backend::decide) grants our key, watching only
+/// the one key it waits for (the key just ahead for a writer or mutex, the nearest
+/// earlier writer for a reader: a release wakes only the waiters it grants) and our
+/// own key (so a revoked lease or deleted entry fails the wait at once). `ahead` is
+/// what the enqueueing Txn read at `read_rev`, if anything. Returns the revision at
+/// which the lock was seen granted, or `None` when `turn.wait` is off and the entry
+/// is not granted at once.
 async fn wait_for_turn(
     lease: &LeaseShared,
     name: &LockName,
@@ -400,7 +423,8 @@ async fn wait_for_turn(
     own_rev: i64,
     mut ahead: Option<Vec<Waiter>>,
     mut read_rev: i64,
-) -> Result<i64> {
+    turn: Turn,
+) -> Result<Option<i64>> {
     let conn = &lease.conn;
     let range_key = queue::lock_range(conn.config.prefix(), name);
     let own = Waiter {
@@ -413,8 +437,16 @@ async fn wait_for_turn(
         let mut waiters = match ahead.take() {
             Some(w) => w,
             None => {
-                // Read our key and the one just ahead of it, in one round trip.
-                let before = by_create(SortOrder::Descend, 1).with_max_create_revision(own_rev - 1);
+                // Read our key and the one just ahead of it (a reader: every key
+                // ahead, keys only), in one round trip.
+                let before = match turn.claim {
+                    Claim::Read => GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Create, SortOrder::Descend),
+                    _ => by_create(SortOrder::Descend, 1),
+                }
+                .with_max_create_revision(own_rev - 1);
                 let txn = Txn::new().and_then([
                     TxnOp::get(key, None),
                     TxnOp::get(range_key.clone(), Some(before)),
@@ -440,7 +472,14 @@ async fn wait_for_turn(
                     return Err(lost_while_waiting(name));
                 }
                 let ahead = range(&resp, 1);
-                if ahead
+                if turn.claim == Claim::Read {
+                    // The whole queue ahead was read: the nearest earlier writer.
+                    ahead
+                        .into_iter()
+                        .find(|w| queue::blocks(&range_key, turn.claim, &w.key))
+                        .into_iter()
+                        .collect()
+                } else if ahead
                     .iter()
                     .all(|w| queue::is_direct_child(&range_key, &w.key))
                 {
@@ -462,8 +501,9 @@ async fn wait_for_turn(
             }
         };
         waiters.push(own.clone());
-        let ahead_key = match queue::position(&waiters, key.as_bytes()) {
-            Position::Owner => return Ok(read_rev),
+        let ahead_key = match queue::position(&range_key, &waiters, key.as_bytes()) {
+            Position::Owner => return Ok(Some(read_rev)),
+            Position::WaitFor(_) if !turn.wait => return Ok(None),
             Position::WaitFor(k) => k,
             Position::Missing => return Err(lost_while_waiting(name)),
         };
