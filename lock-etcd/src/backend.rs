@@ -22,7 +22,8 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevi
     .with_detects_external_deletion(true)
     .with_native_fenced_writes(true)
     .with_distributed(true)
-    .with_read_write_claims(true);
+    .with_read_write_claims(true)
+    .with_shared_claims(true);
 
 /// A connection to an etcd cluster implementing fencelock's [`Backend`]. Cheap to
 /// clone; clones share the connection and its one watch stream.
@@ -254,10 +255,13 @@ impl Backend for EtcdBackend {
         let direct = kvs
             .first()
             .is_none_or(|kv| queue::is_direct_child(&range, kv.key()));
-        let reader = kvs
+        // A mutex or writer at the head holds alone, and every other key of the
+        // range waits (a semaphore's slot keys live in the range too, but only
+        // behind permits).
+        let alone = kvs
             .first()
-            .is_some_and(|kv| queue::claim_of(&range, kv.key()) == Claim::Read);
-        if direct && (count <= 1 || !reader) {
+            .is_some_and(|kv| queue::claim_of(&range, kv.key()) == Claim::Exclusive);
+        if direct && (count <= 1 || alone) {
             let first: Vec<_> = kvs.iter().collect();
             return Ok(info(name.clone(), &range, &first, count));
         }

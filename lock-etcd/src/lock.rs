@@ -128,7 +128,7 @@ async fn delete_until_confirmed(conn: &Conn, key: &str, fence: Option<i64>) -> b
 }
 
 /// Deletes `key`; `false` if that could not be confirmed.
-async fn delete(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
+pub(crate) async fn delete(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
     let what = || format!("deleting lock key {key}");
     let result = match fence {
         None => conn
@@ -231,7 +231,7 @@ pub(crate) async fn acquire(
     );
     // A reader that may share with the holders enqueues like a waiter and then
     // decides once (a range-empty compare would refuse it beside other readers).
-    let reader = claim == Claim::Read;
+    let reader = matches!(claim, Claim::Read | Claim::Shared { .. });
     let txn = match mode {
         // Put only if the lock's range is empty; else read the owner.
         WaitMode::NoWait if !reader => Txn::new()
@@ -323,20 +323,116 @@ pub(crate) async fn acquire(
             (own_rev, seen_at)
         }
     };
+    let permit = match claim {
+        Claim::Shared { limit } => {
+            Some(claim_permit_slot(conn, name, limit, &key, lease.id).await?)
+        }
+        _ => None,
+    };
     let mut slot = cleanup.disarm();
     if retried {
         if let Some(slot) = slot.as_mut() {
             slot.taint(key.clone(), token);
         }
     }
-    Ok(Some(crate::EtcdHeldLock::start(
-        lease,
-        name.clone(),
-        key,
-        token,
-        seen_at,
-        slot,
-    )))
+    let held = crate::EtcdHeldLock::start(lease, name.clone(), key, token, seen_at, slot);
+    Ok(Some(held.with_permit(permit)))
+}
+
+/// A granted permit's slot: the key [`queue::permit_slot_key`] held on the permit's
+/// lease, whose create revision is the permit's fencing token. A slot key is created
+/// only while absent, so successive holders of one slot get increasing tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct PermitSlot {
+    pub(crate) slot: u32,
+    pub(crate) key: String,
+    pub(crate) revision: i64,
+}
+
+/// How many rounds over every slot a granted permit tries before giving up.
+const SLOT_ROUNDS: usize = 50;
+
+/// Takes the lowest free slot of semaphore `name` for the granted waiter key
+/// `own_key`. [`decide`](lock_core::backend::decide) grants at most `limit` permits,
+/// so a slot is free, or held by a permit whose waiter key is already gone (released
+/// a moment ago, or deleted by an operator): such a slot key is deleted, fenced on
+/// its revision, and taken on the next round.
+async fn claim_permit_slot(
+    conn: &Arc<Conn>,
+    name: &LockName,
+    limit: u32,
+    own_key: &str,
+    lease: i64,
+) -> Result<PermitSlot> {
+    let prefix = conn.config.prefix();
+    let what = || format!("taking a permit slot of semaphore {name}");
+    let mut backoff = backoff_from_zero();
+    for _ in 0..SLOT_ROUNDS {
+        for slot in 0..limit {
+            let key = queue::permit_slot_key(prefix, name, slot);
+            let take = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    own_key,
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = conn
+                .call(&what, |mut c| {
+                    let txn = take.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if resp.succeeded() {
+                let revision = header_revision(&resp);
+                return Ok(PermitSlot {
+                    slot,
+                    key,
+                    revision,
+                });
+            }
+            let Some(kv) = range_kvs(&resp, 0) else {
+                continue;
+            };
+            if kv.0 == own_key.as_bytes() {
+                // Our own put, applied by an earlier attempt of a retried request.
+                return Ok(PermitSlot {
+                    slot,
+                    key,
+                    revision: kv.1,
+                });
+            }
+            let stale = Txn::new()
+                .when([
+                    Compare::create_revision(kv.0, CompareOp::Equal, 0),
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.2),
+                ])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            conn.call(&what, |mut c| {
+                let txn = stale.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("no free permit slot of semaphore {name} after {SLOT_ROUNDS} rounds"),
+    ))
+}
+
+/// The value, create revision and mod revision of the first key of the `index`th
+/// range response of a txn.
+fn range_kvs(resp: &TxnResponse, index: usize) -> Option<(Vec<u8>, i64, i64)> {
+    match resp.op_responses().into_iter().nth(index) {
+        Some(TxnOpResponse::Get(get)) => get
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.create_revision(), kv.mod_revision())),
+        _ => None,
+    }
 }
 
 /// Whether `key` still exists with create revision `create_revision` (the key a
@@ -440,7 +536,7 @@ async fn wait_for_turn(
                 // Read our key and the one just ahead of it (a reader: every key
                 // ahead, keys only), in one round trip.
                 let before = match turn.claim {
-                    Claim::Read => GetOptions::new()
+                    Claim::Read | Claim::Shared { .. } => GetOptions::new()
                         .with_prefix()
                         .with_keys_only()
                         .with_sort(SortTarget::Create, SortOrder::Descend),
@@ -472,7 +568,20 @@ async fn wait_for_turn(
                     return Err(lost_while_waiting(name));
                 }
                 let ahead = range(&resp, 1);
-                if turn.claim == Claim::Read {
+                if let Claim::Shared { limit } = turn.claim {
+                    // The whole queue ahead was read: every contender counts.
+                    let ahead: Vec<Waiter> = ahead
+                        .into_iter()
+                        .filter(|w| queue::is_direct_child(&range_key, &w.key))
+                        .collect();
+                    if let Some(other) = queue::other_limit(&range_key, &ahead, limit) {
+                        return Err(Error::new(
+                            ErrorKind::InvalidConfig,
+                            format!("semaphore {name} has limit {other}, not {limit}"),
+                        ));
+                    }
+                    ahead
+                } else if turn.claim == Claim::Read {
                     // The whole queue ahead was read: the nearest earlier writer.
                     ahead
                         .into_iter()

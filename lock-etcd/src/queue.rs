@@ -56,6 +56,8 @@ pub(crate) fn list_range(prefix: &str, name_prefix: &str) -> String {
 
 /// The marker of a reader's key, before its lease id.
 const READER: u8 = b'r';
+/// The marker of a semaphore permit's key, before its limit.
+const PERMIT: u8 = b'p';
 
 /// The waiter key of `name` on lease `lease` in key slot `slot` claiming `claim`:
 /// etcd's recipe's key for slot 0, a suffixed one for the others, with the reader
@@ -68,11 +70,33 @@ pub(crate) fn waiter_key(
     claim: Claim,
 ) -> String {
     let range = lock_range(prefix, name);
-    let marker = if claim == Claim::Read { "r" } else { "" };
+    let marker = match claim {
+        Claim::Read => "r".to_owned(),
+        Claim::Shared { limit } => format!("p{limit}."),
+        _ => String::new(),
+    };
     match slot {
         0 => format!("{range}{marker}{lease:x}"),
         _ => format!("{range}{marker}{lease:x}-{slot}"),
     }
+}
+
+/// The key that holds permit slot `slot` of semaphore `name`, attached to the
+/// holder's lease, its value the holder's waiter key. Not a contender of any lock:
+/// `%` cannot occur in a lock name, so no lock's range has it as a direct child.
+pub(crate) fn permit_slot_key(prefix: &str, name: &LockName, slot: u32) -> String {
+    format!("{}%slot/{slot}", lock_range(prefix, name))
+}
+
+/// Splits `p<limit>.<rest>` into the limit and the rest.
+fn permit_limit(suffix: &[u8]) -> Option<(u32, &[u8])> {
+    let rest = suffix.strip_prefix(&[PERMIT])?;
+    let dot = rest.iter().position(|b| *b == b'.')?;
+    let digits = std::str::from_utf8(&rest[..dot]).ok()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, &rest[dot + 1..]))
 }
 
 /// Whether `suffix` is `<hex>` or `<hex>-<digits>`.
@@ -87,12 +111,17 @@ fn is_lease_suffix(suffix: &[u8]) -> bool {
 }
 
 /// What the contender `key` of the lock whose range is `range` claims: a reader's key
-/// (`r<lease hex>[-<slot>]`) is [`Claim::Read`]; every other key, fencelock's writers
-/// and mutexes and every foreign client's, is [`Claim::Exclusive`].
+/// (`r<lease hex>[-<slot>]`) is [`Claim::Read`], a permit's (`p<limit>.<lease
+/// hex>[-<slot>]`) is [`Claim::Shared`]; every other key, fencelock's writers and
+/// mutexes and every foreign client's, is [`Claim::Exclusive`].
 pub(crate) fn claim_of(range: &str, key: &[u8]) -> Claim {
     match key.strip_prefix(range.as_bytes()) {
         Some([READER, rest @ ..]) if is_lease_suffix(rest) => Claim::Read,
-        _ => Claim::Exclusive,
+        Some(suffix) => match permit_limit(suffix) {
+            Some((limit, rest)) if limit > 0 && is_lease_suffix(rest) => Claim::Shared { limit },
+            _ => Claim::Exclusive,
+        },
+        None => Claim::Exclusive,
     }
 }
 
@@ -106,7 +135,10 @@ pub(crate) fn name_of(prefix: &str, key: &[u8], lease: i64) -> Option<LockName> 
     if lease == 0 {
         return None;
     }
-    let suffix = suffix.strip_prefix('r').unwrap_or(suffix);
+    let suffix = match permit_limit(suffix.as_bytes()) {
+        Some((_, rest)) => std::str::from_utf8(rest).ok()?,
+        None => suffix.strip_prefix('r').unwrap_or(suffix),
+    };
     let after = suffix.strip_prefix(&format!("{lease:x}"))?;
     let slot_ok = after.is_empty()
         || after
@@ -151,10 +183,18 @@ pub(crate) fn decode_value(value: &[u8]) -> (Option<SystemTime>, Option<String>)
 }
 
 /// Whether the earlier contender `key` can be the entry [`decide`] makes a waiter
-/// claiming `own` wait for: any direct child for a writer or mutex, a non-reader one
-/// for a reader.
+/// claiming `own` wait for: any direct child for a writer, mutex or permit, a
+/// non-reader one for a reader.
 pub(crate) fn blocks(range: &str, own: Claim, key: &[u8]) -> bool {
     is_direct_child(range, key) && (own != Claim::Read || claim_of(range, key) != Claim::Read)
+}
+
+/// The limit of a queued permit that differs from `limit`, if any.
+pub(crate) fn other_limit(range: &str, waiters: &[Waiter], limit: u32) -> Option<u32> {
+    waiters.iter().find_map(|w| match claim_of(range, &w.key) {
+        Claim::Shared { limit: other } if other != limit => Some(other),
+        _ => None,
+    })
 }
 
 /// One waiter as etcd reports it.
