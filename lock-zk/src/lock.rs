@@ -10,7 +10,7 @@ use crate::{
 };
 use futures::future::BoxFuture;
 use lock_core::{
-    backend::{spawn_or_expire, Backoff, WaitMode},
+    backend::{spawn_or_expire, Backoff, Claim, WaitMode},
     AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
 };
 use std::{
@@ -134,15 +134,16 @@ async fn create_node(
     dir: &str,
     uuid: &str,
     data: &[u8],
+    claim: Claim,
 ) -> Result<(String, Stat)> {
-    let style = session.node_style();
-    let prefix = queue::node_prefix(dir, uuid, style);
+    let marker = queue::marker(session.node_style(), claim);
+    let prefix = queue::node_prefix(dir, uuid, session.node_style(), claim);
     let acls = session.acls();
     let node_mode = CreateMode::EphemeralSequential.with_acls(acls);
     let mut last = None;
     for _ in 0..RETRIES {
         match client.create(&prefix, data, &node_mode).await {
-            Ok((stat, seq)) => return Ok((format!("{uuid}{}{seq}", style.marker()), stat)),
+            Ok((stat, seq)) => return Ok((format!("{uuid}{marker}{seq}"), stat)),
             Err(ZkError::NoNode) => match client
                 .create(dir, &[], &CreateMode::Container.with_acls(acls))
                 .await
@@ -202,6 +203,7 @@ pub(crate) async fn watch_node(
 pub(crate) async fn acquire(
     session: &Arc<Session>,
     name: &LockName,
+    claim: Claim,
     mode: WaitMode,
     options: &AcquireOptions,
 ) -> Result<Option<ZkHeldLock>> {
@@ -240,7 +242,7 @@ pub(crate) async fn acquire(
         }
         requeues += 1;
         let uuid = cleanup.uuid.clone();
-        let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data).await?;
+        let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data, claim).await?;
         cleanup.node = Some(node.clone());
         let path = format!("{dir}/{node}");
         let token = FencingToken::new(stat.czxid as u64);

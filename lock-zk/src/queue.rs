@@ -37,18 +37,38 @@ pub(crate) fn dir_path(name: &LockName) -> String {
     format!("/{}", encode_name(name))
 }
 
-/// The path prefix of a protected sequential node of `style`: the server appends the
-/// sequence.
-pub(crate) fn node_prefix(dir: &str, uuid: &str, style: ZkNodeStyle) -> String {
-    format!("{dir}/{uuid}{}", style.marker())
+/// The marker of a read lock's node, whatever the style: kazoo's `ReadLock` writes
+/// it, so fencelock readers and kazoo readers share, and every older client (which
+/// reads it as kazoo's reader, or not at all) sees a contender.
+pub(crate) const READ_MARKER: &str = "__rlock__";
+
+/// The text between the uuid and the sequence of a node of `style` claiming `claim`:
+/// [`READ_MARKER`] for a reader, the style's mutex marker for everything else (a
+/// writer is a mutex, so a mutex of any client excludes it).
+pub(crate) fn marker(style: ZkNodeStyle, claim: Claim) -> &'static str {
+    match claim {
+        Claim::Read => READ_MARKER,
+        _ => style.marker(),
+    }
 }
 
-/// Whether `child` (a node name) was created with `uuid`, in either style.
+/// The path prefix of a protected sequential node of `style` claiming `claim`: the
+/// server appends the sequence.
+pub(crate) fn node_prefix(dir: &str, uuid: &str, style: ZkNodeStyle, claim: Claim) -> String {
+    format!("{dir}/{uuid}{}", marker(style, claim))
+}
+
+/// Whether `child` (a node name) was created with `uuid`, in either style or as a
+/// reader.
 pub(crate) fn is_own(child: &str, uuid: &str) -> bool {
     child.strip_prefix(uuid).is_some_and(|rest| {
-        [ZkNodeStyle::Curator, ZkNodeStyle::Kazoo]
-            .iter()
-            .any(|style| rest.starts_with(style.marker()))
+        [
+            ZkNodeStyle::Curator.marker(),
+            ZkNodeStyle::Kazoo.marker(),
+            READ_MARKER,
+        ]
+        .iter()
+        .any(|marker| rest.starts_with(marker))
     })
 }
 
@@ -68,9 +88,9 @@ pub(crate) enum NodeKind {
 }
 
 impl NodeKind {
-    /// What the node asks for in the grant rule: a kazoo read lock shares with other
-    /// readers, everything else is a mutex.
-    fn claim(self) -> Claim {
+    /// What the node asks for in the grant rule: a read lock (kazoo's or fencelock's,
+    /// both `…__rlock__<seq>`) shares with other readers, everything else is a mutex.
+    pub(crate) fn claim(self) -> Claim {
         match self {
             NodeKind::KazooRead => Claim::Read,
             _ => Claim::Exclusive,
@@ -423,13 +443,23 @@ mod tests {
         assert!(!is_own("abcd-lock-0000000001", "abc"));
         assert!(!is_own("xabc-lock-0000000001", "abc"));
         assert!(is_own("abc__lock__0000000001", "abc"));
-        assert!(!is_own("abc__rlock__0000000001", "abc"));
+        assert!(is_own("abc__rlock__0000000001", "abc"));
+        assert!(!is_own("abd__rlock__0000000001", "abc"));
         assert_eq!(
-            node_prefix("/jobs", "abc", ZkNodeStyle::Curator),
+            contender(&format!(
+                "abc{}0000000001",
+                marker(ZkNodeStyle::Curator, Claim::Read)
+            )),
+            Some((NodeKind::KazooRead, 1))
+        );
+        assert_eq!(marker(ZkNodeStyle::Curator, Claim::Write), "-lock-");
+        assert_eq!(marker(ZkNodeStyle::Kazoo, Claim::Write), "__lock__");
+        assert_eq!(
+            node_prefix("/jobs", "abc", ZkNodeStyle::Curator, Claim::Exclusive),
             "/jobs/abc-lock-"
         );
         assert_eq!(
-            node_prefix("/jobs", "abc", ZkNodeStyle::Kazoo),
+            node_prefix("/jobs", "abc", ZkNodeStyle::Kazoo, Claim::Exclusive),
             "/jobs/abc__lock__"
         );
     }
