@@ -27,7 +27,8 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevi
     .with_detects_external_deletion(true)
     .with_native_fenced_writes(true)
     .with_distributed(true)
-    .with_read_write_claims(true);
+    .with_read_write_claims(true)
+    .with_shared_claims(true);
 
 /// How often `inspect` re-reads when the owner leaves between two reads.
 const INSPECT_RETRIES: usize = 5;
