@@ -313,7 +313,8 @@ impl Nodes {
 ///   persist every write (`appendfsync always`) or wait a TTL before rejoining after
 ///   a crash ("delayed restart"): a master restarted empty at once can grant the
 ///   lock a second time. Only the resource's token check makes that harmless.
-/// - `maxmemory-policy` is not checked per master here; use `noeviction`.
+/// - Each master's `maxmemory-policy` is read at connect and a policy other than
+///   `noeviction` is logged as a warning, but not exposed on this type.
 #[derive(Clone)]
 pub struct RedlockBackend {
     nodes: Arc<Nodes>,
