@@ -3,7 +3,7 @@
 use lock_core::{url::scheme_of, Error, ErrorKind, LockClient, Result};
 
 /// The schemes fencelock knows, whether or not their feature is enabled.
-pub const SCHEMES: [&str; 5] = ["memory", "etcd", "zk", "redis", "redlock"];
+pub const SCHEMES: [&str; 6] = ["memory", "etcd", "zk", "redis", "redlock", "rediss"];
 
 /// Connects to the lock service named by `url` and returns the backend-independent
 /// [`LockClient`].
@@ -15,6 +15,7 @@ pub const SCHEMES: [&str; 5] = ["memory", "etcd", "zk", "redis", "redlock"];
 /// | `zk://host:port[,host:port…][/chroot][?session_timeout=…]` | ZooKeeper | `zk` |
 /// | `redis://[user:password@]host:port[/db][?prefix=…&ttl=…]` | one Redis server | `redis` |
 /// | `redlock://host:port,host:port,host:port[?prefix=…&ttl=…]` | Redlock over independent Redis masters | `redis` |
+/// | `rediss://[user:password@]host:port[/db][?ca=…&cert=…&key=…]` | one Redis server over TLS | `redis` |
 ///
 /// Each backend crate documents its full set of URL options.
 ///
@@ -49,7 +50,7 @@ pub async fn connect(url: &str) -> Result<LockClient> {
         "memory" => connect_memory(url),
         "etcd" => connect_etcd(url).await,
         "zk" => connect_zk(url).await,
-        "redis" => connect_redis(url).await,
+        "redis" | "rediss" => connect_redis(url).await,
         "redlock" => connect_redlock(url).await,
         other => Err(Error::new(
             ErrorKind::UnsupportedScheme,
@@ -116,8 +117,8 @@ async fn connect_redis(url: &str) -> Result<LockClient> {
 }
 
 #[cfg(not(feature = "redis"))]
-async fn connect_redis(_url: &str) -> Result<LockClient> {
-    Err(feature_disabled("redis", "redis"))
+async fn connect_redis(url: &str) -> Result<LockClient> {
+    Err(feature_disabled("redis", &scheme_of(url)?))
 }
 
 #[cfg(feature = "redis")]

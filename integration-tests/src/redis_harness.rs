@@ -11,7 +11,7 @@ use fencelock::{
     redis::{RedisBackend, RedisConfig, RedlockBackend, CAPABILITIES, REDLOCK_CAPABILITIES},
     Capabilities, Error, ErrorKind, Lease, LockClient, LockName,
 };
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 
 /// Clients of one namespace share the key prefix [`prefix`]`(namespace)` on one
 /// server.
@@ -19,6 +19,10 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 pub struct RedisHarness {
     name: String,
     address: String,
+    /// `redis` or `rediss`.
+    scheme: &'static str,
+    /// The URL's TLS parameters (`&ca=…&cert=…&key=…`), empty for plain text.
+    tls: String,
     backends: Mutex<HashMap<String, Vec<RedisBackend>>>,
 }
 
@@ -33,18 +37,39 @@ impl RedisHarness {
         RedisHarness {
             name: "redis".to_owned(),
             address: address.into(),
+            scheme: "redis",
+            tls: String::new(),
             backends: Mutex::default(),
         }
     }
 
+    /// The same over TLS (`rediss://`) trusting `ca`, presenting `identity` (certificate
+    /// and key files) if given, and named `name` (e.g. `redis-tls`).
+    #[must_use]
+    pub fn with_tls(mut self, name: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Self {
+        self.name = name.to_owned();
+        self.scheme = "rediss";
+        self.tls = format!("&ca={}", ca.display());
+        if let Some((cert, key)) = identity {
+            self.tls += &format!("&cert={}&key={}", cert.display(), key.display());
+        }
+        self
+    }
+
     /// The URL of a client of `namespace`.
     pub fn url(&self, namespace: &str) -> String {
-        format!("redis://{}?prefix={}", self.address, prefix(namespace))
+        format!(
+            "{}://{}?prefix={}{}",
+            self.scheme,
+            self.address,
+            prefix(namespace),
+            self.tls
+        )
     }
 
     /// A fresh connection with the namespace's prefix, not handed to any case.
     pub async fn operator(&self, namespace: &str) -> fencelock::Result<RedisBackend> {
-        RedisBackend::connect(RedisConfig::new(&self.address).with_prefix(prefix(namespace))).await
+        RedisBackend::connect(RedisConfig::from_url(&self.url(namespace))?).await
     }
 
     fn backends(&self, namespace: &str) -> Vec<RedisBackend> {
@@ -71,7 +96,7 @@ impl Harness for RedisHarness {
         let client = fencelock::connect(&format!("{}&ttl=5s", self.url(namespace))).await?;
         let backend = client
             .backend::<RedisBackend>()
-            .ok_or_else(|| Error::new(ErrorKind::Backend, "redis:// did not give a redis backend"))?
+            .ok_or_else(|| Error::new(ErrorKind::Backend, "the url did not give a redis backend"))?
             .clone();
         self.backends
             .lock()

@@ -24,6 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "redis/tls.rs"]
+mod tls;
+
 /// A server the fault trials may kill, pause or restart: one per trial.
 type Shared = Arc<Mutex<RedisServer>>;
 
@@ -56,9 +59,12 @@ fn main() {
     ));
     trials.extend(conformance::trials(redlock));
     trials.extend(redlock_trials());
+    let secured = tls::start();
+    trials.extend(secured.trials());
     run_main(trials, move || {
         drop(single);
         drop(masters);
+        drop(secured);
     });
 }
 

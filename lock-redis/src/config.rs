@@ -2,10 +2,12 @@
 //! builder or a `redis://` URL.
 
 use lock_core::{url::BackendUrl, validate_ttl, Error, ErrorKind, Result};
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 /// The URL scheme of a single Redis server.
 pub const SCHEME: &str = "redis";
+/// The URL scheme of a single Redis server over TLS.
+pub const TLS_SCHEME: &str = "rediss";
 /// The default key prefix: lock `N` lives in the keys `fl:{N}:…`.
 pub const DEFAULT_PREFIX: &str = "fl:";
 /// The default lease TTL.
@@ -17,7 +19,16 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
-const PARAMS: [&str; 4] = ["prefix", "ttl", "connect_timeout", "request_timeout"];
+const PARAMS: [&str; 8] = [
+    "prefix",
+    "ttl",
+    "connect_timeout",
+    "request_timeout",
+    "tls",
+    "ca",
+    "cert",
+    "key",
+];
 
 /// Configuration of a [`RedisBackend`](crate::RedisBackend).
 ///
@@ -25,6 +36,7 @@ const PARAMS: [&str; 4] = ["prefix", "ttl", "connect_timeout", "request_timeout"
 ///
 /// ```text
 /// redis://[user:password@]host:port[/db][?prefix=fl:&ttl=10s&connect_timeout=3s&request_timeout=2s]
+/// rediss://[user:password@]host:port[/db][?ca=ca.pem&cert=client.pem&key=client.key&…]
 /// ```
 ///
 /// | key | default | meaning |
@@ -35,7 +47,17 @@ const PARAMS: [&str; 4] = ["prefix", "ttl", "connect_timeout", "request_timeout"
 /// | `ttl` | `10s` | lease TTL when none is given |
 /// | `connect_timeout` | `3s` | bound on connecting, authenticating and the first checks (100 ms to 600 s) |
 /// | `request_timeout` | `2s` | bound on each request (100 ms to 600 s) |
-/// | `password_file` | none | read the password from this file instead of the URL |
+/// | `ca` | system roots | `rediss://` only: PEM file of the CA(s) that signed the server's certificate |
+/// | `cert`, `key` | none | `rediss://` only, together: PEM client certificate (chain) and its private key, for a server with `tls-auth-clients yes` |
+///
+/// `rediss://` speaks TLS (rustls, ring provider) to the server's `tls-port`; the
+/// server's certificate must be valid for the URL's host name (or IP address) and
+/// signed by `ca` (by the system's roots without `ca`). A refused handshake fails the
+/// connect with [`ErrorKind::Unauthenticated`] and a message saying which side
+/// refused (the client the server's certificate, or the server the client's), and a
+/// plain client on a TLS port or a TLS client on a plain port is named as such. The
+/// files are read at connect; their paths may appear in messages, never their
+/// content.
 ///
 /// A user name and password authenticate with `AUTH` (ACL users, Redis ≥ 6); a
 /// password alone (`redis://:pw@host:port`) authenticates as the default user.
@@ -65,6 +87,9 @@ pub struct RedisConfig {
     request_timeout: Duration,
     user: Option<String>,
     password: Option<String>,
+    tls: bool,
+    ca: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisConfig {
@@ -79,23 +104,32 @@ impl RedisConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             user: None,
             password: None,
+            tls: false,
+            ca: None,
+            identity: None,
         }
     }
 
-    /// Parses a `redis://` URL (see the type docs for the keys).
+    /// Parses a `redis://` or `rediss://` URL (see the type docs for the keys).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidConfig`] for another scheme, no host or more than one, a bad
     /// database number, an unknown parameter, a malformed duration, a bad TTL or
-    /// timeout. The message never contains the password.
+    /// timeout, `ca`/`cert`/`key` on a `redis://` URL, `cert` without `key` or the
+    /// reverse. The message never contains the password.
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = BackendUrl::parse(url)?;
-        if parsed.scheme != SCHEME {
+        if parsed.scheme != SCHEME && parsed.scheme != TLS_SCHEME {
             return Err(invalid(format!(
-                "not a {SCHEME}:// url (scheme {:?})",
+                "not a {SCHEME}:// or {TLS_SCHEME}:// url (scheme {:?})",
                 parsed.scheme
             )));
+        }
+        if parsed.param("tls").is_some() {
+            return Err(invalid(
+                "a redis url chooses TLS by its scheme: use rediss:// instead of tls=",
+            ));
         }
         let host = match parsed.hosts.as_slice() {
             [one] => one.clone(),
@@ -106,7 +140,7 @@ impl RedisConfig {
                 ))
             }
         };
-        let mut config = Self::from_parts(host, &parsed)?;
+        let mut config = Self::from_parts(host, &parsed, parsed.scheme == TLS_SCHEME)?;
         config.db = match parsed.path.trim_start_matches('/') {
             "" => 0,
             db => db
@@ -124,10 +158,22 @@ impl RedisConfig {
         Ok(config)
     }
 
-    /// The settings shared by `redis://` and `redlock://` URLs.
-    pub(crate) fn from_parts(address: String, parsed: &BackendUrl) -> Result<Self> {
+    /// The settings shared by `redis://` and `redlock://` URLs; `tls` from the
+    /// scheme or the `tls` switch.
+    pub(crate) fn from_parts(address: String, parsed: &BackendUrl, tls: bool) -> Result<Self> {
         parsed.reject_unknown_params(&PARAMS)?;
         let mut config = RedisConfig::new(address);
+        config.tls = tls;
+        config.ca = parsed.param("ca").map(PathBuf::from);
+        match (parsed.param("cert"), parsed.param("key")) {
+            (Some(cert), Some(key)) => config.identity = Some((cert.into(), key.into())),
+            (None, None) => {}
+            _ => {
+                return Err(invalid(
+                    "redis url: `cert` and `key` must be given together",
+                ))
+            }
+        }
         if let Some(prefix) = parsed.param("prefix") {
             config.prefix = prefix.to_owned();
         }
@@ -187,6 +233,33 @@ impl RedisConfig {
         self.user = (!user.is_empty()).then_some(user);
         self.password = Some(password.into());
         self
+    }
+
+    /// Speaks TLS to the server, trusting the CA(s) in the PEM file `ca` (`None`: the
+    /// system's roots).
+    #[must_use]
+    pub fn with_tls(mut self, ca: Option<PathBuf>) -> Self {
+        self.tls = true;
+        self.ca = ca;
+        self
+    }
+
+    /// Presents the client certificate (chain) `cert` with its private key `key`, both
+    /// PEM files (TLS only).
+    #[must_use]
+    pub fn with_tls_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Whether the connection speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The CA file and the client certificate and key files, if any.
+    pub(crate) fn tls_files(&self) -> (Option<&PathBuf>, Option<&(PathBuf, PathBuf)>) {
+        (self.ca.as_ref(), self.identity.as_ref())
     }
 
     /// The server, `host:port`.
@@ -257,6 +330,11 @@ impl RedisConfig {
     /// a zero or absurd timeout, or a prefix with `{`, `}` or `*`.
     pub fn validate(&self) -> Result<()> {
         self.host_port()?;
+        if !self.tls && (self.ca.is_some() || self.identity.is_some()) {
+            return Err(invalid(
+                "redis tls files (ca, cert, key) need a rediss:// url (or tls=true on redlock://)",
+            ));
+        }
         if !(0..=65_535).contains(&self.db) {
             return Err(invalid(format!(
                 "redis database {} is outside 0..=65535",
@@ -298,6 +376,9 @@ impl fmt::Debug for RedisConfig {
             .field("request_timeout", &self.request_timeout)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("ca", &self.ca)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -349,11 +430,30 @@ mod tests {
             "redis://h:1?prefix=a{b",
             "etcd://h:1",
             "redis://u:hunter2@h:1?bogus=1",
+            "redis://h:1?ca=/ca.pem",
+            "redis://h:1?tls=true",
+            "rediss://h:1?cert=/c.pem",
+            "rediss://h:1?key=/k.pem",
         ] {
             let err = RedisConfig::from_url(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn rediss_reads_the_tls_files() {
+        let cfg =
+            RedisConfig::from_url("rediss://h:7?ca=/p/ca.pem&cert=/p/c.pem&key=/p/k.pem").unwrap();
+        assert!(cfg.tls());
+        let (ca, identity) = cfg.tls_files();
+        assert_eq!(ca, Some(&PathBuf::from("/p/ca.pem")));
+        assert_eq!(
+            identity,
+            Some(&(PathBuf::from("/p/c.pem"), PathBuf::from("/p/k.pem")))
+        );
+        assert!(RedisConfig::from_url("rediss://h:7").unwrap().tls());
+        assert!(!RedisConfig::from_url("redis://h:7").unwrap().tls());
     }
 
     #[test]

@@ -9,6 +9,9 @@ use std::{fmt, time::Duration};
 /// Maps `err`, met while doing `what` (a lowercase phrase naming the lock or the
 /// lease, never a credential), into a fencelock error.
 pub(crate) fn map(err: redis::RedisError, what: impl fmt::Display) -> Error {
+    if let Some(why) = crate::tls::refusal(&err) {
+        return Error::new(ErrorKind::Unauthenticated, format!("{what}: {why}")).with_source(err);
+    }
     let kind = kind_of(&err);
     let hint = match kind {
         ErrorKind::Unauthenticated => {

@@ -14,8 +14,12 @@
 //! ```
 //!
 //! See [`RedisConfig`] for the keys and their defaults. Unknown parameters are
-//! rejected; the password never appears in `Debug` output or error messages. TLS
-//! (`rediss://`) is not offered yet.
+//! rejected; the password never appears in `Debug` output or error messages.
+//!
+//! `rediss://host:port[?ca=…&cert=…&key=…]` speaks TLS to the server's `tls-port`
+//! (rustls); `redlock://…?tls=true` does so to every master. A refused handshake is
+//! [`ErrorKind::Unauthenticated`](lock_core::ErrorKind::Unauthenticated) with a message
+//! naming the side that refused (see [`RedisConfig`]).
 //!
 //! # Capabilities
 //!
@@ -110,11 +114,12 @@ mod lock;
 mod redlock;
 mod scripts;
 mod session;
+mod tls;
 
 pub use backend::{RedisBackend, CAPABILITIES};
 pub use config::{
     RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
-    SCHEME,
+    SCHEME, TLS_SCHEME,
 };
 pub use held::RedisHeldLock;
 pub use redlock::{

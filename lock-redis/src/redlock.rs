@@ -123,6 +123,9 @@ fn drift(ttl: Duration) -> Duration {
 /// redlock://[user:password@]host1:port,host2:port,host3:port[?prefix=fl:&ttl=10s&connect_timeout=3s&request_timeout=2s]
 /// ```
 ///
+/// `tls=true` speaks TLS to every master (as `rediss://` does to one), with the same
+/// `ca`, `cert` and `key` files for all.
+///
 /// # Examples
 ///
 /// ```
@@ -158,10 +161,19 @@ impl RedlockConfig {
                 "a redlock:// url has no path (database 0 on every master)",
             ));
         }
+        let tls = match parsed.param("tls") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "redlock url: tls={other:?} is not true or false"
+                )))
+            }
+        };
         let nodes = parsed
             .hosts
             .iter()
-            .map(|h| RedisConfig::from_parts(h.clone(), &parsed))
+            .map(|h| RedisConfig::from_parts(h.clone(), &parsed, tls))
             .collect::<Result<Vec<_>>>()?;
         let config = RedlockConfig { nodes };
         config.validate()?;

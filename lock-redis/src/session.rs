@@ -2,7 +2,7 @@
 //! waits) and the lease: a random id, the entries made on it, and one task renewing
 //! them all together every third of the TTL.
 
-use crate::{error, scripts::Scripts, RedisConfig};
+use crate::{error, scripts::Scripts, tls, RedisConfig};
 use lock_core::{
     backend::{local_deadline, lock_unpoisoned, Backoff, Liveness},
     Error, ErrorKind, LeaseId, LossCause, Result,
@@ -66,11 +66,20 @@ impl Conn {
         if let Some(password) = config.password() {
             redis_info = redis_info.set_password(password);
         }
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(host, port))
-                .map_err(|e| error::map(e, "redis address"))?
-                .set_redis_settings(redis_info);
-        let client = redis::Client::open(info).map_err(|e| error::map(e, "redis address"))?;
+        let addr = if config.tls() {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .map_err(|e| error::map(e, "redis address"))?
+            .set_redis_settings(redis_info);
+        let client = crate::tls::client(&config, info)?;
         let address = config.address().to_owned();
         let limit = config.connect_timeout();
         let manager_config = redis::aio::ConnectionManagerConfig::new()
@@ -79,15 +88,31 @@ impl Conn {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let what = format!("connecting to redis at {address}");
-        let manager = match tokio::time::timeout(
+        let connecting = tokio::time::timeout(
             limit,
             client.get_connection_manager_with_config(manager_config),
-        )
-        .await
-        {
+        );
+        // A plain/TLS port mix-up may hang the handshake: look for one meanwhile.
+        let probe = async {
+            tokio::time::sleep(tls::PROBE_AFTER).await;
+            tls::mixup(&config, limit.saturating_sub(tls::PROBE_AFTER)).await
+        };
+        let refused =
+            |why: String| Error::new(ErrorKind::Unauthenticated, format!("{what}: {why}"));
+        let outcome = tokio::select! {
+            outcome = connecting => outcome,
+            Some(why) = probe => return Err(refused(why)),
+        };
+        let manager = match outcome {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 let err = error::map(e, &what);
+                if err.kind() == ErrorKind::Unavailable {
+                    // Reset at once (a plain client on a TLS port): probe briefly.
+                    if let Some(why) = tls::mixup(&config, tls::PROBE_AFTER * 4).await {
+                        return Err(refused(why).with_source(err));
+                    }
+                }
                 return Err(match err.kind() {
                     ErrorKind::Timeout => Error::new(
                         ErrorKind::Unavailable,

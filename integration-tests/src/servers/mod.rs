@@ -30,7 +30,7 @@ pub use etcd::{EtcdCluster, EtcdTls};
 pub use netns::{Fabric, Link};
 pub use pki::{CertFiles, Flaw, Pki};
 pub use postgres::PgServer;
-pub use redis::{RedisOptions, RedisServer};
+pub use redis::{RedisOptions, RedisServer, RedisTls};
 pub use zk::{ClientAuth, ZkEnsemble, ZkOptions, ZkTls};
 
 use std::collections::BTreeSet;

@@ -2,6 +2,10 @@
 //! directory, without persistence (no RDB snapshots, no AOF) unless asked: one
 //! instance, several independent masters (Redlock), or a master and its replica.
 //!
+//! With [`RedisOptions::tls`] the server speaks TLS only (`--port 0 --tls-port …`):
+//! readiness is then the port accepting, and [`RedisServer::command`] (plain text)
+//! does not work on it.
+//!
 //! `FENCELOCK_REDIS_BIN` overrides the binary (default: `redis-server` on `PATH`).
 
 use super::{
@@ -25,6 +29,19 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// Replicate from this master (`host:port`).
     pub replica_of: Option<String>,
+    /// Serve TLS only: the port becomes the `tls-port` and the plain port is off.
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS settings of a server started with [`RedisOptions::tls`].
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// The server's certificate and key.
+    pub server: super::CertFiles,
+    /// The CA client certificates must chain to (`tls-ca-cert-file`).
+    pub ca: PathBuf,
+    /// `tls-auth-clients yes` (client certificates required) or `no`.
+    pub auth_clients: bool,
 }
 
 /// One `redis-server` child, killed by PID when dropped.
@@ -56,7 +73,7 @@ impl RedisServer {
         let (process, port) = retry_port_clash("redis", || {
             let port = free_port()?;
             let mut process = spawn(&binary, &dir, port, &options, 1)?;
-            wait_ready(&mut process, port, options.password.as_deref())?;
+            wait_ready(&mut process, port, &options)?;
             Ok((process, port))
         })?;
         Ok(RedisServer {
@@ -115,11 +132,7 @@ impl RedisServer {
             &self.options,
             self.starts,
         )?;
-        wait_ready(
-            &mut self.process,
-            self.port,
-            self.options.password.as_deref(),
-        )
+        wait_ready(&mut self.process, self.port, &self.options)
     }
 
     /// Stops the process with `SIGSTOP`, as a hung server.
@@ -150,15 +163,23 @@ impl RedisServer {
     }
 }
 
-fn wait_ready(process: &mut ServerProcess, port: u16, password: Option<&str>) -> io::Result<()> {
+fn wait_ready(process: &mut ServerProcess, port: u16, options: &RedisOptions) -> io::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let auth = password
+    let tls = options.tls.is_some();
+    let auth = options
+        .password
+        .as_ref()
         .map(|pw| format!("AUTH {pw}\r\n"))
         .unwrap_or_default();
     wait_until("redis-server to answer PING", READY_TIMEOUT, || {
         process.check_running()?;
         if !port_accepts(addr) {
             return Ok(None);
+        }
+        if tls {
+            // A plain PING would only be refused; the listener is up once the
+            // server is ready (nothing to load without persistence).
+            return Ok(Some(()));
         }
         let reply =
             tcp_exchange(addr, format!("{auth}PING\r\nQUIT\r\n").as_bytes()).unwrap_or_default();
@@ -175,9 +196,23 @@ fn spawn(
     start: usize,
 ) -> io::Result<ServerProcess> {
     let mut command = Command::new(binary);
+    match &options.tls {
+        None => command.arg("--port").arg(port.to_string()),
+        Some(tls) => command
+            .args(["--port", "0", "--tls-port"])
+            .arg(port.to_string())
+            .arg("--tls-cert-file")
+            .arg(&tls.server.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.server.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca)
+            .args([
+                "--tls-auth-clients",
+                if tls.auth_clients { "yes" } else { "no" },
+            ]),
+    };
     command
-        .arg("--port")
-        .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir.path())
