@@ -26,6 +26,15 @@ pub struct RedisHarness {
     backends: Mutex<HashMap<String, Vec<RedisBackend>>>,
 }
 
+/// The URL parameters `&ca=…[&cert=…&key=…]`.
+fn tls_params(ca: &Path, identity: Option<(&Path, &Path)>) -> String {
+    let mut tls = format!("&ca={}", ca.display());
+    if let Some((cert, key)) = identity {
+        tls += &format!("&cert={}&key={}", cert.display(), key.display());
+    }
+    tls
+}
+
 /// The key prefix of `namespace`.
 pub fn prefix(namespace: &str) -> String {
     format!("fltest:{namespace}:")
@@ -49,10 +58,7 @@ impl RedisHarness {
     pub fn with_tls(mut self, name: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Self {
         self.name = name.to_owned();
         self.scheme = "rediss";
-        self.tls = format!("&ca={}", ca.display());
-        if let Some((cert, key)) = identity {
-            self.tls += &format!("&cert={}&key={}", cert.display(), key.display());
-        }
+        self.tls = tls_params(ca, identity);
         self
     }
 
@@ -166,7 +172,10 @@ impl Harness for RedisHarness {
 /// prefixes on every master; operator actions delete keys on every master.
 #[derive(Debug)]
 pub struct RedlockHarness {
+    name: String,
     addresses: Vec<String>,
+    /// The URL's TLS parameters (`&tls=true&ca=…`), empty for plain text.
+    tls: String,
     backends: Mutex<HashMap<String, Vec<RedlockBackend>>>,
 }
 
@@ -174,17 +183,30 @@ impl RedlockHarness {
     /// A harness named `redlock` on the masters at `addresses`.
     pub fn new(addresses: Vec<String>) -> Self {
         RedlockHarness {
+            name: "redlock".to_owned(),
             addresses,
+            tls: String::new(),
             backends: Mutex::default(),
         }
+    }
+
+    /// The same over TLS to every master (`tls=true`), as
+    /// [`RedisHarness::with_tls`].
+    #[must_use]
+    pub fn with_tls(mut self, name: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Self {
+        self.name = name.to_owned();
+        self.tls = tls_params(ca, identity);
+        self.tls.insert_str(0, "&tls=true");
+        self
     }
 
     /// The URL of a client of `namespace`.
     pub fn url(&self, namespace: &str) -> String {
         format!(
-            "redlock://{}?prefix={}",
+            "redlock://{}?prefix={}{}",
             self.addresses.join(","),
-            prefix(namespace)
+            prefix(namespace),
+            self.tls
         )
     }
 
@@ -197,7 +219,7 @@ impl RedlockHarness {
 #[async_trait]
 impl Harness for RedlockHarness {
     fn name(&self) -> String {
-        "redlock".to_owned()
+        self.name.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

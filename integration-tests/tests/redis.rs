@@ -2,6 +2,8 @@
 //! processes the harness starts (free loopback ports, temp dirs, no persistence),
 //! all through the facade's erased handle.
 //!
+//! Over TLS (`rediss://`, `redlock://…?tls=true`): see `redis/tls.rs`.
+//!
 //! Run: `cargo test -p fencelock-integration-tests --features redis --test redis`.
 //! Without `redis-server` the run is skipped, except under `CI=true` where it fails.
 

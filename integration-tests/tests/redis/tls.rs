@@ -1,16 +1,14 @@
 //! Redis over TLS (`rediss://`, certificates made at test time): the conformance
-//! suite on a server that requires client certificates (`redis-tls`), every bad
+//! suite on a server that requires client certificates (`redis-tls`) and on three
+//! such masters with Redlock (`redlock-tls`), every bad
 //! certificate and the plain/TLS port mix-ups, each typed, within the connect timeout
 //! and naming the side that refused, and no key or password in any log line or
 //! message.
 
-use fencelock::{
-    redis::{RedisBackend, RedisConfig},
-    ErrorKind,
-};
+use fencelock::{redis::RedisConfig, ErrorKind};
 use fencelock_integration_tests::{
     async_trial, conformance,
-    redis_harness::RedisHarness,
+    redis_harness::{RedisHarness, RedlockHarness},
     secrets::{assert_no_secret, Capture},
     servers::{CertFiles, Flaw, Pki, RedisOptions, RedisServer, RedisTls},
     TestError, TestResult,
@@ -40,6 +38,8 @@ struct World {
     password: String,
     /// A plain-text server.
     plain: RedisServer,
+    /// Three TLS masters (client certificates required) for Redlock.
+    masters: Vec<RedisServer>,
     /// The first 40 characters of the client key's base64 body.
     key_body: String,
 }
@@ -70,6 +70,9 @@ pub fn start() -> Secured {
             ..tls_options(&pki, Flaw::None, true)?
         })?;
         let plain = RedisServer::start(RedisOptions::default())?;
+        let masters = (0..3)
+            .map(|_| RedisServer::start(tls_options(&pki, Flaw::None, true)?))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let client = pki.client("locker", false)?;
         let key = std::fs::read_to_string(&client.key)?;
         let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -80,6 +83,7 @@ pub fn start() -> Secured {
             with_password,
             password,
             plain,
+            masters,
             pki,
         })
     };
@@ -101,6 +105,13 @@ impl Secured {
             Some((w.client.cert.as_path(), w.client.key.as_path())),
         );
         let mut trials = conformance::trials(Arc::new(harness));
+        let redlock = RedlockHarness::new(w.masters.iter().map(RedisServer::address).collect())
+            .with_tls(
+                "redlock-tls",
+                w.pki.ca(),
+                Some((w.client.cert.as_path(), w.client.key.as_path())),
+            );
+        trials.extend(conformance::trials(Arc::new(redlock)));
         let bad = w.clone();
         trials.push(async_trial(
             "redis-tls::security::bad_certificates_and_port_mixups_fail_fast_and_typed",
@@ -180,6 +191,16 @@ async fn bad_certificates(w: Arc<World>) -> TestResult {
             "does not speak tls",
         ),
     ];
+    let masters: Vec<String> = w.masters.iter().map(RedisServer::address).collect();
+    cases.push((
+        "redlock without client certificate".into(),
+        World::url(
+            "redlock",
+            &masters.join(","),
+            &format!("&tls=true{}", World::tls(ca, None)),
+        ),
+        "server refused",
+    ));
     for (flaw, server) in &flawed {
         cases.push((
             format!("server certificate {flaw:?}"),
@@ -191,7 +212,7 @@ async fn bad_certificates(w: Arc<World>) -> TestResult {
     let mut failures = Vec::new();
     for (label, url, hint) in cases {
         let started = Instant::now();
-        let result = tokio::time::timeout(CONNECT_TIMEOUT * 3, RedisBackend::from_url(&url))
+        let result = tokio::time::timeout(CONNECT_TIMEOUT * 3, fencelock::connect(&url))
             .await
             .map_err(|_| format!("{label}: hung past 3 × the connect timeout"))?;
         let took = started.elapsed();
