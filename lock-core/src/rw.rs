@@ -236,9 +236,9 @@ impl RwLock {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
     /// let client = LockClient::new(lock_memory::MemoryBackend::new());
-    /// let (rw, fence) = (client.rw_lock("catalog").await?, Fence::new());
-    /// rw.with_write(|t| async { fence.check_write("catalog", t) }).await??;
-    /// rw.with_read(|t| async { fence.check_read("catalog", t) }).await??;
+    /// let (rw, fence) = (client.rw_lock("catalog").await?, &Fence::new());
+    /// rw.with_write(|t| async move { fence.check_write("catalog", t) }).await??;
+    /// rw.with_read(|t| async move { fence.check_read("catalog", t) }).await??;
     /// # Ok(()) }
     /// ```
     pub async fn with_write<F, Fut, T>(&self, critical: F) -> Result<T>
