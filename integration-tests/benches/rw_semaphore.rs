@@ -57,7 +57,7 @@ async fn cycles(
                 let guard = match mode {
                     Mode::Mutex => mutex.acquire().await.expect("mutex"),
                     Mode::Read => rw.read().await.expect("read"),
-                    Mode::Mixed if state % 10 == 0 => rw.write().await.expect("write"),
+                    Mode::Mixed if state.is_multiple_of(10) => rw.write().await.expect("write"),
                     Mode::Mixed => rw.read().await.expect("read"),
                     Mode::Permit(_) => sem
                         .as_ref()
