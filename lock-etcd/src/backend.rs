@@ -255,13 +255,7 @@ impl Backend for EtcdBackend {
         let direct = kvs
             .first()
             .is_none_or(|kv| queue::is_direct_child(&range, kv.key()));
-        // A mutex or writer at the head holds alone, and every other key of the
-        // range waits (a semaphore's slot keys live in the range too, but only
-        // behind permits).
-        let alone = kvs
-            .first()
-            .is_some_and(|kv| queue::claim_of(&range, kv.key()) == Claim::Exclusive);
-        if direct && (count <= 1 || alone) {
+        if direct && count <= 1 {
             let first: Vec<_> = kvs.iter().collect();
             return Ok(info(name.clone(), &range, &first, count));
         }
