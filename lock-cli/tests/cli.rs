@@ -2,7 +2,7 @@
 
 use fencelock_integration_tests::{
     foreign::{Foreign, ForeignHolder},
-    servers::{require, EtcdCluster, EtcdTls, Flaw, Pki, ZkEnsemble},
+    servers::{require, EtcdCluster, EtcdTls, Flaw, Pki, RedisOptions, RedisServer, ZkEnsemble},
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::{
@@ -128,6 +128,37 @@ impl Server for Zk {
                 .backend::<fencelock::zk::ZkBackend>()
                 .ok_or("not a zk client")?;
             zk.delete_holder(&fencelock::LockName::new(name)?).await?;
+            client.close().await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })
+        .map_err(|e| Failed::from(e.to_string()))
+    }
+    fn free_bound(&self, ttl: Duration) -> Duration {
+        ttl + Duration::from_secs(1)
+    }
+}
+
+struct Redis(RedisServer);
+
+impl Server for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    fn url(&self) -> String {
+        format!("redis://{}?prefix={}:", self.0.address(), uid())
+    }
+    /// Deletes the holder's entry as an operator's `redis-cli DEL` would.
+    fn force_loss(&self, url: &str, name: &str) -> Check {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = fencelock::connect(url).await?;
+            let redis = client
+                .backend::<fencelock::redis::RedisBackend>()
+                .ok_or("not a redis client")?;
+            redis.break_lock(&fencelock::LockName::new(name)?).await?;
             client.close().await?;
             Ok::<_, Box<dyn std::error::Error>>(())
         })
@@ -1239,6 +1270,20 @@ fn main() {
         for (name, f) in cases {
             trials.push(trial(format!("{}::{name}", s.name()), s.clone(), f));
         }
+    }
+    // Redis has no watch (`status --watch` is unsupported there): the other cases.
+    if require(RedisServer::available(), "redis-server") {
+        let s: Arc<dyn Server> = Arc::new(Redis(
+            RedisServer::start(RedisOptions::default()).expect("redis-server starts"),
+        ));
+        for (name, f) in &cases[..4] {
+            trials.push(trial(format!("redis::{name}"), s.clone(), *f));
+        }
+        trials.push(trial(
+            "redis::lost_lease_kills_the_command_before_the_next_holder_starts".into(),
+            s,
+            lost_lease_kills_child_first,
+        ));
     }
     // Each of these forces a loss on its own server, so a pause cannot touch other tests.
     if require(EtcdCluster::available(), "etcd") {

@@ -255,6 +255,9 @@ impl Backend for EtcdBackend {
         let direct = kvs
             .first()
             .is_none_or(|kv| queue::is_direct_child(&range, kv.key()));
+        // One key, a direct child: it holds alone. Otherwise `count` may include
+        // keys of nested locks (`jobs/nightly/…` under `jobs/`) or a semaphore's
+        // slot keys, so read the range and count only direct children.
         if direct && count <= 1 {
             let first: Vec<_> = kvs.iter().collect();
             return Ok(info(name.clone(), &range, &first, count));
