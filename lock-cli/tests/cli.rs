@@ -1009,7 +1009,8 @@ fn bad_input(unreachable: &str) -> Check {
     let cases: [(&[&str], i32); 7] = [
         (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
         (&["--backend", "nope", "status", "x"], 2),
-        (&["--backend", "redis://127.0.0.1:1", "status", "x"], 2),
+        // A scheme no backend serves is a usage error (redis:// is served now).
+        (&["--backend", "consul://127.0.0.1:1", "status", "x"], 2),
         (&["--backend", "memory://", "run", "x", "true"], 2),
         (&["--backend", "memory://", "run", "x"], 2),
         (
@@ -1043,6 +1044,16 @@ fn bad_input(unreachable: &str) -> Check {
             format!("{args:?} panicked: {err}"),
         )?;
     }
+    // An unreachable Redis is unavailable too, not a usage error.
+    let out = output(fencelock().args(["--backend", "redis://127.0.0.1:1", "status", "x"]));
+    ensure(
+        code(&out) == 69,
+        format!(
+            "unreachable redis: exit {}: {}",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
     for args in [
         &["status", "x"][..],
         &["run", "-n", "x", "--", "true"],
