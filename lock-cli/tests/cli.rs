@@ -314,6 +314,11 @@ impl Drop for Running {
 }
 
 fn spawn_run(url: &str, ttl: &str, name: &str, script: &str) -> Running {
+    spawn_run_as(url, ttl, &[], name, script)
+}
+
+/// `fencelock run` with extra flags (`--read`, `--limit N`, ...).
+fn spawn_run_as(url: &str, ttl: &str, flags: &[&str], name: &str, script: &str) -> Running {
     let child = fencelock()
         .args([
             "--backend",
@@ -323,12 +328,9 @@ fn spawn_run(url: &str, ttl: &str, name: &str, script: &str) -> Running {
             ttl,
             "--holder",
             "cli-test",
-            name,
-            "--",
-            "sh",
-            "-c",
-            script,
         ])
+        .args(flags)
+        .args([name, "--", "sh", "-c", script])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -392,6 +394,118 @@ fn serialized_runs(s: &dyn Server, dir: &Path) -> Check {
         ensure(w[0].2 < w[1].2, format!("tokens not increasing: {text}"))?;
     }
     Ok(())
+}
+
+/// Stops `runs` as an operator would (SIGTERM, forwarded to the command, then
+/// release) and waits for them.
+fn stop(runs: Vec<Running>) {
+    for mut run in runs {
+        if let Ok(pid) = i32::try_from(run.child().id()) {
+            // SAFETY: the pid is our own child's, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = run.wait();
+    }
+}
+
+/// Waits until `name` has `n` holders; returns the status.
+fn wait_holders(url: &str, name: &str, n: usize) -> Result<serde_json::Value, Failed> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let status = status_json(url, name)?;
+        if status["holders"].as_array().map_or(0, Vec::len) == n {
+            return Ok(status);
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err(format!("{name} never had {n} holders").into())
+}
+
+fn run_n(url: &str, flags: &[&str], name: &str) -> Output {
+    output(
+        fencelock()
+            .args(["--backend", url, "run", "-n"])
+            .args(flags)
+            .args([name, "--", "true"]),
+    )
+}
+
+fn read_runs_share_and_write_runs_exclude(s: &dyn Server, _dir: &Path) -> Check {
+    let url = s.url();
+    let readers: Vec<Running> = (0..2)
+        .map(|_| spawn_run_as(&url, "5", &["--read"], "rw", "sleep 10"))
+        .collect();
+    let status = wait_holders(&url, "rw", 2)?;
+    let modes: Vec<_> = status["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["mode"].clone())
+        .collect();
+    ensure(modes.iter().all(|m| m == "read"), format!("{status}"))?;
+    let text = output(fencelock().args(["--backend", &url, "status", "rw"]));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    ensure(
+        text.contains("held by 2 (read)"),
+        format!("status text: {text}"),
+    )?;
+    ensure(
+        code(&run_n(&url, &["--read"], "rw")) == 0,
+        "a third reader shares",
+    )?;
+    for flags in [&["--write"][..], &[]] {
+        let out = run_n(&url, flags, "rw");
+        ensure(
+            code(&out) == 1,
+            format!("{flags:?} beside readers: exit {}", code(&out)),
+        )?;
+    }
+    stop(readers);
+    wait_holders(&url, "rw", 0).map(drop)
+}
+
+fn limit_runs_share_up_to_n_and_see_their_slot(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let slots = dir.join("slots");
+    let script = format!(
+        "echo \"$FENCELOCK_SLOT $FENCELOCK_TOKEN\" >> {}; sleep 10",
+        slots.display()
+    );
+    let permits: Vec<Running> = (0..2)
+        .map(|_| spawn_run_as(&url, "5", &["--limit", "2"], "pool", &script))
+        .collect();
+    let status = wait_holders(&url, "pool", 2)?;
+    ensure(
+        status["holders"][0]["mode"] == "permit of 2",
+        format!("{status}"),
+    )?;
+    let out = run_n(&url, &["--limit", "2"], "pool");
+    ensure(
+        code(&out) == 1,
+        format!("a third permit of 2: exit {}", code(&out)),
+    )?;
+    let out = run_n(&url, &["--limit", "3"], "pool");
+    ensure(
+        code(&out) == 2,
+        format!(
+            "a limit disagreement: exit {} ({})",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    let out = run_n(&url, &[], "pool");
+    ensure(code(&out) == 1, "an exclusive run beside permits")?;
+    let text = fs::read_to_string(&slots).map_err(|e| e.to_string())?;
+    let mut seen: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
+    seen.sort_unstable();
+    ensure(
+        seen == ["0", "1"],
+        format!("slots seen by the commands: {text}"),
+    )?;
+    stop(permits);
+    wait_holders(&url, "pool", 0).map(drop)
 }
 
 fn nonblock_and_wait(s: &dyn Server, dir: &Path) -> Check {
@@ -895,7 +1009,8 @@ fn bad_input(unreachable: &str) -> Check {
     let cases: [(&[&str], i32); 7] = [
         (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
         (&["--backend", "nope", "status", "x"], 2),
-        (&["--backend", "redis://127.0.0.1:1", "status", "x"], 2),
+        // A scheme no backend serves is a usage error (redis:// is served now).
+        (&["--backend", "consul://127.0.0.1:1", "status", "x"], 2),
         (&["--backend", "memory://", "run", "x", "true"], 2),
         (&["--backend", "memory://", "run", "x"], 2),
         (
@@ -929,6 +1044,16 @@ fn bad_input(unreachable: &str) -> Check {
             format!("{args:?} panicked: {err}"),
         )?;
     }
+    // An unreachable Redis is unavailable too, not a usage error.
+    let out = output(fencelock().args(["--backend", "redis://127.0.0.1:1", "status", "x"]));
+    ensure(
+        code(&out) == 69,
+        format!(
+            "unreachable redis: exit {}: {}",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
     for args in [
         &["status", "x"][..],
         &["run", "-n", "x", "--", "true"],
@@ -1125,7 +1250,7 @@ fn main() {
             Zk(ZkEnsemble::start(1).expect("zookeeper starts")),
         ));
     }
-    let cases: [(&str, ServerCase); 5] = [
+    let cases: [(&str, ServerCase); 7] = [
         (
             "two_runs_are_serialized_with_increasing_tokens",
             serialized_runs,
@@ -1142,6 +1267,14 @@ fn main() {
         (
             "status_and_list_watch_follow_acquire_handoff_and_release",
             watch_follows_holders,
+        ),
+        (
+            "read_runs_share_and_write_runs_exclude",
+            read_runs_share_and_write_runs_exclude,
+        ),
+        (
+            "limit_runs_share_up_to_n_and_see_their_slot",
+            limit_runs_share_up_to_n_and_see_their_slot,
         ),
     ];
     for s in &servers {
