@@ -171,6 +171,11 @@ async fn bad_certificates(w: Arc<World>) -> TestResult {
             "client refused the server's certificate",
         ),
         (
+            "no ca: the system's roots".into(),
+            World::url("rediss", &secure, ""),
+            "client refused the server's certificate",
+        ),
+        (
             "no client certificate".into(),
             World::url("rediss", &secure, &World::tls(ca, None)),
             "server refused",
