@@ -222,7 +222,8 @@ pub(crate) async fn acquire(
     let range_key = queue::lock_range(prefix, name);
     let slot = lease.take_slot(&range_key);
     let key = queue::waiter_key(prefix, name, lease.id, slot.index());
-    let value = queue::encode_value(SystemTime::now(), options.holder());
+    let acquired_at = SystemTime::now();
+    let value = queue::encode_value(acquired_at, options.holder());
     let put = TxnOp::put(
         key.clone(),
         value,
@@ -315,14 +316,10 @@ pub(crate) async fn acquire(
             slot.taint(key.clone(), token);
         }
     }
-    Ok(Some(crate::EtcdHeldLock::start(
-        lease,
-        name.clone(),
-        key,
-        token,
-        seen_at,
-        slot,
-    )))
+    Ok(Some(
+        crate::EtcdHeldLock::start(lease, name.clone(), key, token, seen_at, slot)
+            .with_acquired_at(acquired_at),
+    ))
 }
 
 /// Whether `key` still exists with create revision `create_revision` (the key a

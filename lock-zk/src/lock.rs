@@ -210,7 +210,8 @@ pub(crate) async fn acquire(
     }
     let client = session.client_for(format_args!("acquiring lock {name}"))?;
     let dir = queue::dir_path(name);
-    let data = queue::encode_data(options.holder(), SystemTime::now());
+    let acquired_at = SystemTime::now();
+    let data = queue::encode_data(options.holder(), acquired_at);
     let mut cleanup = NodeCleanup {
         session: session.clone(),
         dir: dir.clone(),
@@ -314,13 +315,10 @@ pub(crate) async fn acquire(
         };
         drop(parked);
         cleanup.disarm();
-        return Ok(Some(ZkHeldLock::new(
-            session.clone(),
-            name.clone(),
-            path,
-            token,
-            first_watch,
-        )));
+        return Ok(Some(
+            ZkHeldLock::new(session.clone(), name.clone(), path, token, first_watch)
+                .with_acquired_at(acquired_at),
+        ));
     }
 }
 
