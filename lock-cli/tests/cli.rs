@@ -16,6 +16,9 @@ use std::{
 
 type Check = Result<(), Failed>;
 
+#[path = "cli/elect.rs"]
+mod elect;
+
 fn ensure(cond: bool, msg: impl Into<String>) -> Check {
     if cond {
         Ok(())
@@ -1114,7 +1117,7 @@ fn main() {
         ),
     ];
     for s in &servers {
-        for (name, f) in cases {
+        for (name, f) in cases.into_iter().chain(elect::CASES) {
             trials.push(trial(format!("{}::{name}", s.name()), s.clone(), f));
         }
     }

@@ -461,6 +461,13 @@ impl Leadership {
         released.and(closed)
     }
 
+    /// Splits the term into its guard and its lease, for callers that supervise the
+    /// guard themselves (the `fencelock elect` command). Ending the term is then
+    /// theirs: release (or drop) the guard, then close the lease.
+    pub fn into_parts(self) -> (LockGuard, Lease) {
+        (self.guard, self.lease)
+    }
+
     /// Runs `work(term)` as leader and resigns when it completes.
     ///
     /// The work is **cancelled the moment leadership leaves `Held`** (suspect or
