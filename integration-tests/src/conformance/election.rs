@@ -32,7 +32,12 @@ async fn next(watch: &mut LeaderWatch) -> Result<Option<Leader>, TestError> {
 }
 
 /// What an observer item says, for comparing sequences: `(term, value)`.
-fn brief(item: &Option<Leader>) -> Option<(FencingToken, String)> {
+type Brief = Option<(FencingToken, String)>;
+
+/// An observe stream and what it showed so far.
+type Observer = (LeaderWatch, Vec<Brief>);
+
+fn brief(item: &Option<Leader>) -> Brief {
     item.as_ref().map(|l| (l.term, l.value.clone()))
 }
 
@@ -83,8 +88,8 @@ pub(super) async fn observers_see_every_change_in_order(ctx: Ctx) -> TestResult 
     }
     // Every step waits until each observer has seen it, so none may be merged away.
     async fn step(
-        observers: &mut [(LeaderWatch, Vec<Option<(FencingToken, String)>>)],
-        expect: Option<(FencingToken, String)>,
+        observers: &mut [Observer],
+        expect: Brief,
     ) -> TestResult {
         for (watch, seen) in observers.iter_mut() {
             let item = brief(&next(watch).await?);
