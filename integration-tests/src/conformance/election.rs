@@ -87,10 +87,7 @@ pub(super) async fn observers_see_every_change_in_order(ctx: Ctx) -> TestResult 
         observers.push((watch, Vec::new()));
     }
     // Every step waits until each observer has seen it, so none may be merged away.
-    async fn step(
-        observers: &mut [Observer],
-        expect: Brief,
-    ) -> TestResult {
+    async fn step(observers: &mut [Observer], expect: Brief) -> TestResult {
         for (watch, seen) in observers.iter_mut() {
             let item = brief(&next(watch).await?);
             seen.push(item.clone());
