@@ -1140,6 +1140,14 @@ fn main() {
                 secured_etcd_credentials_stay_secret(dir.path())
             },
         ));
+        let etcd_elect = EtcdCluster::start(1).expect("etcd starts");
+        trials.push(Trial::test(
+            "etcd::etcdctl_elect_leader_is_observed_and_excludes_fencelock_elect",
+            move || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                elect::etcdctl_elect_is_observed_and_excludes(&etcd_elect, dir.path())
+            },
+        ));
         let etcd = EtcdCluster::start(1).expect("etcd starts");
         trials.push(Trial::test(
             "etcd::fleet_run_and_etcdctl_lock_exclude_each_other_in_both_orders",

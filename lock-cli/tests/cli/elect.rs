@@ -197,3 +197,56 @@ fn elect_loss_and_wait(s: &dyn Server, dir: &Path) -> Check {
     ensure(code(&out) == 2, format!("long value: code {}", code(&out)))?;
     Ok(())
 }
+
+/// `etcdctl elect NAME VALUE` (Go's `concurrency.Election`) and `fencelock elect`
+/// share one queue: fencelock's observer shows the foreign leader's value, and a
+/// fencelock campaigner waits until the foreign leader resigns.
+pub(super) fn etcdctl_elect_is_observed_and_excludes(
+    etcd: &fencelock_integration_tests::servers::EtcdCluster,
+    dir: &Path,
+) -> Check {
+    use fencelock_integration_tests::servers::EtcdCluster;
+    let url = etcd.url(&super::uid());
+    let prefix = url.rsplit_once('/').map(|p| p.1).unwrap_or_default();
+    let (name, etcd_name) = ("sched", format!("/{prefix}/sched"));
+    let observer = Watcher::start(&url, &["observe", "--json", name])?;
+    ensure(observer.next()?["leader"] == false, "no leader at first")?;
+    let foreign = std::process::Command::new(EtcdCluster::etcdctl().map_err(|e| e.to_string())?)
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints().join(","), "elect"])
+        .args([etcd_name.as_str(), "from-etcdctl"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("etcdctl: {e}"))?;
+    let foreign = Running(Some(foreign));
+    let seen = observer.next()?;
+    ensure(
+        seen["leader"] == true && seen["value"] == "from-etcdctl",
+        format!("foreign leader seen as {seen}"),
+    )?;
+    let ran = dir.join("ran");
+    let mut ours = spawn_elect(&url, "5", "ours", name, &format!("touch {}", ran.display()));
+    sleep(Duration::from_millis(700));
+    ensure(!ran.exists(), "fencelock led while etcdctl did")?;
+    // etcdctl resigns on SIGINT.
+    let pid = foreign.0.as_ref().map(|c| c.id()).ok_or("no etcdctl")?;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    ensure(
+        wait_exit(&mut ours, Duration::from_secs(15))? == 0,
+        "our elect failed",
+    )?;
+    ensure(ran.exists(), "our command never ran")?;
+    let next = observer.until(
+        |l| l["leader"] == false || l["value"] == "from-etcdctl",
+        |l| l["value"] == "ours",
+    )?;
+    let foreign_term = seen["term"].as_u64().unwrap_or(u64::MAX);
+    ensure(
+        next["term"].as_u64().is_some_and(|t| t > foreign_term),
+        format!("term did not increase: {next}"),
+    )?;
+    drop(foreign);
+    Ok(())
+}
