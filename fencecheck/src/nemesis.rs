@@ -222,8 +222,11 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             Expire,
         ],
         // Members in network namespaces: the faults of one member of a healthy
-        // cluster, and a whole-cluster restart.
+        // cluster, a stalled leader, a whole-cluster restart, and a holder paused
+        // past its TTL (so the unfenced control has a stale holder to lose updates to).
         "etcd3-net" | "zk3-net" => vec![
+            Pause,
+            LeaderPause,
             FollowerPause,
             FollowerIsolate,
             LeaderPartition,

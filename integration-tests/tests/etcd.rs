@@ -7,7 +7,9 @@
 //! `FENCELOCK_ETCD_HOLDER` is set (see [`holder_child`]).
 
 use fencelock::{
-    etcd::{etcd_client::TxnOp, fenced_txn, EtcdBackend, EtcdConfig, FencedTxn},
+    etcd::{
+        fenced_txn, Cmp, EtcdBackend, EtcdConfig, FencedCompare, FencedOp, FencedOutcome, FencedTxn,
+    },
     ErrorKind, Fence, LockClient, LockName, LockState,
 };
 use fencelock_integration_tests::{
@@ -643,29 +645,56 @@ async fn fenced_txn_commits_only_while_held(h: Arc<EtcdHarness>, ctx: Ctx) -> Te
         fencelock_integration_tests::etcd_harness::prefix(ctx.ns())
     );
     let guard = a.acquire("f").await?;
-    let resp = fenced_txn(
-        &guard,
-        FencedTxn::new().and_then([TxnOp::put(data.clone(), "v1", None)]),
-    )
-    .await?;
+    // Create once: the application's own compare holds, so `and_then` runs.
+    let create = || {
+        FencedTxn::new()
+            .when([FencedCompare::version(data.clone(), Cmp::Equal, 0)])
+            .and_then([
+                FencedOp::put(data.clone(), "v1"),
+                FencedOp::get(data.clone()),
+            ])
+            .or_else([FencedOp::get(data.clone())])
+    };
+    let resp = fenced_txn(&guard, create()).await?;
     assert!(resp.succeeded());
+    let [FencedOutcome::Put, FencedOutcome::Got {
+        value: Some((v, rev)),
+    }] = resp.outcomes()
+    else {
+        return Err(format!("unexpected outcomes {:?}", resp.outcomes()).into());
+    };
+    assert_eq!(v, b"v1");
+    // The same again: the key exists, so `or_else` runs (the lock still held).
+    let again = fenced_txn(&guard, create()).await?;
+    assert!(!again.succeeded());
+    assert_eq!(
+        again.outcomes(),
+        [FencedOutcome::Got {
+            value: Some((b"v1".to_vec(), *rev))
+        }]
+    );
     h.delete_holder(ctx.ns(), &LockName::new("f")?).await?;
     let err = fenced_txn(
         &guard,
-        FencedTxn::new().and_then([TxnOp::put(data.clone(), "v2", None)]),
+        FencedTxn::new().and_then([FencedOp::put(data.clone(), "v2")]),
     )
     .await
     .expect_err("fenced write after the lock was broken");
     assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
     let op = h.operator(ctx.ns()).await?;
     assert_eq!(op.stored_keys().await?, std::slice::from_ref(&data));
-    // Clean up the data key with a fenced txn of a new holder.
+    // Clean up the data key with a fenced txn of a new holder, guarded on the
+    // revision the first holder wrote.
     let next = a.acquire("f").await?;
-    fenced_txn(
+    let deleted = fenced_txn(
         &next,
-        FencedTxn::new().and_then([TxnOp::delete(data, None)]),
+        FencedTxn::new()
+            .when([FencedCompare::mod_revision(data.clone(), Cmp::Equal, *rev)])
+            .and_then([FencedOp::delete(data)]),
     )
     .await?;
+    assert!(deleted.succeeded());
+    assert_eq!(deleted.outcomes(), [FencedOutcome::Deleted { count: 1 }]);
     next.release().await?;
     drop(guard);
     Ok(())

@@ -101,14 +101,14 @@
 //! # Examples
 //!
 //! ```no_run
-//! use lock_etcd::{etcd_client::TxnOp, fenced_txn, EtcdBackend, FencedTxn};
+//! use lock_etcd::{fenced_txn, EtcdBackend, FencedOp, FencedTxn};
 //! use lock_core::LockClient;
 //!
 //! # #[tokio::main] async fn main() -> lock_core::Result<()> {
 //! let client = LockClient::new(EtcdBackend::from_url("etcd://127.0.0.1:2379/locks?ttl=10s").await?);
 //! let guard = client.acquire("reports/daily").await?;
 //! // Write to etcd only while the lock is held, atomically on the server:
-//! fenced_txn(&guard, FencedTxn::new().and_then([TxnOp::put("/app/report", "done", None)])).await?;
+//! fenced_txn(&guard, FencedTxn::new().and_then([FencedOp::put("/app/report", "done")])).await?;
 //! guard.release().await?;
 //! # Ok(()) }
 //! ```
@@ -135,15 +135,8 @@ pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
     SCHEME,
 };
-pub use fenced::{fenced_txn, FencedTxn};
+pub use fenced::{
+    fenced_txn, Cmp, FencedCompare, FencedOp, FencedOutcome, FencedTxn, FencedTxnResult,
+};
 pub use held::EtcdHeldLock;
 pub use session::EtcdLease;
-
-/// The etcd-client types of the [fenced transaction](fenced_txn) extension, and only
-/// those. Nothing else in this crate's API exposes etcd-client.
-pub mod etcd_client {
-    pub use etcd_client::{
-        Compare, CompareOp, DeleteOptions, DeleteResponse, GetOptions, GetResponse, KeyValue,
-        PutOptions, PutResponse, TxnOp, TxnOpResponse, TxnResponse,
-    };
-}

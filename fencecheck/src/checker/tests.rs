@@ -341,6 +341,35 @@ fn a_delete_that_hit_another_owner_explains_its_loss() {
 }
 
 #[test]
+fn s2_allows_a_read_in_flight_across_a_forced_revocation() {
+    // Holder 1 (token 5) believes it holds until it sees the loss at 50 ms. The nemesis
+    // sends a delete of its key at 45 ms; a truth read sent at 44.8 ms and answered at
+    // 47 ms names the next owner (token 7). The server may have read after the delete.
+    let mut input = lost_at_50ms();
+    input.truth_exact = false;
+    input.truth.push(Snapshot {
+        start: 44 * MS + 800_000,
+        end: 47 * MS,
+        name: "lk".into(),
+        owner: Some(7),
+    });
+    input.truth.sort_by_key(|s| s.start);
+    input.faults.push(FaultRecord {
+        kind: FaultKind::Delete,
+        t: 45 * MS,
+        end: 46 * MS,
+        target: Some(1),
+        token: Some(5),
+        detail: String::new(),
+    });
+    assert_eq!(check(&input).safety["S2"], 0);
+    // A read answered before the delete was sent cannot have seen its effect.
+    input.faults[0].t = 48 * MS;
+    input.faults[0].end = 49 * MS;
+    assert_eq!(check(&input).safety["S2"], 1);
+}
+
+#[test]
 fn observers_seeing_terms_out_of_order_is_s7() {
     let observed = |t, holder, term| {
         ev(
