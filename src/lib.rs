@@ -78,6 +78,7 @@ pub use lock_core::{
     LockName, LockState, LockStats, LockWatch, LossCause, Result, StateWatch, TokenSource,
     MAX_HOLDER_LEN, MAX_NAME_LEN, MAX_TTL, MIN_TTL,
 };
+pub use lock_core::{Permit, RwLock, Semaphore, MAX_PERMITS};
 
 /// The in-process backend and its fault controls.
 #[cfg(feature = "memory")]

@@ -4,7 +4,7 @@ use crate::{
     backend::Backend,
     stats::{LockStats, Telemetry},
     validate_ttl, Capabilities, Fence, FencingToken, IntoLockName, Lease, Lock, LockGuard,
-    LockInfo, Result,
+    LockInfo, Result, RwLock, Semaphore,
 };
 use std::{any::Any, fmt, future::Future, sync::Arc, time::Duration};
 use tokio::sync::Mutex;
@@ -192,6 +192,41 @@ impl LockClient {
     {
         let name = name.into_lock_name()?;
         self.session().await?.lock(name)
+    }
+
+    /// A read-write lock named `name` on the shared session. See [`RwLock`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName);
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the backend's
+    /// [`Capabilities::read_write_claims`] is off; those of [`session`](Self::session).
+    pub async fn rw_lock<N>(&self, name: N) -> Result<RwLock>
+    where
+        N: IntoLockName,
+    {
+        let name = name.into_lock_name()?;
+        let rw = self.session().await?.rw_lock(name)?;
+        rw.ensure_supported(&self.capabilities())
+    }
+
+    /// A counting semaphore named `name` with `limit` permits on the shared session.
+    /// See [`Semaphore`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName);
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a `limit`
+    /// outside `1..=`[`MAX_PERMITS`](crate::MAX_PERMITS);
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the backend's
+    /// [`Capabilities::shared_claims`] is off; those of [`session`](Self::session).
+    pub async fn semaphore<N>(&self, name: N, limit: u32) -> Result<Semaphore>
+    where
+        N: IntoLockName,
+    {
+        let name = name.into_lock_name()?;
+        let sem = self.session().await?.semaphore(name, limit)?;
+        sem.ensure_supported(&self.capabilities())
     }
 
     /// Acquires `name` on the shared session, waiting FIFO. See [`Lock::acquire`].

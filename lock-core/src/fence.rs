@@ -58,9 +58,32 @@ use std::{
 /// Each rejection counts in `fencelock_fence_rejections_total` (feature `metrics`) and,
 /// for a fence from [`LockClient::fence`](crate::LockClient::fence), in that client's
 /// [`stats`](crate::LockClient::stats).
+/// # Read-write locks
+///
+/// For an [`RwLock`](crate::RwLock) the check is mode-aware:
+/// [`check_write`](Self::check_write) accepts a token ≥ every token accepted so far
+/// (reads included), [`check_read`](Self::check_read) a token ≥ the highest *write*
+/// token accepted. Readers hold together and are not ordered among themselves, but
+/// every reader and writer that conflict are granted in token order, so this rejects a
+/// stale writer after a newer reader has read, and a stale reader after a newer writer
+/// has written. [`check`](Self::check) is `check_write`. The shared-resource form keeps
+/// two columns:
+///
+/// ```sql
+/// ALTER TABLE docs ADD COLUMN fence_any   BIGINT NOT NULL DEFAULT 0,
+///                  ADD COLUMN fence_write BIGINT NOT NULL DEFAULT 0;
+/// -- a write with token $1: newer than every read and write accepted so far
+/// UPDATE docs SET body = $2, fence_any = $1, fence_write = $1
+///  WHERE id = $3 AND fence_any <= $1;
+/// -- a validated read with token $1: newer than every write; raises fence_any so
+/// -- that an older writer is refused afterwards
+/// UPDATE docs SET fence_any = GREATEST(fence_any, $1)
+///  WHERE id = $2 AND fence_write <= $1 RETURNING body;
+/// -- 0 rows => a newer conflicting holder got there first: the lock is lost.
+/// ```
 #[derive(Default)]
 pub struct Fence {
-    highest: Mutex<HashMap<String, FencingToken>>,
+    highest: Mutex<HashMap<String, Marks>>,
     tel: Option<Arc<Telemetry>>,
 }
 
@@ -77,7 +100,7 @@ impl Fence {
         }
     }
 
-    fn table(&self) -> MutexGuard<'_, HashMap<String, FencingToken>> {
+    fn table(&self) -> MutexGuard<'_, HashMap<String, Marks>> {
         // The map holds plain tokens; a panic elsewhere cannot leave it half-updated.
         crate::backend::lock_unpoisoned(&self.highest)
     }
@@ -103,29 +126,109 @@ impl Fence {
         token: FencingToken,
         write: impl FnOnce() -> T,
     ) -> Result<T> {
+        self.accept(resource, token, Mode::Write, write)
+    }
+
+    /// The read check of an [`RwLock`](crate::RwLock): accepts `token` for `resource`
+    /// if it is at least the highest *write* token accepted, and records it (so an
+    /// older writer is refused afterwards).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::StaleToken`] when a higher write token was already accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lock_core::{ErrorKind, Fence, FencingToken};
+    ///
+    /// let (fence, t) = (Fence::new(), FencingToken::new);
+    /// fence.check_read("doc", t(5))?;
+    /// fence.check_read("doc", t(4))?; // readers are not ordered among themselves
+    /// fence.check_write("doc", t(7))?;
+    /// assert_eq!(fence.check_read("doc", t(6)).unwrap_err().kind(), ErrorKind::StaleToken);
+    /// fence.check_read("doc", t(9))?;
+    /// assert_eq!(fence.check_write("doc", t(8)).unwrap_err().kind(), ErrorKind::StaleToken);
+    /// # Ok::<(), lock_core::Error>(())
+    /// ```
+    pub fn check_read(&self, resource: &str, token: FencingToken) -> Result<()> {
+        self.accept(resource, token, Mode::Read, || ())
+    }
+
+    /// The write check of an [`RwLock`](crate::RwLock): accepts `token` if it is at
+    /// least every token accepted for `resource`, reads included. The same as
+    /// [`check`](Self::check).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::StaleToken`] when a higher token was already accepted.
+    pub fn check_write(&self, resource: &str, token: FencingToken) -> Result<()> {
+        self.accept(resource, token, Mode::Write, || ())
+    }
+
+    fn accept<T>(
+        &self,
+        resource: &str,
+        token: FencingToken,
+        mode: Mode,
+        effect: impl FnOnce() -> T,
+    ) -> Result<T> {
         let mut table = self.table();
-        match table.get(resource) {
-            Some(&highest) if token < highest => {
+        let marks = table.get(resource).copied().unwrap_or_default();
+        let (bar, what) = match mode {
+            Mode::Write => (marks.any, "already accepted"),
+            Mode::Read => (marks.write, "already accepted for a write"),
+        };
+        match bar {
+            Some(highest) if token < highest => {
                 drop(table);
                 Telemetry::fence_rejected(self.tel.as_deref());
                 Err(Error::new(
                     ErrorKind::StaleToken,
-                    format!(
-                        "token {token} for {resource:?} is older than {highest}, already accepted"
-                    ),
+                    format!("token {token} for {resource:?} is older than {highest}, {what}"),
                 ))
             }
             _ => {
-                table.insert(resource.to_owned(), token);
-                Ok(write())
+                let any = marks.any.map_or(token, |a| a.max(token));
+                let write = match mode {
+                    Mode::Write => Some(token),
+                    Mode::Read => marks.write,
+                };
+                table.insert(
+                    resource.to_owned(),
+                    Marks {
+                        any: Some(any),
+                        write,
+                    },
+                );
+                Ok(effect())
             }
         }
     }
 
-    /// The highest token accepted for `resource`.
+    /// The highest token accepted for `resource` (reads and writes).
     pub fn highest(&self, resource: &str) -> Option<FencingToken> {
-        self.table().get(resource).copied()
+        self.table().get(resource).and_then(|m| m.any)
     }
+
+    /// The highest write token accepted for `resource` (by [`check`](Self::check),
+    /// [`apply`](Self::apply) or [`check_write`](Self::check_write)).
+    pub fn highest_write(&self, resource: &str) -> Option<FencingToken> {
+        self.table().get(resource).and_then(|m| m.write)
+    }
+}
+
+/// The highest tokens accepted for one resource.
+#[derive(Debug, Default, Clone, Copy)]
+struct Marks {
+    any: Option<FencingToken>,
+    write: Option<FencingToken>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Read,
+    Write,
 }
 
 impl fmt::Debug for Fence {
@@ -151,5 +254,20 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::StaleToken);
         assert!(!ran);
         assert!(fence.check("other", t(1)).is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn reads_check_against_writes_and_writes_against_everything() {
+        let (fence, t) = (Fence::new(), FencingToken::new);
+        fence.check_write("d", t(10)).unwrap();
+        fence.check_read("d", t(12)).unwrap();
+        fence.check_read("d", t(11)).unwrap();
+        assert_eq!(fence.highest("d"), Some(t(12)));
+        assert_eq!(fence.highest_write("d"), Some(t(10)));
+        assert!(fence.check_read("d", t(9)).is_err(), "older than a write");
+        assert!(fence.check_write("d", t(11)).is_err(), "older than a read");
+        fence.check_write("d", t(12)).unwrap();
+        assert!(fence.check_read("d", t(11)).is_err());
+        assert!(fence.check("d", t(11)).is_err(), "check is check_write");
     }
 }

@@ -2,8 +2,9 @@
 
 use crate::stats::{End, GrantTel, Scope, Telemetry};
 use crate::{
-    backend::HeldLock, state::Event, Error, ErrorKind, FencingToken, Lease, LockName, LockState,
-    LossCause, Result, StateWatch,
+    backend::{Claim, HeldLock},
+    state::Event,
+    Error, ErrorKind, FencingToken, Lease, LockName, LockState, LossCause, Result, StateWatch,
 };
 use std::{any::Any, fmt, future::Future, sync::Arc};
 use tracing::Instrument;
@@ -52,6 +53,8 @@ pub struct LockGuard {
     watch: StateWatch,
     held: Option<Box<dyn HeldLock>>,
     tracking: Option<Tracking>,
+    claim: Claim,
+    slot: Option<u32>,
 }
 
 /// A tracked grant's accounting and its hook on the lease's liveness.
@@ -66,11 +69,31 @@ impl LockGuard {
         LockGuard {
             name,
             token: held.token(),
+            slot: held.slot(),
             lease,
             watch,
             held: Some(held),
             tracking: None,
+            claim: Claim::Exclusive,
         }
+    }
+
+    pub(crate) fn with_claim(mut self, claim: Claim) -> Self {
+        self.claim = claim;
+        self
+    }
+
+    /// What the grant claimed: [`Claim::Exclusive`] for a mutex, `Read` or `Write` for
+    /// the sides of an [`RwLock`](crate::RwLock), `Shared` for a
+    /// [`Semaphore`](crate::Semaphore) permit.
+    pub fn claim(&self) -> Claim {
+        self.claim
+    }
+
+    /// The permit's slot in `0..limit` for a semaphore permit (see
+    /// [`Permit::slot`](crate::Permit::slot)); `None` for every other grant.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
     }
 
     /// Starts the grant's accounting in `tel`: held from now until released, dropped

@@ -99,6 +99,8 @@ pub struct HolderInfo {
     pub acquired_at: Option<SystemTime>,
     /// What the holder's entry claims ([`Claim::Exclusive`] for a mutex).
     pub claim: Claim,
+    /// A semaphore permit's slot, when the backend records it.
+    pub slot: Option<u32>,
 }
 
 impl HolderInfo {
@@ -111,7 +113,15 @@ impl HolderInfo {
             holder: None,
             acquired_at: None,
             claim: Claim::Exclusive,
+            slot: None,
         }
+    }
+
+    /// Sets [`slot`](Self::slot).
+    #[must_use]
+    pub fn with_slot(mut self, slot: Option<u32>) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// Sets [`holder`](Self::holder).

@@ -4,7 +4,8 @@ use crate::{
     backend::LeaseBackend,
     state::Event,
     stats::{Scope, Telemetry},
-    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, LossCause, Result, StateWatch,
+    Error, ErrorKind, IntoLockName, LeaseId, Lock, LockState, LossCause, Result, RwLock, Semaphore,
+    StateWatch,
 };
 use std::{
     fmt,
@@ -208,6 +209,34 @@ impl Lease {
         N: IntoLockName,
     {
         Ok(Lock::new(self.clone(), name.into_lock_name()?))
+    }
+
+    /// A read-write lock named `name` bound to this lease. See [`RwLock`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`]. On a backend without read-write claims every
+    /// acquire fails with [`ErrorKind::Unsupported`].
+    pub fn rw_lock<N>(&self, name: N) -> Result<RwLock>
+    where
+        N: IntoLockName,
+    {
+        Ok(RwLock::new(self.clone(), name.into_lock_name()?))
+    }
+
+    /// A counting semaphore named `name` with `limit` permits bound to this lease. See
+    /// [`Semaphore`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`]; [`ErrorKind::InvalidConfig`] for a `limit` outside
+    /// `1..=`[`MAX_PERMITS`](crate::MAX_PERMITS). On a backend without permits every
+    /// acquire fails with [`ErrorKind::Unsupported`].
+    pub fn semaphore<N>(&self, name: N, limit: u32) -> Result<Semaphore>
+    where
+        N: IntoLockName,
+    {
+        Semaphore::new(self.clone(), name.into_lock_name()?, limit)
     }
 
     /// Revokes the lease now: every lock on it is released on the server and every

@@ -228,34 +228,8 @@ impl Lock {
         Fut: Future<Output = T>,
     {
         let guard = self.acquire().await?;
-        let mut watch = guard.watch();
-        let outcome = tokio::select! {
-            biased;
-            state = watch.not_held() => Err(state),
-            out = critical(guard.token()) => match guard.state() {
-                LockState::Held => Ok(out),
-                state => Err(state),
-            },
-        };
-        match outcome {
-            Ok(out) => {
-                if let Err(e) = guard.release().await {
-                    tracing::debug!(lock = %self.name, error = %e, "release after critical section failed");
-                }
-                Ok(out)
-            }
-            Err(state) => {
-                let token = guard.token();
-                drop(guard);
-                Err(Error::new(
-                    ErrorKind::LeaseLost,
-                    format!(
-                        "lock {} became {state} during the critical section (token {token})",
-                        self.name
-                    ),
-                ))
-            }
-        }
+        let token = guard.token();
+        run_critical(guard, critical(token)).await
     }
 
     async fn acquire_with(&self, mode: WaitMode) -> Result<Option<LockGuard>> {
@@ -287,7 +261,8 @@ impl Lock {
                 return Ok(None);
             };
             self.lease.telemetry().token_issued();
-            let mut guard = LockGuard::new(self.name.clone(), self.lease.clone(), held);
+            let mut guard =
+                LockGuard::new(self.name.clone(), self.lease.clone(), held).with_claim(self.claim);
             this_span.record("token", guard.token().get());
             if guard.state().is_lost() {
                 return Err(Error::new(
@@ -304,5 +279,38 @@ impl Lock {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Runs `section` while `guard` stays `Held`, then releases it: the body of
+/// [`Lock::with_lock`] and of the read-write lock's and semaphore's helpers.
+pub(crate) async fn run_critical<Fut, T>(guard: LockGuard, section: Fut) -> Result<T>
+where
+    Fut: Future<Output = T>,
+{
+    let mut watch = guard.watch();
+    let outcome = tokio::select! {
+        biased;
+        state = watch.not_held() => Err(state),
+        out = section => match guard.state() {
+            LockState::Held => Ok(out),
+            state => Err(state),
+        },
+    };
+    match outcome {
+        Ok(out) => {
+            if let Err(e) = guard.release().await {
+                tracing::debug!(error = %e, "release after critical section failed");
+            }
+            Ok(out)
+        }
+        Err(state) => {
+            let (name, token) = (guard.name().clone(), guard.token());
+            drop(guard);
+            Err(Error::new(
+                ErrorKind::LeaseLost,
+                format!("lock {name} became {state} during the critical section (token {token})"),
+            ))
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::{
 use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
 use lock_core::{
-    backend::{Backend, ChangeStream, LeaseBackend, WatchScope},
+    backend::{decide, Backend, ChangeStream, Claim, Decision, LeaseBackend, WatchScope},
     Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
     TokenSource,
 };
@@ -22,7 +22,9 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevi
     .with_set_value(true)
     .with_detects_external_deletion(true)
     .with_native_fenced_writes(true)
-    .with_distributed(true);
+    .with_distributed(true)
+    .with_read_write_claims(true)
+    .with_shared_claims(true);
 
 /// A connection to an etcd cluster implementing fencelock's [`Backend`]. Cheap to
 /// clone; clones share the connection and its one watch stream.
@@ -196,16 +198,38 @@ impl EtcdBackend {
     }
 }
 
-fn info(name: LockName, owner: &::etcd_client::KeyValue, count: i64) -> LockInfo {
-    let (acquired_at, holder) = queue::decode_value(owner.value());
-    let first = HolderInfo::new(
-        FencingToken::new(owner.create_revision().unsigned_abs()),
-        LeaseId::new(owner.lease().unsigned_abs()),
+fn holder(range: &str, kv: &::etcd_client::KeyValue) -> HolderInfo {
+    let (acquired_at, holder) = queue::decode_value(kv.value());
+    HolderInfo::new(
+        FencingToken::new(kv.create_revision().unsigned_abs()),
+        LeaseId::new(kv.lease().unsigned_abs()),
     )
     .with_holder(holder)
-    .with_acquired_at(acquired_at);
-    let waiters = usize::try_from(count.saturating_sub(1)).unwrap_or(0);
-    LockInfo::from_holders(name, first, Vec::new(), waiters)
+    .with_acquired_at(acquired_at)
+    .with_claim(queue::claim_of(range, kv.key()))
+}
+
+/// The lock's view from its contenders in create-revision order (the first `count`
+/// of them read; the rest only counted): every entry [`decide`] grants is a holder.
+fn info(
+    name: LockName,
+    range: &str,
+    contenders: &[&::etcd_client::KeyValue],
+    count: i64,
+) -> Option<LockInfo> {
+    let claims: Vec<Claim> = contenders
+        .iter()
+        .map(|kv| queue::claim_of(range, kv.key()))
+        .collect();
+    let held = (0..claims.len())
+        .take_while(|i| decide(&claims, *i) == Some(Decision::Granted))
+        .count();
+    let mut holders = contenders[..held].iter().map(|kv| holder(range, kv));
+    let first = holders.next()?;
+    let others: Vec<HolderInfo> = holders.collect();
+    let count = usize::try_from(count).unwrap_or(0);
+    let waiters = count.saturating_sub(held);
+    Some(LockInfo::from_holders(name, first, others, waiters))
 }
 
 #[async_trait]
@@ -232,8 +256,12 @@ impl Backend for EtcdBackend {
         let direct = kvs
             .first()
             .is_none_or(|kv| queue::is_direct_child(&range, kv.key()));
+        // One key, a direct child: it holds alone. Otherwise `count` may include
+        // keys of nested locks (`jobs/nightly/…` under `jobs/`) or a semaphore's
+        // slot keys, so read the range and count only direct children.
         if direct && count <= 1 {
-            return Ok(kvs.first().map(|owner| info(name.clone(), owner, count)));
+            let first: Vec<_> = kvs.iter().collect();
+            return Ok(info(name.clone(), &range, &first, count));
         }
         // Waiters, or keys of a nested namespace in the range: count contenders only.
         let (all, _) = self.read_locks(range.clone(), 0).await?;
@@ -242,22 +270,26 @@ impl Backend for EtcdBackend {
             .filter(|kv| queue::is_direct_child(&range, kv.key()))
             .collect();
         let n = i64::try_from(contenders.len()).unwrap_or(i64::MAX);
-        Ok(contenders.first().map(|owner| info(name.clone(), owner, n)))
+        Ok(info(name.clone(), &range, &contenders, n))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         let prefix_range = queue::list_range(self.conn.config.prefix(), prefix);
         let (kvs, _) = self.read_locks(prefix_range, 0).await?;
-        // Sorted by create revision: the first key seen per name is its owner.
-        let mut locks: BTreeMap<LockName, (&::etcd_client::KeyValue, i64)> = BTreeMap::new();
+        // Sorted by create revision: each name's keys in queue order.
+        let mut locks: BTreeMap<LockName, Vec<&::etcd_client::KeyValue>> = BTreeMap::new();
         for kv in &kvs {
             if let Some(name) = queue::name_of(self.conn.config.prefix(), kv.key(), kv.lease()) {
-                locks.entry(name).or_insert((kv, 0)).1 += 1;
+                locks.entry(name).or_default().push(kv);
             }
         }
         Ok(locks
             .into_iter()
-            .map(|(name, (owner, n))| info(name, owner, n))
+            .filter_map(|(name, keys)| {
+                let range = self.lock_range(&name);
+                let n = i64::try_from(keys.len()).unwrap_or(i64::MAX);
+                info(name, &range, &keys, n)
+            })
             .collect())
     }
 

@@ -2,7 +2,7 @@
 //! the fenced release.
 
 use crate::{
-    lock::{fenced_delete, spawn_delete},
+    lock::{delete, fenced_delete, spawn_delete, PermitSlot},
     session::{backoff_from_zero, Conn, LeaseShared},
     slot::Slot,
     watch::Signal,
@@ -138,6 +138,8 @@ pub struct EtcdHeldLock {
     liveness: Liveness,
     watcher: Option<AbortOnDrop>,
     slot: Option<Slot>,
+    /// A semaphore permit's slot key; its create revision is the token.
+    permit: Option<PermitSlot>,
     released: bool,
     acquired_at: std::time::SystemTime,
 }
@@ -169,6 +171,7 @@ impl EtcdHeldLock {
             liveness,
             watcher: Some(AbortOnDrop(tokio::spawn(task))),
             slot,
+            permit: None,
             released: false,
             acquired_at: std::time::SystemTime::now(),
         }
@@ -178,6 +181,11 @@ impl EtcdHeldLock {
     /// [`set_value`](lock_core::backend::HeldLock::set_value).
     pub(crate) fn with_acquired_at(mut self, at: std::time::SystemTime) -> Self {
         self.acquired_at = at;
+        self
+    }
+
+    pub(crate) fn with_permit(mut self, permit: Option<PermitSlot>) -> Self {
+        self.permit = permit;
         self
     }
 
@@ -221,7 +229,12 @@ impl std::fmt::Debug for EtcdHeldLock {
 #[async_trait::async_trait]
 impl lock_core::backend::HeldLock for EtcdHeldLock {
     fn token(&self) -> lock_core::FencingToken {
-        lock_core::FencingToken::new(self.token.unsigned_abs())
+        let token = self.permit.as_ref().map_or(self.token, |p| p.revision);
+        lock_core::FencingToken::new(token.unsigned_abs())
+    }
+
+    fn slot(&self) -> Option<u32> {
+        self.permit.as_ref().map(|p| p.slot)
     }
 
     fn liveness(&self) -> &Liveness {
@@ -234,6 +247,12 @@ impl lock_core::backend::HeldLock for EtcdHeldLock {
         }
         self.watcher = None;
         let lost_before = self.liveness.state().is_lost();
+        if let Some(permit) = self.permit.take() {
+            // The slot first: the next permit finds it free at once.
+            if !delete(&self.conn, &permit.key, Some(permit.revision)).await {
+                spawn_delete(self.conn.clone(), permit.key, Some(permit.revision), None);
+            }
+        }
         let result = release(&self.conn, &self.name, &self.key, self.token, lost_before).await;
         self.liveness.lose_with(LossCause::Released);
         // Gone for sure (deleted now, or before): the key slot may be reused. An
@@ -305,6 +324,9 @@ impl Drop for EtcdHeldLock {
     fn drop(&mut self) {
         if !self.released {
             self.liveness.lose_with(LossCause::Released);
+            if let Some(permit) = self.permit.take() {
+                spawn_delete(self.conn.clone(), permit.key, Some(permit.revision), None);
+            }
             spawn_delete(
                 self.conn.clone(),
                 std::mem::take(&mut self.key),

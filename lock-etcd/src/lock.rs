@@ -12,7 +12,7 @@ use etcd_client::{
     TxnResponse,
 };
 use lock_core::{
-    backend::{spawn_or_expire, Backoff, WaitMode},
+    backend::{spawn_or_expire, Backoff, Claim, WaitMode},
     AcquireOptions, Error, ErrorKind, LockName, Result,
 };
 use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
@@ -128,7 +128,7 @@ async fn delete_until_confirmed(conn: &Conn, key: &str, fence: Option<i64>) -> b
 }
 
 /// Deletes `key`; `false` if that could not be confirmed.
-async fn delete(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
+pub(crate) async fn delete(conn: &Conn, key: &str, fence: Option<i64>) -> bool {
     let what = || format!("deleting lock key {key}");
     let result = match fence {
         None => conn
@@ -208,6 +208,7 @@ fn lost_while_waiting(name: &LockName) -> Error {
 pub(crate) async fn acquire(
     lease: &Arc<LeaseShared>,
     name: &LockName,
+    claim: Claim,
     mode: WaitMode,
     options: &AcquireOptions,
 ) -> Result<Option<crate::EtcdHeldLock>> {
@@ -221,7 +222,7 @@ pub(crate) async fn acquire(
     let prefix = conn.config.prefix();
     let range_key = queue::lock_range(prefix, name);
     let slot = lease.take_slot(&range_key);
-    let key = queue::waiter_key(prefix, name, lease.id, slot.index());
+    let key = queue::waiter_key(prefix, name, lease.id, slot.index(), claim);
     let acquired_at = SystemTime::now();
     let value = queue::encode_value(acquired_at, options.holder());
     let put = TxnOp::put(
@@ -229,9 +230,12 @@ pub(crate) async fn acquire(
         value,
         Some(PutOptions::new().with_lease(lease.id)),
     );
+    // A reader that may share with the holders enqueues like a waiter and then
+    // decides once (a range-empty compare would refuse it beside other readers).
+    let reader = matches!(claim, Claim::Read | Claim::Shared { .. });
     let txn = match mode {
         // Put only if the lock's range is empty; else read the owner.
-        WaitMode::NoWait => Txn::new()
+        WaitMode::NoWait if !reader => Txn::new()
             .when([Compare::create_revision(range_key.clone(), CompareOp::Equal, 0).with_prefix()])
             .and_then([put.clone()])
             .or_else([TxnOp::get(
@@ -240,7 +244,7 @@ pub(crate) async fn acquire(
             )]),
         // Put if our key does not exist yet (so a retry cannot move it to the back of
         // the queue) and read the key just ahead of ours.
-        WaitMode::Wait => Txn::new()
+        WaitMode::Wait | WaitMode::NoWait => Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
                 put.clone(),
@@ -257,9 +261,10 @@ pub(crate) async fn acquire(
     };
     let (resp, retried) = cleanup.join().await?;
     let rev = header_revision(&resp);
-    let (token, seen_at) = match (mode, resp.succeeded()) {
-        (WaitMode::NoWait, true) => (rev, rev),
-        (WaitMode::NoWait, false) => match range(&resp, 0).first() {
+    let wait = mode == WaitMode::Wait || reader;
+    let (token, seen_at) = match (wait, resp.succeeded()) {
+        (false, true) => (rev, rev),
+        (false, false) => match range(&resp, 0).first() {
             // A retry may find the key an earlier attempt created: then it is ours.
             Some(w) if w.key == key.as_bytes() => (w.create_revision, rev),
             Some(w) if !queue::is_direct_child(&range_key, &w.key) => {
@@ -290,14 +295,15 @@ pub(crate) async fn acquire(
                 return Ok(None);
             }
         },
-        (WaitMode::Wait, put) => {
+        (true, put) => {
             let (own_rev, ahead) = if put {
                 let read = range(&resp, 1);
-                // A key of a nested namespace among them: let the wait read properly.
+                // A key of a nested namespace among them, or a reader (whose entry
+                // to wait for may lie further down): let the wait read properly.
                 let foreign = read
                     .iter()
                     .any(|w| !queue::is_direct_child(&range_key, &w.key));
-                (rev, (!foreign).then_some(read))
+                (rev, (!foreign && !reader).then_some(read))
             } else {
                 let own = range(&resp, 0);
                 let own_rev = own
@@ -306,9 +312,23 @@ pub(crate) async fn acquire(
                     .ok_or_else(|| lost_while_waiting(name))?;
                 (own_rev, None)
             };
-            let seen_at = wait_for_turn(lease, name, &key, own_rev, ahead, rev).await?;
+            let turn = Turn {
+                claim,
+                wait: mode == WaitMode::Wait,
+            };
+            let Some(seen_at) = wait_for_turn(lease, name, &key, own_rev, ahead, rev, turn).await?
+            else {
+                // A reader's try that would wait: the cleanup deletes its key.
+                return Ok(None);
+            };
             (own_rev, seen_at)
         }
+    };
+    let permit = match claim {
+        Claim::Shared { limit } => {
+            Some(claim_permit_slot(conn, name, limit, &key, lease.id).await?)
+        }
+        _ => None,
     };
     let mut slot = cleanup.disarm();
     if retried {
@@ -316,10 +336,105 @@ pub(crate) async fn acquire(
             slot.taint(key.clone(), token);
         }
     }
-    Ok(Some(
-        crate::EtcdHeldLock::start(lease, name.clone(), key, token, seen_at, slot)
-            .with_acquired_at(acquired_at),
+    let held = crate::EtcdHeldLock::start(lease, name.clone(), key, token, seen_at, slot)
+        .with_acquired_at(acquired_at);
+    Ok(Some(held.with_permit(permit)))
+}
+
+/// A granted permit's slot: the key [`queue::permit_slot_key`] held on the permit's
+/// lease, whose create revision is the permit's fencing token. A slot key is created
+/// only while absent, so successive holders of one slot get increasing tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct PermitSlot {
+    pub(crate) slot: u32,
+    pub(crate) key: String,
+    pub(crate) revision: i64,
+}
+
+/// How many rounds over every slot a granted permit tries before giving up.
+const SLOT_ROUNDS: usize = 50;
+
+/// Takes the lowest free slot of semaphore `name` for the granted waiter key
+/// `own_key`. [`decide`](lock_core::backend::decide) grants at most `limit` permits,
+/// so a slot is free, or held by a permit whose waiter key is already gone (released
+/// a moment ago, or deleted by an operator): such a slot key is deleted, fenced on
+/// its revision, and taken on the next round.
+async fn claim_permit_slot(
+    conn: &Arc<Conn>,
+    name: &LockName,
+    limit: u32,
+    own_key: &str,
+    lease: i64,
+) -> Result<PermitSlot> {
+    let prefix = conn.config.prefix();
+    let what = || format!("taking a permit slot of semaphore {name}");
+    let mut backoff = backoff_from_zero();
+    for _ in 0..SLOT_ROUNDS {
+        for slot in 0..limit {
+            let key = queue::permit_slot_key(prefix, name, slot);
+            let take = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    own_key,
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = conn
+                .call(&what, |mut c| {
+                    let txn = take.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if resp.succeeded() {
+                let revision = header_revision(&resp);
+                return Ok(PermitSlot {
+                    slot,
+                    key,
+                    revision,
+                });
+            }
+            let Some(kv) = range_kvs(&resp, 0) else {
+                continue;
+            };
+            if kv.0 == own_key.as_bytes() {
+                // Our own put, applied by an earlier attempt of a retried request.
+                return Ok(PermitSlot {
+                    slot,
+                    key,
+                    revision: kv.1,
+                });
+            }
+            let stale = Txn::new()
+                .when([
+                    Compare::create_revision(kv.0, CompareOp::Equal, 0),
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.2),
+                ])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            conn.call(&what, |mut c| {
+                let txn = stale.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("no free permit slot of semaphore {name} after {SLOT_ROUNDS} rounds"),
     ))
+}
+
+/// The value, create revision and mod revision of the first key of the `index`th
+/// range response of a txn.
+fn range_kvs(resp: &TxnResponse, index: usize) -> Option<(Vec<u8>, i64, i64)> {
+    match resp.op_responses().into_iter().nth(index) {
+        Some(TxnOpResponse::Get(get)) => get
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.create_revision(), kv.mod_revision())),
+        _ => None,
+    }
 }
 
 /// Whether `key` still exists with create revision `create_revision` (the key a
@@ -385,11 +500,20 @@ fn by_create(order: SortOrder, limit: i64) -> GetOptions {
         .with_limit(limit)
 }
 
-/// Waits until no key of the lock has a create revision below `own_rev`, watching
-/// only the key just ahead (so a release wakes one waiter) and our own key (so a
-/// revoked lease or deleted entry fails the wait at once). `ahead` is what the
-/// enqueueing Txn read at `read_rev`, if anything. Returns the revision at which the
-/// lock was seen granted.
+/// What a waiter claims, and whether it may wait.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    claim: Claim,
+    wait: bool,
+}
+
+/// Waits until [`decide`](lock_core::backend::decide) grants our key, watching only
+/// the one key it waits for (the key just ahead for a writer or mutex, the nearest
+/// earlier writer for a reader: a release wakes only the waiters it grants) and our
+/// own key (so a revoked lease or deleted entry fails the wait at once). `ahead` is
+/// what the enqueueing Txn read at `read_rev`, if anything. Returns the revision at
+/// which the lock was seen granted, or `None` when `turn.wait` is off and the entry
+/// is not granted at once.
 async fn wait_for_turn(
     lease: &LeaseShared,
     name: &LockName,
@@ -397,7 +521,8 @@ async fn wait_for_turn(
     own_rev: i64,
     mut ahead: Option<Vec<Waiter>>,
     mut read_rev: i64,
-) -> Result<i64> {
+    turn: Turn,
+) -> Result<Option<i64>> {
     let conn = &lease.conn;
     let range_key = queue::lock_range(conn.config.prefix(), name);
     let own = Waiter {
@@ -410,8 +535,16 @@ async fn wait_for_turn(
         let mut waiters = match ahead.take() {
             Some(w) => w,
             None => {
-                // Read our key and the one just ahead of it, in one round trip.
-                let before = by_create(SortOrder::Descend, 1).with_max_create_revision(own_rev - 1);
+                // Read our key and the one just ahead of it (a reader: every key
+                // ahead, keys only), in one round trip.
+                let before = match turn.claim {
+                    Claim::Read | Claim::Shared { .. } => GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Create, SortOrder::Descend),
+                    _ => by_create(SortOrder::Descend, 1),
+                }
+                .with_max_create_revision(own_rev - 1);
                 let txn = Txn::new().and_then([
                     TxnOp::get(key, None),
                     TxnOp::get(range_key.clone(), Some(before)),
@@ -437,7 +570,27 @@ async fn wait_for_turn(
                     return Err(lost_while_waiting(name));
                 }
                 let ahead = range(&resp, 1);
-                if ahead
+                if let Claim::Shared { limit } = turn.claim {
+                    // The whole queue ahead was read: every contender counts.
+                    let ahead: Vec<Waiter> = ahead
+                        .into_iter()
+                        .filter(|w| queue::is_direct_child(&range_key, &w.key))
+                        .collect();
+                    if let Some(other) = queue::other_limit(&range_key, &ahead, limit) {
+                        return Err(Error::new(
+                            ErrorKind::InvalidConfig,
+                            format!("semaphore {name} has limit {other}, not {limit}"),
+                        ));
+                    }
+                    ahead
+                } else if turn.claim == Claim::Read {
+                    // The whole queue ahead was read: the nearest earlier writer.
+                    ahead
+                        .into_iter()
+                        .find(|w| queue::blocks(&range_key, turn.claim, &w.key))
+                        .into_iter()
+                        .collect()
+                } else if ahead
                     .iter()
                     .all(|w| queue::is_direct_child(&range_key, &w.key))
                 {
@@ -459,8 +612,9 @@ async fn wait_for_turn(
             }
         };
         waiters.push(own.clone());
-        let ahead_key = match queue::position(&waiters, key.as_bytes()) {
-            Position::Owner => return Ok(read_rev),
+        let ahead_key = match queue::position(&range_key, &waiters, key.as_bytes()) {
+            Position::Owner => return Ok(Some(read_rev)),
+            Position::WaitFor(_) if !turn.wait => return Ok(None),
             Position::WaitFor(k) => k,
             Position::Missing => return Err(lost_while_waiting(name)),
         };

@@ -11,6 +11,13 @@
 //! `P/N/<lease id hex>-<slot>` instead; every key of the range orders by create
 //! revision whatever its suffix, so the queue is one queue for all clients.
 //!
+//! **Claims in the key.** A read lock's key is `P/N/r<lease id hex>[-<slot>]`; a
+//! write lock's is a mutex's (`P/N/<lease id hex>[-<slot>]`), so a v0.1 mutex and a
+//! write lock on one name exclude each other, and every key that does not have the
+//! reader form (etcd's recipe, `etcdctl lock`, anything foreign) is an exclusive
+//! holder. A v0.1 client reads the whole range, so it treats readers as exclusive
+//! holders too: over-restrictive, never unsafe.
+//!
 //! Lock ranges may nest: the range of lock `team/nightly` (`team/nightly/`) lies
 //! inside the range of lock `team` (`team/`), and so do the keys of lock `nightly`
 //! of a client whose prefix is `/locks/team` inside those of lock `team` under
@@ -47,13 +54,74 @@ pub(crate) fn list_range(prefix: &str, name_prefix: &str) -> String {
     format!("{}{name_prefix}", dir(prefix))
 }
 
-/// The waiter key of `name` on lease `lease` in key slot `slot`: etcd's recipe's
-/// key for slot 0, a suffixed one for the others.
-pub(crate) fn waiter_key(prefix: &str, name: &LockName, lease: i64, slot: u32) -> String {
+/// The marker of a reader's key, before its lease id.
+const READER: u8 = b'r';
+/// The marker of a semaphore permit's key, before its limit.
+const PERMIT: u8 = b'p';
+
+/// The waiter key of `name` on lease `lease` in key slot `slot` claiming `claim`:
+/// etcd's recipe's key for slot 0, a suffixed one for the others, with the reader
+/// marker for [`Claim::Read`].
+pub(crate) fn waiter_key(
+    prefix: &str,
+    name: &LockName,
+    lease: i64,
+    slot: u32,
+    claim: Claim,
+) -> String {
     let range = lock_range(prefix, name);
+    let marker = match claim {
+        Claim::Read => "r".to_owned(),
+        Claim::Shared { limit } => format!("p{limit}."),
+        _ => String::new(),
+    };
     match slot {
-        0 => format!("{range}{lease:x}"),
-        _ => format!("{range}{lease:x}-{slot}"),
+        0 => format!("{range}{marker}{lease:x}"),
+        _ => format!("{range}{marker}{lease:x}-{slot}"),
+    }
+}
+
+/// The key that holds permit slot `slot` of semaphore `name`, attached to the
+/// holder's lease, its value the holder's waiter key. Not a contender of any lock:
+/// `%` cannot occur in a lock name, so no lock's range has it as a direct child.
+pub(crate) fn permit_slot_key(prefix: &str, name: &LockName, slot: u32) -> String {
+    format!("{}%slot/{slot}", lock_range(prefix, name))
+}
+
+/// Splits `p<limit>.<rest>` into the limit and the rest.
+fn permit_limit(suffix: &[u8]) -> Option<(u32, &[u8])> {
+    let rest = suffix.strip_prefix(&[PERMIT])?;
+    let dot = rest.iter().position(|b| *b == b'.')?;
+    let digits = std::str::from_utf8(&rest[..dot]).ok()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, &rest[dot + 1..]))
+}
+
+/// Whether `suffix` is `<hex>` or `<hex>-<digits>`.
+fn is_lease_suffix(suffix: &[u8]) -> bool {
+    let (id, slot) = match suffix.iter().position(|b| *b == b'-') {
+        Some(dash) => (&suffix[..dash], Some(&suffix[dash + 1..])),
+        None => (suffix, None),
+    };
+    !id.is_empty()
+        && id.iter().all(u8::is_ascii_hexdigit)
+        && slot.is_none_or(|s| !s.is_empty() && s.iter().all(u8::is_ascii_digit))
+}
+
+/// What the contender `key` of the lock whose range is `range` claims: a reader's key
+/// (`r<lease hex>[-<slot>]`) is [`Claim::Read`], a permit's (`p<limit>.<lease
+/// hex>[-<slot>]`) is [`Claim::Shared`]; every other key, fencelock's writers and
+/// mutexes and every foreign client's, is [`Claim::Exclusive`].
+pub(crate) fn claim_of(range: &str, key: &[u8]) -> Claim {
+    match key.strip_prefix(range.as_bytes()) {
+        Some([READER, rest @ ..]) if is_lease_suffix(rest) => Claim::Read,
+        Some(suffix) => match permit_limit(suffix) {
+            Some((limit, rest)) if limit > 0 && is_lease_suffix(rest) => Claim::Shared { limit },
+            _ => Claim::Exclusive,
+        },
+        None => Claim::Exclusive,
     }
 }
 
@@ -67,6 +135,10 @@ pub(crate) fn name_of(prefix: &str, key: &[u8], lease: i64) -> Option<LockName> 
     if lease == 0 {
         return None;
     }
+    let suffix = match permit_limit(suffix.as_bytes()) {
+        Some((_, rest)) => std::str::from_utf8(rest).ok()?,
+        None => suffix.strip_prefix('r').unwrap_or(suffix),
+    };
     let after = suffix.strip_prefix(&format!("{lease:x}"))?;
     let slot_ok = after.is_empty()
         || after
@@ -113,6 +185,21 @@ pub(crate) fn decode_value(value: &[u8]) -> (Option<SystemTime>, Option<String>)
     (at, holder)
 }
 
+/// Whether the earlier contender `key` can be the entry [`decide`] makes a waiter
+/// claiming `own` wait for: any direct child for a writer, mutex or permit, a
+/// non-reader one for a reader.
+pub(crate) fn blocks(range: &str, own: Claim, key: &[u8]) -> bool {
+    is_direct_child(range, key) && (own != Claim::Read || claim_of(range, key) != Claim::Read)
+}
+
+/// The limit of a queued permit that differs from `limit`, if any.
+pub(crate) fn other_limit(range: &str, waiters: &[Waiter], limit: u32) -> Option<u32> {
+    waiters.iter().find_map(|w| match claim_of(range, &w.key) {
+        Claim::Shared { limit: other } if other != limit => Some(other),
+        _ => None,
+    })
+}
+
 /// One waiter as etcd reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Waiter {
@@ -131,19 +218,22 @@ pub(crate) enum Position {
     Missing,
 }
 
-/// The position of `own` among `waiters` (any subset of the queue that contains the
-/// keys around `own`, in any order). The queue is ordered by create revision and
-/// every entry is an [`Claim::Exclusive`] mutex claim, so [`decide`] grants the
-/// smallest and has each waiter wait only for the one just ahead of it: a release
-/// wakes exactly one waiter.
-pub(crate) fn position(waiters: &[Waiter], own: &[u8]) -> Position {
+/// The position of `own` among `waiters` of the lock whose range is `range`: any
+/// subset of the queue, in any order, that contains the entry [`decide`] would name
+/// (for a writer or mutex the key just ahead, for a reader the nearest earlier
+/// non-reader; see [`blocks`]). The queue is ordered by create revision and each
+/// entry's claim is read from its key ([`claim_of`]): a writer waits for the one
+/// just ahead, a reader for the nearest earlier writer, so a release wakes only the
+/// waiters it grants.
+pub(crate) fn position(range: &str, waiters: &[Waiter], own: &[u8]) -> Position {
     let mut sorted: Vec<&Waiter> = waiters.iter().collect();
     sorted.sort_by_key(|w| w.create_revision);
     sorted.dedup_by(|a, b| a.key == b.key);
     let Some(index) = sorted.iter().position(|w| w.key == own) else {
         return Position::Missing;
     };
-    match decide(&vec![Claim::Exclusive; sorted.len()], index) {
+    let claims: Vec<Claim> = sorted.iter().map(|w| claim_of(range, &w.key)).collect();
+    match decide(&claims, index) {
         Some(Decision::Granted) => Position::Owner,
         Some(Decision::WaitFor(ahead)) => sorted
             .get(ahead)
@@ -166,12 +256,56 @@ mod tests {
     #[test]
     fn owner_is_smallest_create_revision_and_each_waits_for_the_one_ahead() {
         let q = [w("c", 30), w("a", 10), w("b", 20)];
-        assert_eq!(position(&q, b"a"), Position::Owner);
-        assert_eq!(position(&q, b"b"), Position::WaitFor(b"a".to_vec()));
-        assert_eq!(position(&q, b"c"), Position::WaitFor(b"b".to_vec()));
-        assert_eq!(position(&q, b"zz"), Position::Missing);
-        assert_eq!(position(&[], b"a"), Position::Missing);
-        assert_eq!(position(&[w("a", 5), w("a", 5)], b"a"), Position::Owner);
+        assert_eq!(position("", &q, b"a"), Position::Owner);
+        assert_eq!(position("", &q, b"b"), Position::WaitFor(b"a".to_vec()));
+        assert_eq!(position("", &q, b"c"), Position::WaitFor(b"b".to_vec()));
+        assert_eq!(position("", &q, b"zz"), Position::Missing);
+        assert_eq!(position("", &[], b"a"), Position::Missing);
+        assert_eq!(position("", &[w("a", 5), w("a", 5)], b"a"), Position::Owner);
+    }
+
+    #[test]
+    fn readers_share_and_wait_for_the_nearest_earlier_writer() {
+        let n = LockName::new("d").unwrap();
+        let range = lock_range("/p", &n);
+        let key = |lease, claim| waiter_key("/p", &n, lease, 0, claim);
+        let (r1, r2, w1, r3) = (
+            key(0xa, Claim::Read),
+            key(0xb, Claim::Read),
+            key(0xc, Claim::Write),
+            key(0xd, Claim::Read),
+        );
+        assert_eq!(r1, "/p/d/ra");
+        assert_eq!(w1, "/p/d/c", "a writer's key is a mutex's");
+        assert_eq!(claim_of(&range, r1.as_bytes()), Claim::Read);
+        assert_eq!(claim_of(&range, w1.as_bytes()), Claim::Exclusive);
+        assert_eq!(claim_of(&range, b"/p/d/694d"), Claim::Exclusive, "etcdctl");
+        assert_eq!(
+            claim_of(&range, b"/p/d/rabbit"),
+            Claim::Exclusive,
+            "foreign"
+        );
+        assert_eq!(claim_of(&range, b"/p/d/r"), Claim::Exclusive);
+        assert_eq!(claim_of(&range, b"/p/d/ra-2"), Claim::Read);
+        assert_eq!(name_of("/p", r1.as_bytes(), 0xa), Some(n.clone()));
+        let q = [w(&r1, 10), w(&r2, 20), w(&w1, 30), w(&r3, 40)];
+        assert_eq!(position(&range, &q, r2.as_bytes()), Position::Owner);
+        assert_eq!(
+            position(&range, &q, w1.as_bytes()),
+            Position::WaitFor(r2.clone().into_bytes())
+        );
+        assert_eq!(
+            position(&range, &q, r3.as_bytes()),
+            Position::WaitFor(w1.clone().into_bytes())
+        );
+        // The subset a reader reads: the nearest earlier non-reader and itself.
+        assert!(blocks(&range, Claim::Read, w1.as_bytes()));
+        assert!(!blocks(&range, Claim::Read, r2.as_bytes()));
+        assert!(blocks(&range, Claim::Write, r2.as_bytes()));
+        assert_eq!(
+            position(&range, &[w(&r3, 40)], r3.as_bytes()),
+            Position::Owner
+        );
     }
 
     #[test]
@@ -180,10 +314,13 @@ mod tests {
         let ab = LockName::new("a/b").unwrap();
         // `etcdctl lock a` / `NewMutex(s, "a")` puts `a/<lease hex>`.
         assert_eq!(lock_range("", &a), "a/");
-        assert_eq!(waiter_key("", &a, 0x694d, 0), "a/694d");
+        assert_eq!(waiter_key("", &a, 0x694d, 0, Claim::Exclusive), "a/694d");
         assert_eq!(lock_range("/p", &ab), "/p/a/b/");
-        assert_eq!(waiter_key("/p", &ab, 0xbeef, 0), "/p/a/b/beef");
-        let key = waiter_key("/p", &ab, 0xbeef, 3);
+        assert_eq!(
+            waiter_key("/p", &ab, 0xbeef, 0, Claim::Exclusive),
+            "/p/a/b/beef"
+        );
+        let key = waiter_key("/p", &ab, 0xbeef, 3, Claim::Exclusive);
         assert_eq!(key, "/p/a/b/beef-3");
         // the nested lock's keys are in `a`'s range, but not direct children
         assert!(key.starts_with(&lock_range("/p", &a)));
@@ -211,7 +348,13 @@ mod tests {
         assert!(is_direct_child(&range, b"/locks/team/beef-1"));
         assert!(is_direct_child(&range, b"/locks/team/694d7f3a2b1c"));
         // lock `nightly` of a client whose prefix is `/locks/team`
-        let nested = waiter_key("/locks/team", &LockName::new("nightly").unwrap(), 0xbeef, 0);
+        let nested = waiter_key(
+            "/locks/team",
+            &LockName::new("nightly").unwrap(),
+            0xbeef,
+            0,
+            Claim::Exclusive,
+        );
         assert!(nested.starts_with(&range));
         assert!(!is_direct_child(&range, nested.as_bytes()));
         assert!(!is_direct_child(&range, b"/locks/team/"));

@@ -348,10 +348,10 @@ impl LeaseBackend for EtcdLease {
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
-        // The recipe grants exclusive claims only (its capabilities say so); every
-        // other claim is refused here, before anything is enqueued.
+        // Every claim the capabilities deny is refused here, before anything is
+        // enqueued.
         lock_core::backend::check_claim(&crate::CAPABILITIES, "etcd", claim, name)?;
-        let held = lock::acquire(&self.shared, name, mode, options).await?;
+        let held = lock::acquire(&self.shared, name, claim, mode, options).await?;
         Ok(held.map(|h: EtcdHeldLock| Box::new(h) as Box<dyn HeldLock>))
     }
 

@@ -73,6 +73,7 @@ pub struct MemoryHeldLock {
     entry: u64,
     token: FencingToken,
     liveness: Liveness,
+    slot: Option<u32>,
     released: bool,
 }
 
@@ -84,6 +85,7 @@ impl MemoryHeldLock {
             entry,
             token: grant.token,
             liveness: grant.liveness,
+            slot: grant.slot,
             released: false,
         }
     }
@@ -97,6 +99,10 @@ impl HeldLock for MemoryHeldLock {
 
     fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    fn slot(&self) -> Option<u32> {
+        self.slot
     }
 
     async fn release(&mut self) -> Result<()> {

@@ -19,6 +19,8 @@ use tokio::{sync::oneshot, time::Instant};
 pub(crate) struct Grant {
     pub(crate) token: FencingToken,
     pub(crate) liveness: Liveness,
+    /// The permit's slot, for a `Shared` claim.
+    pub(crate) slot: Option<u32>,
 }
 
 /// The outcome of [`Store::enqueue`].
@@ -37,6 +39,7 @@ enum Slot {
         token: FencingToken,
         liveness: Liveness,
         acquired_at: SystemTime,
+        slot: Option<u32>,
     },
     /// Waiting for [`decide`] to grant it.
     Waiting(oneshot::Sender<Grant>),
@@ -70,6 +73,24 @@ impl Queue {
 
     fn position(&self, id: u64) -> Option<usize> {
         self.entries.iter().position(|e| e.id == id)
+    }
+
+    /// The slot a new grant of `claim` takes: for a permit, the lowest one no holder
+    /// uses (there is one, since `decide` grants at most `limit` permits); `None` for
+    /// every other claim.
+    fn free_slot(&self, claim: Claim) -> Option<u32> {
+        let Claim::Shared { limit } = claim else {
+            return None;
+        };
+        let used: Vec<u32> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e.slot {
+                Slot::Held { slot, .. } => slot,
+                Slot::Waiting(_) => None,
+            })
+            .collect();
+        (0..limit.max(1)).find(|s| !used.contains(s))
     }
 }
 
@@ -238,11 +259,12 @@ impl Store {
             next_token, locks, ..
         } = &mut *state;
         let queue = locks.entry(name.clone()).or_default();
+        check_limit(&queue.claims, claim, name)?;
         queue.claims.push(claim);
         let index = queue.claims.len() - 1;
         let holder = options.holder().map(str::to_owned);
         if decide(&queue.claims, index) == Some(Decision::Granted) {
-            let (slot, grant) = new_grant(next_token);
+            let (slot, grant) = new_grant(next_token, queue.free_slot(claim));
             queue.entries.push(Entry {
                 id,
                 lease,
@@ -366,12 +388,16 @@ impl Store {
 fn info(name: &LockName, queue: &Queue) -> Option<LockInfo> {
     let mut holders = queue.holders().filter_map(|(e, claim)| match &e.slot {
         Slot::Held {
-            token, acquired_at, ..
+            token,
+            acquired_at,
+            slot,
+            ..
         } => Some(
             HolderInfo::new(*token, LeaseId::new(e.lease))
                 .with_holder(e.holder.clone())
                 .with_acquired_at(Some(*acquired_at))
-                .with_claim(claim),
+                .with_claim(claim)
+                .with_slot(*slot),
         ),
         Slot::Waiting(_) => None,
     });
@@ -389,8 +415,8 @@ fn granted_event(name: &LockName, grant: &Grant, lease: u64) -> StoreEvent {
     }
 }
 
-/// A fresh grant with the store's next token.
-fn new_grant(next_token: &mut u64) -> (Slot, Grant) {
+/// A fresh grant with the store's next token (and permit slot `permit`).
+fn new_grant(next_token: &mut u64, permit: Option<u32>) -> (Slot, Grant) {
     *next_token += 1;
     let token = FencingToken::new(*next_token);
     let liveness = Liveness::new(None);
@@ -398,8 +424,32 @@ fn new_grant(next_token: &mut u64) -> (Slot, Grant) {
         token,
         liveness: liveness.clone(),
         acquired_at: SystemTime::now(),
+        slot: permit,
     };
-    (slot, Grant { token, liveness })
+    let grant = Grant {
+        token,
+        liveness,
+        slot: permit,
+    };
+    (slot, grant)
+}
+
+/// Refuses a permit whose limit differs from a queued permit's: clients that disagree
+/// on a semaphore's size get a typed error instead of an over-grant.
+fn check_limit(queue: &[Claim], claim: Claim, name: &LockName) -> Result<()> {
+    let Claim::Shared { limit } = claim else {
+        return Ok(());
+    };
+    match queue.iter().find_map(|c| match c {
+        Claim::Shared { limit: other } if *other != limit => Some(*other),
+        _ => None,
+    }) {
+        None => Ok(()),
+        Some(other) => Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("semaphore {name} has limit {other}, not {limit}"),
+        )),
+    }
 }
 
 /// Takes entry `index` out of `name`'s queue; a holder's guard turns lost with
@@ -448,7 +498,8 @@ fn settle(state: &mut State, name: &LockName, events: &mut Vec<StoreEvent>) {
             index += 1;
             continue;
         }
-        let (slot, grant) = new_grant(next_token);
+        let (slot, grant) = new_grant(next_token, queue.free_slot(queue.claims[index]));
+        let entry = &mut queue.entries[index];
         let event = granted_event(name, &grant, entry.lease);
         let Slot::Waiting(tx) = std::mem::replace(&mut entry.slot, slot) else {
             unreachable!("checked above: the entry was waiting");

@@ -1,6 +1,6 @@
 //! Every claim of the grant-policy seam on the memory backend, whose queue runs on
 //! `lock_core::backend::decide`: readers share, a queued writer stops later readers,
-//! semaphore permits up to the limit, claims of different limits serialize.
+//! semaphore permits up to the limit, a permit with another limit is refused.
 
 use lock_core::{backend::Claim, ErrorKind, Lock, LockClient, LockGuard};
 use lock_memory::MemoryBackend;
@@ -88,12 +88,19 @@ async fn semaphore_grants_up_to_its_limit_and_a_release_passes_a_permit_on() {
 }
 
 #[tokio::test]
-async fn semaphores_of_different_limits_on_one_name_serialize() {
+async fn semaphores_of_different_limits_on_one_name_are_refused_never_over_granted() {
     let backend = MemoryBackend::new();
     let client = LockClient::new(backend.clone());
     let two = holds(&lock(&client, Claim::Shared { limit: 2 }).await).await;
     let three = lock(&client, Claim::Shared { limit: 3 }).await;
-    assert!(three.try_acquire().await.unwrap().is_none());
+    let err = three.try_acquire().await.map(|_| ()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    let err = three.acquire().await.map(|_| ()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert_eq!(
+        client.inspect("doc").await.unwrap().unwrap().holders.len(),
+        1
+    );
     let mutex = lock(&client, Claim::Exclusive).await;
     assert!(mutex.try_acquire().await.unwrap().is_none());
     two.release().await.unwrap();
@@ -128,4 +135,34 @@ async fn capabilities_list_the_claims_memory_grants() {
     ] {
         assert!(caps.supports(claim), "{claim:?}");
     }
+}
+
+#[tokio::test]
+async fn permits_take_distinct_slots_and_each_slot_s_tokens_increase() {
+    let backend = MemoryBackend::new();
+    let client = LockClient::new(backend.clone());
+    let sem = client.semaphore("pool", 3).await.unwrap();
+    let mut last: [u64; 3] = [0; 3];
+    let mut held = Vec::new();
+    for round in 0..20 {
+        while held.len() < 3 {
+            let p = sem.try_acquire().await.unwrap().expect("a free permit");
+            let slot = p.slot() as usize;
+            assert!(slot < 3);
+            assert!(p.token().get() > last[slot], "slot {slot} token went back");
+            last[slot] = p.token().get();
+            held.push(p);
+        }
+        let mut slots: Vec<u32> = held.iter().map(|p| p.slot()).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, [0, 1, 2], "distinct slots");
+        assert!(sem.try_acquire().await.unwrap().is_none(), "limit 3");
+        let info = client.inspect("pool").await.unwrap().unwrap();
+        assert_eq!(info.holders.len(), 3);
+        assert!(info.holders.iter().all(|h| h.slot.is_some()));
+        held.remove(round % 3).release().await.unwrap();
+    }
+    drop(held);
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(backend.lock_count(), 0, "no entry left");
 }

@@ -27,7 +27,9 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevi
     .with_set_value(true)
     .with_detects_external_deletion(true)
     .with_native_fenced_writes(true)
-    .with_distributed(true);
+    .with_distributed(true)
+    .with_read_write_claims(true)
+    .with_shared_claims(true);
 
 /// How often `inspect` re-reads when the owner leaves between two reads.
 const INSPECT_RETRIES: usize = 5;
@@ -151,29 +153,40 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
             Err(e) => return Err(error::map(e, what())),
         };
         let nodes = queue::queue(&children);
-        let Some(&(owner, kind)) = nodes.first() else {
+        let (held, waiters) = queue::holders_and_waiters(&nodes);
+        let mut holders = Vec::with_capacity(held);
+        for &(node, kind) in &nodes[..held] {
+            let (data, stat) = match client.get_data(&format!("{dir}/{node}")).await {
+                Ok(read) => read,
+                Err(ZkError::NoNode) => break,
+                Err(e) => return Err(error::map(e, what())),
+            };
+            let (holder, at) = match queue::decode_data(&data) {
+                (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
+                // Another client's node: name the client, take the time from the stat.
+                _ => (Some(queue::foreign_holder(kind, &data)), None),
+            };
+            let at = at.or_else(|| {
+                UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64))
+            });
+            holders.push(
+                HolderInfo::new(
+                    FencingToken::new(stat.czxid as u64),
+                    LeaseId::new(stat.ephemeral_owner as u64),
+                )
+                .with_holder(holder)
+                .with_acquired_at(at)
+                .with_claim(kind.claim()),
+            );
+        }
+        if holders.len() < held {
+            continue; // a holder left between the two reads
+        }
+        let mut holders = holders.into_iter();
+        let Some(first) = holders.next() else {
             return Ok(None);
         };
-        let (data, stat) = match client.get_data(&format!("{dir}/{owner}")).await {
-            Ok(read) => read,
-            Err(ZkError::NoNode) => continue,
-            Err(e) => return Err(error::map(e, what())),
-        };
-        let (holder, at) = match queue::decode_data(&data) {
-            (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
-            // Another client's node: name the client, take the time from the stat.
-            _ => (Some(queue::foreign_holder(kind, &data)), None),
-        };
-        let first = HolderInfo::new(
-            FencingToken::new(stat.czxid as u64),
-            LeaseId::new(stat.ephemeral_owner as u64),
-        )
-        .with_holder(holder)
-        .with_acquired_at(
-            at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64))),
-        );
-        let waiters = queue::holders_and_waiters(&nodes).1;
-        let info = LockInfo::from_holders(name.clone(), first, Vec::new(), waiters);
+        let info = LockInfo::from_holders(name.clone(), first, holders.collect(), waiters);
         return Ok(Some(info));
     }
     Err(Error::new(

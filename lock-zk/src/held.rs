@@ -3,7 +3,7 @@
 
 use crate::{
     error,
-    lock::{retry_backoff, watch_node, NodeEvent, RETRIES},
+    lock::{retry_backoff, watch_node, NodeEvent, PermitSlot, RETRIES},
     session::Session,
 };
 use async_trait::async_trait;
@@ -39,6 +39,8 @@ pub struct ZkHeldLock {
     /// ends without another request.
     releasing: Arc<AtomicBool>,
     acquired_at: SystemTime,
+    /// A semaphore permit's slot node; its `czxid` is the token.
+    permit: Option<PermitSlot>,
 }
 
 impl ZkHeldLock {
@@ -67,6 +69,7 @@ impl ZkHeldLock {
             released: false,
             releasing,
             acquired_at: SystemTime::now(),
+            permit: None,
         }
     }
 
@@ -74,6 +77,11 @@ impl ZkHeldLock {
     /// [`set_value`](HeldLock::set_value).
     pub(crate) fn with_acquired_at(mut self, at: SystemTime) -> Self {
         self.acquired_at = at;
+        self
+    }
+
+    pub(crate) fn with_permit(mut self, permit: Option<PermitSlot>) -> Self {
+        self.permit = permit;
         self
     }
 
@@ -166,6 +174,9 @@ impl HeldLock for ZkHeldLock {
             return Ok(());
         }
         self.releasing.store(true, Ordering::SeqCst);
+        if let Some(permit) = self.permit.take() {
+            release_slot(&self.session, &permit).await;
+        }
         let result = release_node(&self.session, &self.name, &self.path, self.token).await;
         self.liveness.lose_with(LossCause::Released);
         result
@@ -204,8 +215,27 @@ impl HeldLock for ZkHeldLock {
         }
     }
 
+    fn slot(&self) -> Option<u32> {
+        self.permit.as_ref().map(|p| p.slot)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// Deletes a permit's slot node if it is still this permit's (same `czxid`): before
+/// the permit's own node, so the next permit finds the slot free at once. A slot node
+/// left behind (no connection) goes with the session, or is freed as stale by the
+/// next permit once the permit's node is gone.
+async fn release_slot(session: &Session, permit: &PermitSlot) {
+    let Some(client) = session.client() else {
+        return;
+    };
+    if let Ok(Some(stat)) = client.check_stat(&permit.path).await {
+        if stat.czxid as u64 == permit.token.get() {
+            let _ = client.delete(&permit.path, Some(stat.version)).await;
+        }
     }
 }
 
@@ -270,7 +300,11 @@ impl Drop for ZkHeldLock {
             self.token,
         );
         let what = format!("lock node {path}, dropped unreleased");
+        let permit = self.permit.take();
         spawn_or_expire(format_args!("{what}"), async move {
+            if let Some(permit) = permit {
+                release_slot(&session, &permit).await;
+            }
             let _ = release_node(&session, &name, &path, token).await;
         });
     }

@@ -10,7 +10,7 @@ use crate::{
 };
 use futures::future::BoxFuture;
 use lock_core::{
-    backend::{spawn_or_expire, Backoff, WaitMode},
+    backend::{spawn_or_expire, Backoff, Claim, WaitMode},
     AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
 };
 use std::{
@@ -134,15 +134,16 @@ async fn create_node(
     dir: &str,
     uuid: &str,
     data: &[u8],
+    claim: Claim,
 ) -> Result<(String, Stat)> {
-    let style = session.node_style();
-    let prefix = queue::node_prefix(dir, uuid, style);
+    let marker = queue::marker(session.node_style(), claim);
+    let prefix = queue::node_prefix(dir, uuid, session.node_style(), claim);
     let acls = session.acls();
     let node_mode = CreateMode::EphemeralSequential.with_acls(acls);
     let mut last = None;
     for _ in 0..RETRIES {
         match client.create(&prefix, data, &node_mode).await {
-            Ok((stat, seq)) => return Ok((format!("{uuid}{}{seq}", style.marker()), stat)),
+            Ok((stat, seq)) => return Ok((format!("{uuid}{marker}{seq}"), stat)),
             Err(ZkError::NoNode) => match client
                 .create(dir, &[], &CreateMode::Container.with_acls(acls))
                 .await
@@ -202,6 +203,7 @@ pub(crate) async fn watch_node(
 pub(crate) async fn acquire(
     session: &Arc<Session>,
     name: &LockName,
+    claim: Claim,
     mode: WaitMode,
     options: &AcquireOptions,
 ) -> Result<Option<ZkHeldLock>> {
@@ -241,7 +243,7 @@ pub(crate) async fn acquire(
         }
         requeues += 1;
         let uuid = cleanup.uuid.clone();
-        let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data).await?;
+        let (node, stat) = create_node(session, &client, name, &dir, &uuid, &data, claim).await?;
         cleanup.node = Some(node.clone());
         let path = format!("{dir}/{node}");
         let token = FencingToken::new(stat.czxid as u64);
@@ -276,6 +278,17 @@ pub(crate) async fn acquire(
                     }
                 },
             };
+            if let Claim::Shared { limit } = claim {
+                if let Some(other) = queue::other_limit(&children, limit) {
+                    if delete_own(session, &dir, &uuid, Some(&node)).await.is_ok() {
+                        cleanup.disarm();
+                    }
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!("semaphore {name} has limit {other}, not {limit}"),
+                    ));
+                }
+            }
             let predecessor = match queue::position(&children, &node) {
                 Position::Missing => continue 'enqueue,
                 // Owner at the first read: the directory watch is still armed and ours.
@@ -314,12 +327,90 @@ pub(crate) async fn acquire(
             }
         };
         drop(parked);
+        let permit = match claim {
+            Claim::Shared { limit } => {
+                Some(claim_permit_slot(session, &client, name, &dir, &node, limit).await?)
+            }
+            _ => None,
+        };
         cleanup.disarm();
-        return Ok(Some(
-            ZkHeldLock::new(session.clone(), name.clone(), path, token, first_watch)
-                .with_acquired_at(acquired_at),
-        ));
+        let token = permit.as_ref().map_or(token, |p| p.token);
+        let held = ZkHeldLock::new(session.clone(), name.clone(), path, token, first_watch)
+            .with_acquired_at(acquired_at);
+        return Ok(Some(held.with_permit(permit)));
     }
+}
+
+/// A granted permit's slot: the ephemeral node [`queue::slot_node`] in the lock's
+/// directory, whose `czxid` is the permit's fencing token. A slot node is created only
+/// while absent, so successive holders of one slot get increasing tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct PermitSlot {
+    pub(crate) slot: u32,
+    pub(crate) path: String,
+    pub(crate) token: FencingToken,
+}
+
+/// How many rounds over every slot a granted permit tries before giving up.
+const SLOT_ROUNDS: usize = 50;
+
+/// Takes the lowest free slot of semaphore `name` for the granted node `node`.
+/// [`decide`](lock_core::backend::decide) grants at most `limit` permits, so a slot is
+/// free, or held by a permit whose node is already gone (released a moment ago, or
+/// deleted by an operator): such a slot node is deleted (on its version) and taken on
+/// the next round.
+async fn claim_permit_slot(
+    session: &Session,
+    client: &Client,
+    name: &LockName,
+    dir: &str,
+    node: &str,
+    limit: u32,
+) -> Result<PermitSlot> {
+    let what = || format!("taking a permit slot of semaphore {name}");
+    let mode = CreateMode::Ephemeral.with_acls(session.acls());
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+    for _ in 0..SLOT_ROUNDS {
+        for slot in 0..limit {
+            let path = format!("{dir}/{}", queue::slot_node(slot));
+            let found = |stat: &Stat| PermitSlot {
+                slot,
+                path: path.clone(),
+                token: FencingToken::new(stat.czxid as u64),
+            };
+            match client.create(&path, node.as_bytes(), &mode).await {
+                Ok((stat, _)) => return Ok(found(&stat)),
+                Err(ZkError::NodeExists) => {}
+                // It may have been created: the next round reads whose it is.
+                Err(e) if error::is_indeterminate(&e) => continue,
+                Err(e) => return Err(error::map(e, what())),
+            }
+            let (data, stat) = match client.get_data(&path).await {
+                Ok(read) => read,
+                Err(ZkError::NoNode) => continue,
+                Err(e) if error::is_indeterminate(&e) => continue,
+                Err(e) => return Err(error::map(e, what())),
+            };
+            if data == node.as_bytes() {
+                return Ok(found(&stat)); // our own create of an indeterminate attempt
+            }
+            let owner = format!("{dir}/{}", String::from_utf8_lossy(&data));
+            match client.check_stat(&owner).await {
+                Ok(None) => {
+                    // Stale: its permit is gone. Free it; taken on the next round.
+                    let _ = client.delete(&path, Some(stat.version)).await;
+                }
+                Ok(Some(_)) => {}
+                Err(e) if error::is_indeterminate(&e) => {}
+                Err(e) => return Err(error::map(e, what())),
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("no free permit slot of semaphore {name} after {SLOT_ROUNDS} rounds"),
+    ))
 }
 
 #[cfg(test)]

@@ -37,18 +37,42 @@ pub(crate) fn dir_path(name: &LockName) -> String {
     format!("/{}", encode_name(name))
 }
 
-/// The path prefix of a protected sequential node of `style`: the server appends the
-/// sequence.
-pub(crate) fn node_prefix(dir: &str, uuid: &str, style: ZkNodeStyle) -> String {
-    format!("{dir}/{uuid}{}", style.marker())
+/// The marker of a read lock's node, whatever the style: kazoo's `ReadLock` writes
+/// it, so fencelock readers and kazoo readers share, and every older client (which
+/// reads it as kazoo's reader, or not at all) sees a contender.
+pub(crate) const READ_MARKER: &str = "__rlock__";
+
+/// The text between the uuid and the sequence of a node of `style` claiming `claim`:
+/// [`READ_MARKER`] for a reader, the style's mutex marker for everything else (a
+/// writer is a mutex, so a mutex of any client excludes it).
+pub(crate) fn marker(style: ZkNodeStyle, claim: Claim) -> String {
+    match claim {
+        Claim::Read => READ_MARKER.to_owned(),
+        Claim::Shared { limit } => format!("-p{limit}-lock-"),
+        _ => style.marker().to_owned(),
+    }
 }
 
-/// Whether `child` (a node name) was created with `uuid`, in either style.
+/// The path prefix of a protected sequential node of `style` claiming `claim`: the
+/// server appends the sequence.
+pub(crate) fn node_prefix(dir: &str, uuid: &str, style: ZkNodeStyle, claim: Claim) -> String {
+    format!("{dir}/{uuid}{}", marker(style, claim))
+}
+
+/// Whether `child` (a node name) was created with `uuid`, in either style or as a
+/// reader.
 pub(crate) fn is_own(child: &str, uuid: &str) -> bool {
     child.strip_prefix(uuid).is_some_and(|rest| {
-        [ZkNodeStyle::Curator, ZkNodeStyle::Kazoo]
-            .iter()
-            .any(|style| rest.starts_with(style.marker()))
+        [
+            ZkNodeStyle::Curator.marker(),
+            ZkNodeStyle::Kazoo.marker(),
+            READ_MARKER,
+        ]
+        .iter()
+        .any(|marker| rest.starts_with(marker))
+            || rest
+                .strip_prefix("-p")
+                .is_some_and(|r| r.contains("-lock-"))
     })
 }
 
@@ -65,14 +89,21 @@ pub(crate) enum NodeKind {
     KazooRead,
     /// `x-<session id>-<seq>`: ZooKeeper's own `recipes.lock.WriteLock`.
     ZkRecipe,
+    /// `<uuid>-p<limit>-lock-<seq>`: a fencelock semaphore permit. Its name ends in
+    /// Curator's marker, so every client that does not know permits sees a mutex.
+    Permit {
+        /// The semaphore's size.
+        limit: u32,
+    },
 }
 
 impl NodeKind {
-    /// What the node asks for in the grant rule: a kazoo read lock shares with other
-    /// readers, everything else is a mutex.
-    fn claim(self) -> Claim {
+    /// What the node asks for in the grant rule: a read lock (kazoo's or fencelock's,
+    /// both `…__rlock__<seq>`) shares with other readers, everything else is a mutex.
+    pub(crate) fn claim(self) -> Claim {
         match self {
             NodeKind::KazooRead => Claim::Read,
+            NodeKind::Permit { limit } => Claim::Shared { limit },
             _ => Claim::Exclusive,
         }
     }
@@ -80,7 +111,10 @@ impl NodeKind {
     /// Whether fencelock writes nodes of this kind (in one of its styles): only then is
     /// the node's data read as fencelock's (time and holder text).
     pub(crate) fn may_be_fencelock(self) -> bool {
-        matches!(self, NodeKind::Curator | NodeKind::KazooLock)
+        matches!(
+            self,
+            NodeKind::Curator | NodeKind::KazooLock | NodeKind::Permit { .. }
+        )
     }
 
     /// The client that writes nodes of this kind, as shown for a foreign holder.
@@ -90,6 +124,7 @@ impl NodeKind {
             NodeKind::KazooLock => "kazoo",
             NodeKind::KazooRead => "kazoo-read",
             NodeKind::ZkRecipe => "zookeeper-recipe",
+            NodeKind::Permit { .. } => "fencelock-semaphore",
         }
     }
 }
@@ -119,7 +154,9 @@ pub(crate) fn contender(child: &str) -> Option<(NodeKind, i64)> {
 
 /// The kind of a node name without its sequence suffix.
 fn kind_of(head: &str) -> Option<NodeKind> {
-    if head == "lock-" || head.ends_with("-lock-") {
+    if let Some(limit) = permit_limit(head) {
+        Some(NodeKind::Permit { limit })
+    } else if head == "lock-" || head.ends_with("-lock-") {
         Some(NodeKind::Curator)
     } else if head.ends_with("__lock__") {
         Some(NodeKind::KazooLock)
@@ -131,6 +168,32 @@ fn kind_of(head: &str) -> Option<NodeKind> {
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
             .then_some(NodeKind::ZkRecipe)
     }
+}
+
+/// The limit of a permit node's head `…-p<limit>-lock-` (limit > 0).
+fn permit_limit(head: &str) -> Option<u32> {
+    let (_, digits) = head.strip_suffix("-lock-")?.rsplit_once("-p")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|l| *l > 0)
+}
+
+/// The name of the node that holds permit slot `slot` of a semaphore, in its lock
+/// directory: ephemeral, not sequential, its data the holder's node name. No client
+/// reads it as a contender (no sequence), and it sorts after every sequence.
+pub(crate) fn slot_node(slot: u32) -> String {
+    format!("slot-{slot}")
+}
+
+/// The limit of a queued permit among `children` that differs from `limit`, if any.
+pub(crate) fn other_limit(children: &[String], limit: u32) -> Option<u32> {
+    queue(children)
+        .into_iter()
+        .find_map(|(_, kind)| match kind {
+            NodeKind::Permit { limit: other } if other != limit => Some(other),
+            _ => None,
+        })
 }
 
 /// The contenders among `children`, lowest sequence (the head of the queue) first,
@@ -423,13 +486,46 @@ mod tests {
         assert!(!is_own("abcd-lock-0000000001", "abc"));
         assert!(!is_own("xabc-lock-0000000001", "abc"));
         assert!(is_own("abc__lock__0000000001", "abc"));
-        assert!(!is_own("abc__rlock__0000000001", "abc"));
+        assert!(is_own("abc__rlock__0000000001", "abc"));
+        assert!(!is_own("abd__rlock__0000000001", "abc"));
         assert_eq!(
-            node_prefix("/jobs", "abc", ZkNodeStyle::Curator),
+            contender(&format!(
+                "abc{}0000000001",
+                marker(ZkNodeStyle::Curator, Claim::Read)
+            )),
+            Some((NodeKind::KazooRead, 1))
+        );
+        assert_eq!(marker(ZkNodeStyle::Curator, Claim::Write), "-lock-");
+        let permit = format!(
+            "abc{}0000000002",
+            marker(ZkNodeStyle::Kazoo, Claim::Shared { limit: 3 })
+        );
+        assert_eq!(permit, "abc-p3-lock-0000000002");
+        assert_eq!(contender(&permit), Some((NodeKind::Permit { limit: 3 }, 2)));
+        assert!(is_own(&permit, "abc"));
+        assert_eq!(
+            contender("abc-p0-lock-0000000002"),
+            Some((NodeKind::Curator, 2))
+        );
+        assert_eq!(
+            contender("_c_4f1d2a9e-0d8c-lock-0000000002"),
+            Some((NodeKind::Curator, 2))
+        );
+        assert_eq!(
+            contender(&slot_node(2)),
+            None,
+            "slot nodes are no contenders"
+        );
+        let kids = children(&[&permit, "d-p4-lock-0000000003", "slot-0"]);
+        assert_eq!(other_limit(&kids, 3), Some(4));
+        assert_eq!(other_limit(&kids[..1], 3), None);
+        assert_eq!(marker(ZkNodeStyle::Kazoo, Claim::Write), "__lock__");
+        assert_eq!(
+            node_prefix("/jobs", "abc", ZkNodeStyle::Curator, Claim::Exclusive),
             "/jobs/abc-lock-"
         );
         assert_eq!(
-            node_prefix("/jobs", "abc", ZkNodeStyle::Kazoo),
+            node_prefix("/jobs", "abc", ZkNodeStyle::Kazoo, Claim::Exclusive),
             "/jobs/abc__lock__"
         );
     }

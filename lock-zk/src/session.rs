@@ -423,10 +423,10 @@ impl LeaseBackend for ZkLease {
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
-        // The recipe grants exclusive claims only (its capabilities say so); every
-        // other claim is refused here, before anything is enqueued.
+        // Every claim the capabilities deny is refused here, before anything is
+        // enqueued.
         lock_core::backend::check_claim(&crate::CAPABILITIES, "zk", claim, name)?;
-        let held = acquire(&self.session, name, mode, options).await?;
+        let held = acquire(&self.session, name, claim, mode, options).await?;
         Ok(held.map(|h| Box::new(h) as Box<dyn HeldLock>))
     }
 

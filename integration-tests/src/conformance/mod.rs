@@ -10,6 +10,8 @@ mod fencing;
 mod fifo;
 mod lease_loss;
 mod release;
+mod rw;
+mod semaphore;
 mod try_timeout;
 mod watch;
 
@@ -141,6 +143,19 @@ const CASES: &[Case] = cases![
     claims::readers_share_and_a_writer_excludes_them if |c: &Capabilities| c.read_write_claims,
     claims::semaphore_grants_up_to_its_limit if |c: &Capabilities| c.shared_claims,
     watch::a_watcher_sees_acquire_handoff_and_release,
+    rw::readers_share_and_writers_exclude_everyone if |c: &Capabilities| c.read_write_claims,
+    rw::mixed_queue_is_fifo_without_writer_starvation if |c: &Capabilities| c.read_write_claims,
+    rw::a_stream_of_readers_cannot_starve_a_writer if |c: &Capabilities| c.read_write_claims,
+    rw::a_mutex_and_the_write_lock_exclude_each_other if |c: &Capabilities| c.read_write_claims,
+    rw::tokens_pass_the_mode_aware_fence if |c: &Capabilities| c.read_write_claims,
+    rw::a_dead_readers_lease_frees_the_writer if |c: &Capabilities| c.read_write_claims,
+    rw::random_cancellation_keeps_the_policy_and_leaves_nothing if |c: &Capabilities| c.read_write_claims,
+    semaphore::limit_is_never_exceeded_under_a_32_task_stress if |c: &Capabilities| c.shared_claims,
+    semaphore::waiters_get_permits_in_arrival_order_one_per_release if |c: &Capabilities| c.shared_claims,
+    semaphore::a_limit_disagreement_is_rejected if |c: &Capabilities| c.shared_claims,
+    semaphore::permits_return_after_their_lease_is_lost if |c: &Capabilities| c.shared_claims,
+    semaphore::a_mutex_on_the_name_is_a_barrier if |c: &Capabilities| c.shared_claims,
+    semaphore::random_cancellation_leaves_every_permit_free if |c: &Capabilities| c.shared_claims,
     election::one_leader_at_a_time_and_terms_increase,
     election::observers_see_every_change_in_order if |c: &Capabilities| c.set_value,
     election::proclaim_after_loss_fails if |c: &Capabilities| c.set_value,

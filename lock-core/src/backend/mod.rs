@@ -174,6 +174,14 @@ pub trait HeldLock: Send + Sync + Debug + 'static {
         ))
     }
 
+    /// The permit's slot in `0..limit` for a granted
+    /// [`Claim::Shared`] entry: no two live permits of one name share a slot, and the
+    /// tokens of successive holders of one slot increase (see
+    /// [`Permit`](crate::Permit)). `None` (the default) for every other claim.
+    fn slot(&self) -> Option<u32> {
+        None
+    }
+
     /// For backend-specific extensions (native fenced writes).
     fn as_any(&self) -> &dyn Any;
 }
