@@ -33,6 +33,7 @@ NEEDS=(
   "/usr/share/java/guava.jar                     libguava-java      zk mixed-fleet tests (Curator's guava)"
   "/usr/share/java/slf4j-nop.jar                 libslf4j-java      zk mixed-fleet tests (quiet Java holders)"
   "/usr/share/java/zookeeper-recipes-lock.jar    libzookeeper-java  zk mixed-fleet tests (ZooKeeper WriteLock recipe)"
+  "/usr/bin/redis-server                         redis-server       Redis integration tests (lock-redis)"
 )
 
 have() {

@@ -3,7 +3,7 @@
 use lock_core::{url::scheme_of, Error, ErrorKind, LockClient, Result};
 
 /// The schemes fencelock knows, whether or not their feature is enabled.
-pub const SCHEMES: [&str; 3] = ["memory", "etcd", "zk"];
+pub const SCHEMES: [&str; 5] = ["memory", "etcd", "zk", "redis", "redlock"];
 
 /// Connects to the lock service named by `url` and returns the backend-independent
 /// [`LockClient`].
@@ -13,6 +13,8 @@ pub const SCHEMES: [&str; 3] = ["memory", "etcd", "zk"];
 /// | `memory://[STORE][?ttl=10s]` | in-process | `memory` (default) |
 /// | `etcd://host:port[,host:port…][/prefix][?ttl=…]` | etcd v3 | `etcd` |
 /// | `zk://host:port[,host:port…][/chroot][?session_timeout=…]` | ZooKeeper | `zk` |
+/// | `redis://[user:password@]host:port[/db][?prefix=…&ttl=…]` | one Redis server | `redis` |
+/// | `redlock://host:port,host:port,host:port[?prefix=…&ttl=…]` | Redlock over independent Redis masters | `redis` |
 ///
 /// Each backend crate documents its full set of URL options.
 ///
@@ -33,7 +35,7 @@ pub const SCHEMES: [&str; 3] = ["memory", "etcd", "zk"];
 /// let guard = client.acquire("daily-report").await?;
 /// guard.release().await?;
 ///
-/// let err = fencelock::connect("redis://127.0.0.1:6379").await.unwrap_err();
+/// let err = fencelock::connect("consul://127.0.0.1:8500").await.unwrap_err();
 /// assert_eq!(err.kind(), fencelock::ErrorKind::UnsupportedScheme);
 /// # Ok(()) }
 /// ```
@@ -47,6 +49,8 @@ pub async fn connect(url: &str) -> Result<LockClient> {
         "memory" => connect_memory(url),
         "etcd" => connect_etcd(url).await,
         "zk" => connect_zk(url).await,
+        "redis" => connect_redis(url).await,
+        "redlock" => connect_redlock(url).await,
         other => Err(Error::new(
             ErrorKind::UnsupportedScheme,
             format!(
@@ -57,7 +61,12 @@ pub async fn connect(url: &str) -> Result<LockClient> {
     }
 }
 
-#[cfg(not(all(feature = "memory", feature = "etcd", feature = "zk")))]
+#[cfg(not(all(
+    feature = "memory",
+    feature = "etcd",
+    feature = "zk",
+    feature = "redis"
+)))]
 fn feature_disabled(feature: &str, scheme: &str) -> Error {
     Error::new(
         ErrorKind::FeatureDisabled,
@@ -99,6 +108,30 @@ async fn connect_zk(_url: &str) -> Result<LockClient> {
     Err(feature_disabled("zk", "zk"))
 }
 
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str) -> Result<LockClient> {
+    lock_redis::RedisBackend::from_url(url)
+        .await
+        .map(LockClient::new)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redis(_url: &str) -> Result<LockClient> {
+    Err(feature_disabled("redis", "redis"))
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redlock(url: &str) -> Result<LockClient> {
+    lock_redis::RedlockBackend::from_url(url)
+        .await
+        .map(LockClient::new)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redlock(_url: &str) -> Result<LockClient> {
+    Err(feature_disabled("redis", "redlock"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +139,7 @@ mod tests {
     #[tokio::test]
     async fn scheme_errors_are_typed() {
         let kind = |url: &'static str| async move { connect(url).await.unwrap_err().kind() };
-        assert_eq!(kind("redis://h:1").await, ErrorKind::UnsupportedScheme);
+        assert_eq!(kind("consul://h:1").await, ErrorKind::UnsupportedScheme);
         assert_eq!(kind("not a url").await, ErrorKind::InvalidConfig);
         assert_eq!(kind("memory://?ttl=0s").await, ErrorKind::InvalidConfig);
         assert_eq!(kind("memory://?bogus=1").await, ErrorKind::InvalidConfig);

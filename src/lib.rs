@@ -46,6 +46,7 @@
 //! | `memory` (default) | `memory://` | `lock-memory` |
 //! | `etcd` | `etcd://` | `lock-etcd` |
 //! | `zk` | `zk://` | `lock-zk` |
+//! | `redis` | `redis://`, `redlock://` | `lock-redis` |
 //!
 //! A known scheme whose feature is off gives [`ErrorKind::FeatureDisabled`].
 //!
@@ -94,6 +95,11 @@ pub use lock_etcd as etcd;
 #[cfg(feature = "zk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "zk")))]
 pub use lock_zk as zk;
+
+/// The Redis backend.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use lock_redis as redis;
 
 /// The resource-side fence kit: accept a token inside your own SQL transaction.
 #[cfg(any(feature = "fence-sqlite", feature = "fence-postgres"))]

@@ -178,6 +178,12 @@ impl FromStr for FaultKind {
     }
 }
 
+/// Whether `backend` grants from a FIFO queue (every backend but Redlock, whose
+/// waiters poll).
+pub fn queued(backend: &str) -> bool {
+    backend != "redlock"
+}
+
 /// Which faults each backend configuration supports.
 pub fn supported(backend: &str) -> Vec<FaultKind> {
     use FaultKind::*;
@@ -221,6 +227,22 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             Delete,
             Expire,
         ],
+        // One Redis server without persistence: holder faults, operator deletes, the
+        // server paused for a TTL, and the server killed and restarted empty (every
+        // entry lost: the fence must reject the old holder). Three independent
+        // masters: the holder faults. A master restarted empty at once breaks
+        // Redlock's exclusion (it needs a delayed restart; the checker's S2 sees the
+        // second grant), so that fault is not in its list.
+        "redis" => vec![
+            Kill,
+            Pause,
+            Partition,
+            PartitionShort,
+            Delete,
+            LeaderKill,
+            LeaderPause,
+        ],
+        "redlock" => vec![Kill, Pause, Partition, Delete],
         // Members in network namespaces: the faults of one member of a healthy
         // cluster, a stalled leader, a whole-cluster restart, and a holder paused
         // past its TTL (so the unfenced control has a stale holder to lose updates to).

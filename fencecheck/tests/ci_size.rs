@@ -18,7 +18,7 @@ use fencecheck::{
 };
 use fencelock_integration_tests::{
     async_trial_within,
-    servers::{require, EtcdCluster, Fabric, ZkEnsemble},
+    servers::{require, EtcdCluster, Fabric, RedisServer, ZkEnsemble},
 };
 use libtest_mimic::{Arguments, Trial};
 use std::{future::Future, time::Duration};
@@ -53,6 +53,7 @@ fn available(backend: &str) -> bool {
     }
     match backend {
         "memory" => true,
+        "redis" | "redlock" => require(RedisServer::available(), "redis-server"),
         b if b.starts_with("etcd") => require(EtcdCluster::available(), "etcd"),
         _ => require(ZkEnsemble::available(), "ZooKeeper"),
     }
@@ -108,6 +109,8 @@ fn main() {
         "zk",
         "zk3",
         "zk3-net",
+        "redis",
+        "redlock",
     ] {
         let name = format!("ci_size_{backend}");
         trials.push(trial(&name, move || async move {

@@ -16,6 +16,8 @@ pub mod servers;
 
 #[cfg(feature = "etcd")]
 pub mod etcd_harness;
+#[cfg(feature = "redis")]
+pub mod redis_harness;
 #[cfg(feature = "zk")]
 pub mod zk_harness;
 

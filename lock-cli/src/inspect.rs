@@ -2,7 +2,7 @@
 
 use crate::exit::Exit;
 use clap::Args;
-use fencelock::LockInfo;
+use fencelock::{backend::Claim, LockInfo};
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -142,8 +142,48 @@ fn held_for(info: &LockInfo) -> Option<Duration> {
         .and_then(|at| SystemTime::now().duration_since(at).ok())
 }
 
+/// How a holder's claim reads: `exclusive`, `read`, `write`, `permit of N`.
+fn mode(claim: Claim) -> String {
+    match claim {
+        Claim::Read => "read".to_owned(),
+        Claim::Write => "write".to_owned(),
+        Claim::Shared { limit } => format!("permit of {limit}"),
+        _ => "exclusive".to_owned(),
+    }
+}
+
 fn to_text(info: &LockInfo) -> String {
     let held = held_for(info).map_or("unknown".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()));
+    let shared = info.holders.len() > 1
+        || info
+            .holders
+            .iter()
+            .any(|h| matches!(h.claim, Claim::Read | Claim::Shared { .. }));
+    if shared {
+        // Readers or permits: every holder on its own line.
+        let lines: Vec<String> = info
+            .holders
+            .iter()
+            .map(|h| {
+                let slot = h.slot.map(|s| format!(", slot {s}")).unwrap_or_default();
+                format!(
+                    "  {} {} with token {} (lease {}{slot})",
+                    mode(h.claim),
+                    h.holder.as_deref().unwrap_or("(unknown holder)"),
+                    h.token,
+                    h.lease
+                )
+            })
+            .collect();
+        return format!(
+            "{}: held by {} ({}), {} waiting\n{}",
+            info.name,
+            info.holders.len(),
+            mode(info.holders.first().map_or(Claim::Exclusive, |h| h.claim)),
+            info.waiters,
+            lines.join("\n")
+        );
+    }
     format!(
         "{}: held by {} with token {} (lease {}) for {held}, {} waiting",
         info.name,
@@ -165,5 +205,12 @@ fn to_json(info: &LockInfo) -> serde_json::Value {
         "acquired_at_ms": info.acquired_at.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(millis),
         "held_for_ms": held_for(info).map(millis),
         "waiters": info.waiters,
+        "holders": info.holders.iter().map(|h| json!({
+            "mode": mode(h.claim),
+            "token": h.token.get(),
+            "holder": h.holder,
+            "lease": h.lease.to_string(),
+            "slot": h.slot,
+        })).collect::<Vec<_>>(),
     })
 }

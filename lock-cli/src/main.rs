@@ -44,7 +44,7 @@ command run sees $FENCELOCK_BACKEND without the password, and no $FENCELOCK_PASS
 #[derive(Debug, Parser)]
 #[command(name = "fencelock", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// Lock service URL: `memory://`, `etcd://host:port[,...][/prefix]`, `zk://host:port[,...][/chroot]`.
+    /// Lock service URL: `memory://`, `etcd://host:port[,...][/prefix]`, `zk://host:port[,...][/chroot]`, `redis://host:port[/db][?prefix=…]`.
     #[arg(long, global = true, env = "FENCELOCK_BACKEND", hide_env_values = true)]
     backend: Option<String>,
 

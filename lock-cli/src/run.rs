@@ -41,6 +41,19 @@ pub(crate) struct RunArgs {
     /// Text stored with the lock so others see who holds it [default: hostname:pid].
     #[arg(long, value_name = "TEXT")]
     holder: Option<String>,
+    /// Take the read side of the read-write lock NAME: shares with other readers,
+    /// excluded by writers and by plain (exclusive) runs.
+    #[arg(long, conflicts_with_all = ["write", "limit"])]
+    read: bool,
+    /// Take the write side of the read-write lock NAME: the same as the default
+    /// exclusive lock, named for symmetry with --read.
+    #[arg(long, conflicts_with = "limit")]
+    write: bool,
+    /// Take one of N permits of the semaphore NAME (like `consul lock -n N`); the
+    /// command sees its permit's slot in $FENCELOCK_SLOT and fences per-slot state on
+    /// NAME#SLOT with $FENCELOCK_TOKEN.
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
     /// The lock name.
     name: String,
     /// The command to run, after `--`.
@@ -167,7 +180,14 @@ async fn hold_and_run(
 ) -> Result<u8, Exit> {
     let lease = client.lease_with_ttl(ttl).await?;
     let holder = args.holder.clone().unwrap_or_else(default_holder);
-    let lock = lease.lock(name)?.with_holder(holder);
+    let lock = match (args.read, args.limit) {
+        (true, _) => lease.rw_lock(name)?.read_lock().clone(),
+        (false, Some(limit)) => lease.semaphore(name, limit)?.as_lock().clone(),
+        // --write and the default: an exclusive holder, which excludes readers and
+        // writers alike (and works on backends without read-write locks).
+        (false, None) => lease.lock(name)?,
+    }
+    .with_holder(holder);
     let acquire = async {
         match (args.nonblock, wait) {
             (true, _) => lock.try_acquire().await,
@@ -227,6 +247,9 @@ pub(crate) async fn supervise(
             fencelock::url::without_password(backend),
         ),
     ];
+    if let Some(slot) = guard.slot() {
+        env.push(("FENCELOCK_SLOT", slot.to_string()));
+    }
     env.extend(extra_env.iter().cloned());
     let mut group = match Group::spawn(command, &env) {
         Ok(group) => group,

@@ -2,7 +2,7 @@
 
 use fencelock_integration_tests::{
     foreign::{Foreign, ForeignHolder},
-    servers::{require, EtcdCluster, EtcdTls, Flaw, Pki, ZkEnsemble},
+    servers::{require, EtcdCluster, EtcdTls, Flaw, Pki, RedisOptions, RedisServer, ZkEnsemble},
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::{
@@ -131,6 +131,37 @@ impl Server for Zk {
                 .backend::<fencelock::zk::ZkBackend>()
                 .ok_or("not a zk client")?;
             zk.delete_holder(&fencelock::LockName::new(name)?).await?;
+            client.close().await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })
+        .map_err(|e| Failed::from(e.to_string()))
+    }
+    fn free_bound(&self, ttl: Duration) -> Duration {
+        ttl + Duration::from_secs(1)
+    }
+}
+
+struct Redis(RedisServer);
+
+impl Server for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    fn url(&self) -> String {
+        format!("redis://{}?prefix={}:", self.0.address(), uid())
+    }
+    /// Deletes the holder's entry as an operator's `redis-cli DEL` would.
+    fn force_loss(&self, url: &str, name: &str) -> Check {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = fencelock::connect(url).await?;
+            let redis = client
+                .backend::<fencelock::redis::RedisBackend>()
+                .ok_or("not a redis client")?;
+            redis.break_lock(&fencelock::LockName::new(name)?).await?;
             client.close().await?;
             Ok::<_, Box<dyn std::error::Error>>(())
         })
@@ -286,6 +317,11 @@ impl Drop for Running {
 }
 
 fn spawn_run(url: &str, ttl: &str, name: &str, script: &str) -> Running {
+    spawn_run_as(url, ttl, &[], name, script)
+}
+
+/// `fencelock run` with extra flags (`--read`, `--limit N`, ...).
+fn spawn_run_as(url: &str, ttl: &str, flags: &[&str], name: &str, script: &str) -> Running {
     let child = fencelock()
         .args([
             "--backend",
@@ -295,12 +331,9 @@ fn spawn_run(url: &str, ttl: &str, name: &str, script: &str) -> Running {
             ttl,
             "--holder",
             "cli-test",
-            name,
-            "--",
-            "sh",
-            "-c",
-            script,
         ])
+        .args(flags)
+        .args([name, "--", "sh", "-c", script])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -364,6 +397,118 @@ fn serialized_runs(s: &dyn Server, dir: &Path) -> Check {
         ensure(w[0].2 < w[1].2, format!("tokens not increasing: {text}"))?;
     }
     Ok(())
+}
+
+/// Stops `runs` as an operator would (SIGTERM, forwarded to the command, then
+/// release) and waits for them.
+fn stop(runs: Vec<Running>) {
+    for mut run in runs {
+        if let Ok(pid) = i32::try_from(run.child().id()) {
+            // SAFETY: the pid is our own child's, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = run.wait();
+    }
+}
+
+/// Waits until `name` has `n` holders; returns the status.
+fn wait_holders(url: &str, name: &str, n: usize) -> Result<serde_json::Value, Failed> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let status = status_json(url, name)?;
+        if status["holders"].as_array().map_or(0, Vec::len) == n {
+            return Ok(status);
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err(format!("{name} never had {n} holders").into())
+}
+
+fn run_n(url: &str, flags: &[&str], name: &str) -> Output {
+    output(
+        fencelock()
+            .args(["--backend", url, "run", "-n"])
+            .args(flags)
+            .args([name, "--", "true"]),
+    )
+}
+
+fn read_runs_share_and_write_runs_exclude(s: &dyn Server, _dir: &Path) -> Check {
+    let url = s.url();
+    let readers: Vec<Running> = (0..2)
+        .map(|_| spawn_run_as(&url, "5", &["--read"], "rw", "sleep 10"))
+        .collect();
+    let status = wait_holders(&url, "rw", 2)?;
+    let modes: Vec<_> = status["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["mode"].clone())
+        .collect();
+    ensure(modes.iter().all(|m| m == "read"), format!("{status}"))?;
+    let text = output(fencelock().args(["--backend", &url, "status", "rw"]));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    ensure(
+        text.contains("held by 2 (read)"),
+        format!("status text: {text}"),
+    )?;
+    ensure(
+        code(&run_n(&url, &["--read"], "rw")) == 0,
+        "a third reader shares",
+    )?;
+    for flags in [&["--write"][..], &[]] {
+        let out = run_n(&url, flags, "rw");
+        ensure(
+            code(&out) == 1,
+            format!("{flags:?} beside readers: exit {}", code(&out)),
+        )?;
+    }
+    stop(readers);
+    wait_holders(&url, "rw", 0).map(drop)
+}
+
+fn limit_runs_share_up_to_n_and_see_their_slot(s: &dyn Server, dir: &Path) -> Check {
+    let url = s.url();
+    let slots = dir.join("slots");
+    let script = format!(
+        "echo \"$FENCELOCK_SLOT $FENCELOCK_TOKEN\" >> {}; sleep 10",
+        slots.display()
+    );
+    let permits: Vec<Running> = (0..2)
+        .map(|_| spawn_run_as(&url, "5", &["--limit", "2"], "pool", &script))
+        .collect();
+    let status = wait_holders(&url, "pool", 2)?;
+    ensure(
+        status["holders"][0]["mode"] == "permit of 2",
+        format!("{status}"),
+    )?;
+    let out = run_n(&url, &["--limit", "2"], "pool");
+    ensure(
+        code(&out) == 1,
+        format!("a third permit of 2: exit {}", code(&out)),
+    )?;
+    let out = run_n(&url, &["--limit", "3"], "pool");
+    ensure(
+        code(&out) == 2,
+        format!(
+            "a limit disagreement: exit {} ({})",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    let out = run_n(&url, &[], "pool");
+    ensure(code(&out) == 1, "an exclusive run beside permits")?;
+    let text = fs::read_to_string(&slots).map_err(|e| e.to_string())?;
+    let mut seen: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
+    seen.sort_unstable();
+    ensure(
+        seen == ["0", "1"],
+        format!("slots seen by the commands: {text}"),
+    )?;
+    stop(permits);
+    wait_holders(&url, "pool", 0).map(drop)
 }
 
 fn nonblock_and_wait(s: &dyn Server, dir: &Path) -> Check {
@@ -867,7 +1012,8 @@ fn bad_input(unreachable: &str) -> Check {
     let cases: [(&[&str], i32); 7] = [
         (&["--backend", "memory://", "run", "a//b", "--", "true"], 2),
         (&["--backend", "nope", "status", "x"], 2),
-        (&["--backend", "redis://127.0.0.1:1", "status", "x"], 2),
+        // A scheme no backend serves is a usage error (redis:// is served now).
+        (&["--backend", "consul://127.0.0.1:1", "status", "x"], 2),
         (&["--backend", "memory://", "run", "x", "true"], 2),
         (&["--backend", "memory://", "run", "x"], 2),
         (
@@ -901,6 +1047,16 @@ fn bad_input(unreachable: &str) -> Check {
             format!("{args:?} panicked: {err}"),
         )?;
     }
+    // An unreachable Redis is unavailable too, not a usage error.
+    let out = output(fencelock().args(["--backend", "redis://127.0.0.1:1", "status", "x"]));
+    ensure(
+        code(&out) == 69,
+        format!(
+            "unreachable redis: exit {}: {}",
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
     for args in [
         &["status", "x"][..],
         &["run", "-n", "x", "--", "true"],
@@ -1097,7 +1253,7 @@ fn main() {
             Zk(ZkEnsemble::start(1).expect("zookeeper starts")),
         ));
     }
-    let cases: [(&str, ServerCase); 5] = [
+    let cases: [(&str, ServerCase); 7] = [
         (
             "two_runs_are_serialized_with_increasing_tokens",
             serialized_runs,
@@ -1115,11 +1271,33 @@ fn main() {
             "status_and_list_watch_follow_acquire_handoff_and_release",
             watch_follows_holders,
         ),
+        (
+            "read_runs_share_and_write_runs_exclude",
+            read_runs_share_and_write_runs_exclude,
+        ),
+        (
+            "limit_runs_share_up_to_n_and_see_their_slot",
+            limit_runs_share_up_to_n_and_see_their_slot,
+        ),
     ];
     for s in &servers {
         for (name, f) in cases.into_iter().chain(elect::CASES) {
             trials.push(trial(format!("{}::{name}", s.name()), s.clone(), f));
         }
+    }
+    // Redis has no watch (`status --watch` is unsupported there): the other cases.
+    if require(RedisServer::available(), "redis-server") {
+        let s: Arc<dyn Server> = Arc::new(Redis(
+            RedisServer::start(RedisOptions::default()).expect("redis-server starts"),
+        ));
+        for (name, f) in &cases[..4] {
+            trials.push(trial(format!("redis::{name}"), s.clone(), *f));
+        }
+        trials.push(trial(
+            "redis::lost_lease_kills_the_command_before_the_next_holder_starts".into(),
+            s,
+            lost_lease_kills_child_first,
+        ));
     }
     // Each of these forces a loss on its own server, so a pause cannot touch other tests.
     if require(EtcdCluster::available(), "etcd") {

@@ -124,7 +124,8 @@ pub(super) fn recovery(input: &Input, grants: &[Grant]) -> BTreeMap<String, Reco
     kinds.push("release".to_owned());
     for kind in kinds {
         let s = samples.get(&kind).cloned().unwrap_or_default();
-        let b = bound(&kind, input.granted_ttl_ns);
+        let b = bound(&kind, input.granted_ttl_ns)
+            .map(|(ms, enforced)| (ms, enforced && !(input.unqueued && kind == "release")));
         out.insert(
             kind,
             Recovery {

@@ -37,6 +37,9 @@ pub struct Input {
     pub panics: u32,
     /// The largest TTL the server granted (ns), for bounds.
     pub granted_ttl_ns: u64,
+    /// The backend grants without a FIFO queue (Redlock: waiters poll, and the
+    /// releaser may win again): the release hand-off bound is reported, not enforced.
+    pub unqueued: bool,
 }
 
 /// One violated property.

@@ -4,9 +4,9 @@
 
 mod holder_proc;
 mod memory;
-#[cfg(any(feature = "etcd", feature = "zk"))]
+#[cfg(any(feature = "etcd", feature = "zk", feature = "redis"))]
 mod procs;
-#[cfg(any(feature = "etcd", feature = "zk"))]
+#[cfg(any(feature = "etcd", feature = "zk", feature = "redis"))]
 mod servers;
 
 use crate::{
@@ -34,6 +34,9 @@ pub fn ci_backends() -> Vec<String> {
     }
     if cfg!(feature = "zk") {
         out.extend(["zk", "zk3", "zk3-net"].map(str::to_owned));
+    }
+    if cfg!(feature = "redis") {
+        out.extend(["redis", "redlock"].map(str::to_owned));
     }
     out
 }
@@ -154,8 +157,10 @@ pub async fn run(cfg: &RunConfig) -> io::Result<Report> {
     }
     match cfg.backend.as_str() {
         "memory" => memory::run(cfg).await,
-        #[cfg(any(feature = "etcd", feature = "zk"))]
-        "etcd" | "etcd3" | "etcd3-net" | "zk" | "zk3" | "zk3-net" => procs::run(cfg).await,
+        #[cfg(any(feature = "etcd", feature = "zk", feature = "redis"))]
+        "etcd" | "etcd3" | "etcd3-net" | "zk" | "zk3" | "zk3-net" | "redis" | "redlock" => {
+            procs::run(cfg).await
+        }
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unknown or disabled backend {other:?}"),
@@ -228,6 +233,7 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         leaks: c.leaks,
         panics: c.panics,
         granted_ttl_ns: granted_ms * 1_000_000,
+        unqueued: !crate::nemesis::queued(&cfg.backend),
     };
     let outcome = checker::check(&input);
     let mut report = Report::new(c.info, outcome, &input);

@@ -5,6 +5,8 @@ use fencelock::{LockClient, LockName};
 #[cfg(feature = "etcd")]
 use fencelock_integration_tests::servers::EtcdCluster;
 use fencelock_integration_tests::servers::Link;
+#[cfg(feature = "redis")]
+use fencelock_integration_tests::servers::{RedisOptions, RedisServer};
 #[cfg(feature = "zk")]
 use fencelock_integration_tests::servers::{ZkEnsemble, ZkOptions};
 use std::{
@@ -18,6 +20,9 @@ pub(super) enum Servers {
     Etcd(EtcdCluster),
     #[cfg(feature = "zk")]
     Zk(ZkEnsemble),
+    /// One server (`redis`) or independent masters (`redlock`), no persistence.
+    #[cfg(feature = "redis")]
+    Redis(Vec<RedisServer>),
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -39,6 +44,18 @@ impl Servers {
                 format!("{what} support is not compiled in"),
             )
         };
+        if backend == "redis" || backend == "redlock" {
+            #[cfg(feature = "redis")]
+            return blocking(|| {
+                let n = if backend == "redlock" { 3 } else { 1 };
+                (0..n)
+                    .map(|_| RedisServer::start(RedisOptions::default()))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map(Servers::Redis);
+            #[cfg(not(feature = "redis"))]
+            return Err(missing("redis"));
+        }
         if backend.starts_with("etcd") {
             #[cfg(feature = "etcd")]
             return blocking(|| {
@@ -87,6 +104,8 @@ impl Servers {
             Servers::Etcd(c) => c.endpoints(),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.connect_string().split(',').map(str::to_owned).collect(),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r.iter().map(RedisServer::address).collect(),
         }
     }
 
@@ -101,6 +120,12 @@ impl Servers {
             ),
             #[cfg(feature = "zk")]
             Servers::Zk(_) => format!("zk://{}/{root}?session_timeout={ms}ms", hosts.join(",")),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => format!(
+                "{}://{}?prefix={root}:&ttl={ms}ms&request_timeout=1s",
+                if r.len() > 1 { "redlock" } else { "redis" },
+                hosts.join(",")
+            ),
         }
     }
 
@@ -114,6 +139,15 @@ impl Servers {
             Servers::Etcd(c) => c.version(),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.version(),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r[0]
+                .command(&["INFO", "server"])
+                .ok()
+                .and_then(|i| {
+                    i.lines()
+                        .find_map(|l| l.strip_prefix("redis_version:").map(str::to_owned))
+                })
+                .unwrap_or_else(|| "redis (version unknown)".into()),
         })
     }
 
@@ -123,6 +157,8 @@ impl Servers {
             Servers::Etcd(c) => c.leader(),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.leader(),
+            #[cfg(feature = "redis")]
+            Servers::Redis(_) => Some(0),
         })
     }
 
@@ -132,6 +168,8 @@ impl Servers {
             Servers::Etcd(c) => c.kill(i),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.kill(i),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r[i].kill(),
         })
     }
 
@@ -141,6 +179,8 @@ impl Servers {
             Servers::Etcd(c) => c.restart(i),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.restart(i),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r[i].restart(),
         })
     }
 
@@ -154,6 +194,10 @@ impl Servers {
                 Servers::Etcd(c) => c.all_healthy() && c.leader().is_some(),
                 #[cfg(feature = "zk")]
                 Servers::Zk(z) => z.all_serving(),
+                #[cfg(feature = "redis")]
+                Servers::Redis(r) => r
+                    .iter()
+                    .all(|s| s.command(&["PING"]).is_ok_and(|p| p.contains("PONG"))),
             });
             if ready {
                 return Some(start.elapsed());
@@ -172,6 +216,8 @@ impl Servers {
             Servers::Etcd(c) => c.restart_all(),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.restart_all(),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r.iter_mut().try_for_each(RedisServer::restart),
         })
     }
 
@@ -186,6 +232,13 @@ impl Servers {
             (Servers::Zk(z), false) => z.cut(i, link),
             #[cfg(feature = "zk")]
             (Servers::Zk(z), true) => z.heal(i, link),
+            #[cfg(feature = "redis")]
+            (Servers::Redis(_), _) => {
+                let _ = (i, link);
+                Err(io::Error::other(
+                    "redis servers run without network namespaces",
+                ))
+            }
         }
     }
 
@@ -195,6 +248,8 @@ impl Servers {
             Servers::Etcd(c) => c.pause(i),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.pause(i),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r[i].pause(),
         }
     }
 
@@ -204,6 +259,8 @@ impl Servers {
             Servers::Etcd(c) => c.resume(i),
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.resume(i),
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r[i].resume(),
         }
     }
 
@@ -275,6 +332,17 @@ impl Servers {
                     .map_err(|e| e.to_string())?;
                 Ok(token.map(|t| t.get()))
             }
+            #[cfg(feature = "redis")]
+            Servers::Redis(_) => {
+                let token = if let Some(b) = admin.backend::<fencelock::redis::RedisBackend>() {
+                    b.break_lock(&lock).await
+                } else if let Some(b) = admin.backend::<fencelock::redis::RedlockBackend>() {
+                    b.break_lock(&lock).await
+                } else {
+                    return Err("not a redis client".into());
+                };
+                Ok(token.map_err(|e| e.to_string())?.map(|t| t.get()))
+            }
         }
     }
 
@@ -319,6 +387,20 @@ impl Servers {
                 },
                 None => vec!["not a zk client".into()],
             },
+            #[cfg(feature = "redis")]
+            Servers::Redis(_) => {
+                let keys = if let Some(b) = admin.backend::<fencelock::redis::RedisBackend>() {
+                    b.stored_keys().await
+                } else if let Some(b) = admin.backend::<fencelock::redis::RedlockBackend>() {
+                    b.stored_keys().await
+                } else {
+                    return vec!["not a redis client".into()];
+                };
+                match keys {
+                    Ok(keys) => keys.into_iter().map(|k| format!("key {k}")).collect(),
+                    Err(e) => vec![format!("cannot list keys: {e}")],
+                }
+            }
         }
     }
 }

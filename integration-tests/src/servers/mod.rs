@@ -23,12 +23,14 @@ pub mod etcd;
 pub mod netns;
 pub mod pki;
 pub mod postgres;
+pub mod redis;
 pub mod zk;
 
 pub use etcd::{EtcdCluster, EtcdTls};
 pub use netns::{Fabric, Link};
 pub use pki::{CertFiles, Flaw, Pki};
 pub use postgres::PgServer;
+pub use redis::{RedisOptions, RedisServer};
 pub use zk::{ClientAuth, ZkEnsemble, ZkOptions, ZkTls};
 
 use std::collections::BTreeSet;

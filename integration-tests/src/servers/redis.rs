@@ -1,0 +1,198 @@
+//! Real `redis-server` processes on free loopback ports, each in its own temporary
+//! directory, without persistence (no RDB snapshots, no AOF) unless asked: one
+//! instance, several independent masters (Redlock), or a master and its replica.
+//!
+//! `FENCELOCK_REDIS_BIN` overrides the binary (default: `redis-server` on `PATH`).
+
+use super::{
+    find_executable, free_port, port_accepts, retry_port_clash, tcp_exchange, temp_dir, wait_until,
+    with_log_tails, ServerProcess, READY_TIMEOUT,
+};
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::Command,
+};
+use tempfile::TempDir;
+
+/// Options of one server.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// `maxmemory-policy` (default: `noeviction`).
+    pub maxmemory_policy: Option<String>,
+    /// `requirepass` (the default user's password).
+    pub password: Option<String>,
+    /// Replicate from this master (`host:port`).
+    pub replica_of: Option<String>,
+}
+
+/// One `redis-server` child, killed by PID when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    process: ServerProcess,
+    port: u16,
+    options: RedisOptions,
+    binary: PathBuf,
+    dir: TempDir,
+    starts: usize,
+}
+
+impl RedisServer {
+    /// Whether a `redis-server` binary can be found.
+    pub fn available() -> bool {
+        find_executable("FENCELOCK_REDIS_BIN", "redis-server").is_ok()
+    }
+
+    /// Starts one server with `options` and waits until it answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] without a binary; a timeout or early exit with the
+    /// server's log tail.
+    pub fn start(options: RedisOptions) -> io::Result<RedisServer> {
+        let binary = find_executable("FENCELOCK_REDIS_BIN", "redis-server")?;
+        let dir = temp_dir("fencelock-redis-")?;
+        let (process, port) = retry_port_clash("redis", || {
+            let port = free_port()?;
+            let mut process = spawn(&binary, &dir, port, &options, 1)?;
+            wait_ready(&mut process, port, options.password.as_deref())?;
+            Ok((process, port))
+        })?;
+        Ok(RedisServer {
+            process,
+            port,
+            options,
+            binary,
+            dir,
+            starts: 1,
+        })
+    }
+
+    /// Starts `n` independent masters.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_masters(n: usize) -> io::Result<Vec<RedisServer>> {
+        (0..n)
+            .map(|_| Self::start(RedisOptions::default()))
+            .collect()
+    }
+
+    /// `host:port` of the server.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the server (`SIGKILL`): without persistence its data is gone.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the server again on the same port (empty: nothing was persisted).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.process.kill();
+        self.starts += 1;
+        self.process = spawn(
+            &self.binary,
+            &self.dir,
+            self.port,
+            &self.options,
+            self.starts,
+        )?;
+        wait_ready(
+            &mut self.process,
+            self.port,
+            self.options.password.as_deref(),
+        )
+    }
+
+    /// Stops the process with `SIGSTOP`, as a hung server.
+    pub fn pause(&self) {
+        self.process.pause();
+    }
+
+    /// Continues it with `SIGCONT`.
+    pub fn resume(&self) {
+        self.process.resume();
+    }
+
+    /// Runs one command given as words (no spaces inside a word) with `redis-cli`'s
+    /// inline protocol and returns the raw reply.
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer within a second.
+    pub fn command(&self, words: &[&str]) -> io::Result<String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let mut request = String::new();
+        if let Some(pw) = &self.options.password {
+            request.push_str(&format!("AUTH {pw}\r\n"));
+        }
+        request.push_str(&words.join(" "));
+        request.push_str("\r\nQUIT\r\n");
+        tcp_exchange(addr, request.as_bytes())
+    }
+}
+
+fn wait_ready(process: &mut ServerProcess, port: u16, password: Option<&str>) -> io::Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let auth = password
+        .map(|pw| format!("AUTH {pw}\r\n"))
+        .unwrap_or_default();
+    wait_until("redis-server to answer PING", READY_TIMEOUT, || {
+        process.check_running()?;
+        if !port_accepts(addr) {
+            return Ok(None);
+        }
+        let reply =
+            tcp_exchange(addr, format!("{auth}PING\r\nQUIT\r\n").as_bytes()).unwrap_or_default();
+        Ok(reply.contains("+PONG").then_some(()))
+    })
+    .map_err(|e| with_log_tails(e, [&*process]))
+}
+
+fn spawn(
+    binary: &PathBuf,
+    dir: &TempDir,
+    port: u16,
+    options: &RedisOptions,
+    start: usize,
+) -> io::Result<ServerProcess> {
+    let mut command = Command::new(binary);
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--daemonize", "no", "--protected-mode", "no"])
+        .args([
+            "--maxmemory-policy",
+            options.maxmemory_policy.as_deref().unwrap_or("noeviction"),
+        ]);
+    if let Some(pw) = &options.password {
+        command.args(["--requirepass", pw]);
+    }
+    if let Some(master) = &options.replica_of {
+        let (host, mport) = master.rsplit_once(':').unwrap_or((master, "6379"));
+        command.args(["--replicaof", host, mport]);
+    }
+    let log = dir.path().join(format!("redis-{port}-{start}.log"));
+    ServerProcess::spawn(&format!("redis-server :{port}"), command, &log)
+}

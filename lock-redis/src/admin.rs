@@ -1,0 +1,196 @@
+//! Operator and fault controls, as another process would do them with `redis-cli`:
+//! list lock names, break a lock, list stored keys, stall a lease's renewal. Used by
+//! tests and tools.
+
+use crate::{lock, session::Conn, RedisBackend};
+use lock_core::{FencingToken, LeaseId, LockName, Result};
+use std::sync::atomic::Ordering;
+
+impl RedisBackend {
+    /// The key base of lock `name` (`<prefix>{<name>}:`): its queue is `<base>q`, its
+    /// token counter `<base>t`, its entries `<base>e:<id>`.
+    pub fn lock_base(&self, name: &LockName) -> String {
+        lock::base(self.conn.config.prefix(), name)
+    }
+
+    /// The names of the locks with a queue under this backend's prefix whose name
+    /// starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn lock_names(&self, prefix: &str) -> Result<Vec<LockName>> {
+        let key_prefix = self.conn.config.prefix();
+        let pattern = format!("{key_prefix}{{{prefix}*}}:q");
+        let keys = scan(&self.conn, &pattern).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                let name = k.strip_prefix(key_prefix)?.strip_prefix('{')?;
+                LockName::new(name.strip_suffix("}:q")?).ok()
+            })
+            .collect())
+    }
+
+    /// Every key stored under this backend's prefix, for leak checks, except the
+    /// token counters (`…:t`) that carry a TTL: those stay on purpose (see the
+    /// crate's `# Non-guarantees`). A counter without a TTL is listed.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn stored_keys(&self) -> Result<Vec<String>> {
+        stored_keys(&self.conn).await
+    }
+
+    /// **Operator action**: deletes the current holder's entry of `name` (as
+    /// `redis-cli DEL` would), so the holder's guard turns `Lost` at its next
+    /// renewal and the next waiter is granted at its next re-check. Returns the
+    /// deleted holder's token, `None` if nobody held it.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may or may not have deleted the entry.
+    pub async fn break_lock(&self, name: &LockName) -> Result<Option<FencingToken>> {
+        let Some(info) = lock::inspect(&self.conn, name).await? else {
+            return Ok(None);
+        };
+        let base = self.lock_base(name);
+        let what = || format!("reading the queue of lock {name}");
+        let head: Vec<String> = self
+            .conn
+            .call(&what, |mut c| {
+                let cmd = redis::cmd("ZRANGEBYSCORE")
+                    .arg(format!("{base}q"))
+                    .arg(info.token.get())
+                    .arg(info.token.get())
+                    .clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        let Some(id) = head.first() else {
+            return Ok(None);
+        };
+        let what = || format!("breaking lock {name}");
+        let deleted: i64 = self
+            .conn
+            .call(&what, |mut c| {
+                let cmd = redis::cmd("DEL").arg(format!("{base}e:{id}")).clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        Ok((deleted == 1).then_some(info.token))
+    }
+
+    /// **Operator action**: deletes `key` (as `redis-cli DEL`). Returns whether it
+    /// existed.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may or may not have deleted the key.
+    pub async fn delete_key(&self, key: &str) -> Result<bool> {
+        self.conn.delete(key).await
+    }
+
+    /// The leases this backend granted that are neither revoked nor lost.
+    pub fn live_leases(&self) -> Vec<LeaseId> {
+        self.conn
+            .live_leases()
+            .iter()
+            .map(|l| l.lease_id())
+            .collect()
+    }
+
+    /// How many waiters of this backend were woken by a release's push (a release
+    /// with waiters should cost one). For benchmarks.
+    pub fn wakeups(&self) -> u64 {
+        self.conn.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// **Test hook**: stops (or resumes) renewing `lease`, as if the process were
+    /// paused; the lease turns `Suspect`, then `Lost` at its local deadline, and
+    /// its entries expire on the server after the TTL. Returns whether the lease is
+    /// one of this backend's live leases.
+    #[doc(hidden)]
+    pub fn stall_keep_alive(&self, lease: LeaseId, stalled: bool) -> bool {
+        match self
+            .conn
+            .live_leases()
+            .iter()
+            .find(|l| l.lease_id() == lease)
+        {
+            Some(l) => {
+                l.stalled.store(stalled, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Every key matching the glob `pattern` on `conn`'s server.
+pub(crate) async fn scan(conn: &Conn, pattern: &str) -> Result<Vec<String>> {
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let what = || format!("scanning keys {pattern:?}");
+        let (next, batch): (u64, Vec<String>) = conn
+            .call(&what, |mut c| {
+                let cmd = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// Every key under `conn`'s prefix except token counters with a TTL.
+pub(crate) async fn stored_keys(conn: &Conn) -> Result<Vec<String>> {
+    let keys = scan(conn, &format!("{}*", conn.config.prefix())).await?;
+    let mut out = Vec::new();
+    for key in keys {
+        if key.ends_with("}:t") {
+            let what = || format!("reading the ttl of {key}");
+            let pttl: i64 = conn
+                .call(&what, |mut c| {
+                    let cmd = redis::cmd("PTTL").arg(&key).clone();
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await?;
+            if pttl > 0 {
+                continue;
+            }
+        }
+        out.push(key);
+    }
+    Ok(out)
+}

@@ -1,0 +1,124 @@
+//! The Redis backend of fencelock: locks on one Redis server with FIFO, herd-free
+//! waiting, server-side TTLs renewed by one script per lease, and a fencing token
+//! that survives the loss of its counter as long as the server clock does not step
+//! back.
+//!
+//! Applications normally reach it through `fencelock::connect("redis://…")` and never
+//! name a type of this crate; use it directly for [`RedisConfig`] or the operator
+//! controls.
+//!
+//! # URL
+//!
+//! ```text
+//! redis://[user:password@]host:port[/db][?prefix=fl:&ttl=10s&connect_timeout=3s&request_timeout=2s]
+//! ```
+//!
+//! See [`RedisConfig`] for the keys and their defaults. Unknown parameters are
+//! rejected; the password never appears in `Debug` output or error messages. TLS
+//! (`rediss://`) is not offered yet.
+//!
+//! # Capabilities
+//!
+//! | property | value |
+//! |---|---|
+//! | FIFO waiting | yes: order of the entries' tokens in the lock's queue (a sorted set) |
+//! | herd-free | yes: a release pushes one wake-up to the new head's own list, which only that waiter `BLPOP`s (on a dedicated connection) |
+//! | token source | per-name counter with a server-time floor ([`TokenSource::Counter`](lock_core::TokenSource::Counter)): `max(counter + 1, server time in µs)` |
+//! | detects external deletion | yes: at the next renewal (a third of the TTL) |
+//! | native fenced writes | no |
+//! | read-write locks, semaphores | no: [`ErrorKind::Unsupported`](lock_core::ErrorKind::Unsupported) |
+//! | across processes and machines | yes |
+//!
+//! # How it works
+//!
+//! Lock `N` lives in keys sharing the hash tag `{N}` (`<prefix>{N}:q` the queue,
+//! `:t` the token counter, `:e:<id>` one entry per acquisition, `:w:<id>` a waiter's
+//! wake list).
+//!
+//! - A **lease** is a random 64-bit id with no server object: each of its entries has
+//!   the lease's TTL on the server (`PEXPIRE`), and one task renews them all with one
+//!   script every third of the TTL. An entry the renewal finds missing turns that
+//!   guard `Lost` ([`LossCause::EntryDeleted`](lock_core::LossCause::EntryDeleted)).
+//! - **Acquire** is one script: it takes the next token, adds the entry to the queue
+//!   scored by it and answers granted (head of the queue, dead entries ahead
+//!   pruned), or the time left to the entry just ahead. A waiter then `BLPOP`s its
+//!   own wake list for at most that time (and at most 1 s) and re-runs the check
+//!   script; a missed wake-up therefore costs at most a second, never a hang.
+//! - **Release** is one script: delete the entry only if it still carries the
+//!   token, remove it from the queue, and when that changes the head, push one
+//!   wake-up to the new head. Dropping an `acquire` future removes its entry.
+//!
+//! # Guarantees
+//!
+//! - Mutual exclusion while the server keeps its data and no entry is evicted.
+//! - FIFO order, one wake-up per release, nothing left behind by released guards
+//!   and cancelled acquires (except the token counters, below).
+//! - Tokens strictly increase per name while the counter lives, and after it is lost
+//!   (restart without persistence, failover, expiry of an idle counter) as long as
+//!   the server clock did not step back past the last token.
+//!
+//! # Non-guarantees
+//!
+//! - **Failover loses locks.** Replication is asynchronous: a replica promoted before
+//!   it received an entry lets a second client acquire while the first still
+//!   believes it holds (the first learns at its next renewal). Only the resource's
+//!   check of the token protects data.
+//! - **Tokens after a counter loss depend on the server clock.** A server restarted
+//!   without persistence, or a promoted replica that missed the last counter
+//!   write, hands out server time in µs, which is above every earlier token unless
+//!   the clock stepped back (or the new master's clock is behind the old one's by
+//!   more than the time the failover took). Then a token can go backwards, and a
+//!   fence may reject the rightful holder (never accept a stale one it has seen).
+//! - **Counters stay.** Each lock's counter key `<prefix>{N}:t` outlives its last
+//!   acquisition by 7 days (its TTL), so counters never pile up forever, but they
+//!   are there after every guard is gone.
+//! - **Lease timing uses the server's clock** for expiry and the client's monotonic
+//!   clock for its local deadline (the conservative rule on
+//!   [`LockState`](lock_core::LockState)).
+//! - **Eviction frees locks**: with a `maxmemory-policy` other than `noeviction`
+//!   (`volatile-*` evicts exactly the keys with a TTL) the server may delete held
+//!   entries under memory pressure. Connecting reads the policy, logs a warning and
+//!   keeps it in [`RedisBackend::eviction_policy`].
+//! - **No Redis Cluster**: the scripts build key names from the lock's base, which
+//!   a cluster would refuse across nodes; all keys of one lock share one hash slot.
+//! - A holder paused longer than its TTL still believes it holds the lock when it
+//!   wakes up, until it looks at its state: protect resources with the token.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use lock_core::LockClient;
+//! use lock_redis::RedisBackend;
+//!
+//! # #[tokio::main] async fn main() -> lock_core::Result<()> {
+//! let client = LockClient::new(RedisBackend::from_url("redis://127.0.0.1:6379?ttl=10s").await?);
+//! let guard = client.acquire("reports/daily").await?;
+//! println!("holding with token {}", guard.token());
+//! guard.release().await
+//! # }
+//! ```
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![warn(unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod admin;
+mod backend;
+mod config;
+mod error;
+mod held;
+mod lock;
+mod redlock;
+mod scripts;
+mod session;
+
+pub use backend::{RedisBackend, CAPABILITIES};
+pub use config::{
+    RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
+    SCHEME,
+};
+pub use held::RedisHeldLock;
+pub use redlock::{
+    RedlockBackend, RedlockConfig, RedlockHeldLock, RedlockLease, REDLOCK_CAPABILITIES,
+    REDLOCK_SCHEME,
+};
+pub use session::RedisLease;

@@ -1,0 +1,313 @@
+//! The recipe: enqueue with one script, wait on the own wake list (woken only by the
+//! release that makes this entry the head, re-checking at the latest when the entry
+//! ahead would expire), hold, release fenced with one script.
+
+use crate::{
+    held::RedisHeldLock,
+    session::{ensure_alive, retry_backoff, LeaseShared},
+};
+use lock_core::{
+    backend::{spawn_or_expire, Liveness, WaitMode},
+    AcquireOptions, Error, ErrorKind, LockInfo, LockName, Result,
+};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+/// How long the token counter of a lock outlives its last acquisition.
+pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest a waiter blocks before it re-reads its position: a wake-up that
+/// never comes (the releaser died between its release and its push, or the holder's
+/// entry expired) costs at most this, or the time the entry ahead has left.
+pub(crate) const RECHECK_MAX: Duration = Duration::from_secs(1);
+
+/// The key base of lock `name`: every key of the lock starts with it and shares its
+/// hash slot.
+pub(crate) fn base(prefix: &str, name: &LockName) -> String {
+    format!("{prefix}{{{name}}}:")
+}
+
+/// A script's answer about one entry: `(code, token, pttl)`.
+type Position = (i64, String, i64);
+const LOST: i64 = 0;
+const GRANTED: i64 = 1;
+const WAITING: i64 = 2;
+const BUSY: i64 = 3;
+
+fn lost_while_waiting(name: &LockName) -> Error {
+    Error::new(
+        ErrorKind::LeaseLost,
+        format!("the waiter entry of lock {name} vanished (expired, deleted by an operator, evicted or lost by the server)"),
+    )
+}
+
+/// Removes an acquisition's entry unless disarmed: a dropped, failed or timed-out
+/// acquire leaves nothing behind. The removal goes on the shared connection after
+/// the enqueue request (Redis runs one connection's commands in order).
+struct Cleanup {
+    lease: Arc<LeaseShared>,
+    base: String,
+    id: String,
+    armed: bool,
+}
+
+impl Cleanup {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let lease = self.lease.clone();
+        let (base, id) = (std::mem::take(&mut self.base), std::mem::take(&mut self.id));
+        let key = format!("{base}e:{id}");
+        lease.untrack(&key);
+        spawn_or_expire(format_args!("waiter entry {key}"), async move {
+            if let Err(e) = remove(&lease, &base, &id, "").await {
+                tracing::debug!(error = %e, "cleanup of a cancelled acquisition failed; the entry expires with its ttl");
+            }
+        });
+    }
+}
+
+/// Runs the release script on entry `id` of the lock at `base` (any token if
+/// `token` is empty); retried while the server is unavailable. Returns the
+/// script's answer and whether it was repeated.
+pub(crate) async fn remove(
+    lease: &LeaseShared,
+    base: &str,
+    id: &str,
+    token: &str,
+) -> Result<(i64, bool)> {
+    let conn = &lease.conn;
+    let what = || format!("releasing entry {base}e:{id}");
+    conn.call_counted(&what, |mut c| {
+        let mut inv = conn.scripts.release.prepare_invoke();
+        inv.key(format!("{base}q"))
+            .key(format!("{base}e:{id}"))
+            .arg(base)
+            .arg(id)
+            .arg(token);
+        async move { inv.invoke_async(&mut c).await }
+    })
+    .await
+}
+
+/// Enqueues on `lease` and, with [`WaitMode::Wait`], waits for the turn.
+pub(crate) async fn acquire(
+    lease: &Arc<LeaseShared>,
+    name: &LockName,
+    mode: WaitMode,
+    options: &AcquireOptions,
+) -> Result<Option<RedisHeldLock>> {
+    ensure_alive(lease, format_args!("acquire {name}"))?;
+    let conn = &lease.conn;
+    let base = base(conn.config.prefix(), name);
+    let id = lease.entry_id();
+    let entry_key = format!("{base}e:{id}");
+    let cleanup = Cleanup {
+        lease: lease.clone(),
+        base: base.clone(),
+        id: id.clone(),
+        armed: true,
+    };
+    let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
+    let counter_ms = u64::try_from(COUNTER_TTL.as_millis()).unwrap_or(u64::MAX);
+    let lease_hex = format!("{:016x}", lease.id);
+    let holder = options.holder().unwrap_or("");
+    let nowait = if mode == WaitMode::NoWait { "1" } else { "0" };
+    let what = || format!("acquiring lock {name}");
+    let (code, token, pttl): Position = conn
+        .call(&what, |mut c| {
+            let mut inv = conn.scripts.enqueue.prepare_invoke();
+            inv.key(format!("{base}t"))
+                .key(format!("{base}q"))
+                .key(&entry_key)
+                .arg(&base)
+                .arg(&id)
+                .arg(ttl_ms)
+                .arg(&lease_hex)
+                .arg(holder)
+                .arg(nowait)
+                .arg(counter_ms);
+            async move { inv.invoke_async(&mut c).await }
+        })
+        .await?;
+    match code {
+        BUSY => {
+            cleanup.disarm();
+            return Ok(None);
+        }
+        LOST => return Err(lost_while_waiting(name)),
+        _ => {}
+    }
+    let token: u64 = token.parse().map_err(|_| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("acquiring lock {name}: the script answered token {token:?}"),
+        )
+    })?;
+    let live = Liveness::new(None);
+    lease.track(entry_key, live.clone());
+    if code == WAITING {
+        wait_for_turn(lease, name, &base, &id, &live, pttl).await?;
+    } else if code != GRANTED {
+        return Err(Error::new(
+            ErrorKind::Backend,
+            format!("acquiring lock {name}: the script answered code {code}"),
+        ));
+    }
+    cleanup.disarm();
+    Ok(Some(RedisHeldLock::new(
+        lease,
+        name.clone(),
+        base,
+        id,
+        token,
+        live,
+    )))
+}
+
+/// Waits until entry `id` is the head: blocks on its own wake list for at most the
+/// time the entry ahead has left (and [`RECHECK_MAX`]), then re-reads its position.
+/// Fails when the lease or the entry is lost.
+async fn wait_for_turn(
+    lease: &Arc<LeaseShared>,
+    name: &LockName,
+    base: &str,
+    id: &str,
+    live: &Liveness,
+    mut pttl: i64,
+) -> Result<()> {
+    let conn = &lease.conn;
+    let wake_key = format!("{base}w:{id}");
+    let mut lease_watch = lease.liveness.watch();
+    let mut entry_watch = live.watch();
+    let mut backoff = retry_backoff();
+    loop {
+        let ms = u64::try_from(pttl.saturating_add(10)).unwrap_or(0);
+        let wait = Duration::from_millis(ms).clamp(Duration::from_millis(20), RECHECK_MAX);
+        let blocked = async {
+            let mut c = conn.blocker(wait).await?;
+            let popped: Option<(String, String)> = conn
+                .once(
+                    format!("waiting for lock {name}"),
+                    redis::cmd("BLPOP")
+                        .arg(&wake_key)
+                        .arg(wait.as_secs_f64())
+                        .query_async(&mut c),
+                )
+                .await?;
+            conn.return_blocker(c);
+            Ok::<_, Error>(popped.is_some())
+        };
+        tokio::select! {
+            woke = blocked => match woke {
+                Ok(true) => {
+                    conn.wakeups.fetch_add(1, Ordering::Relaxed);
+                    backoff.reset();
+                }
+                Ok(false) => backoff.reset(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "wait for a wake-up failed; re-checking");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            },
+            _ = lease_watch.lost() => {
+                return Err(Error::new(
+                    ErrorKind::LeaseLost,
+                    format!("lease {} was lost while waiting for lock {name}", lease.lease_id()),
+                ))
+            }
+            _ = entry_watch.lost() => return Err(lost_while_waiting(name)),
+        }
+        let what = || format!("waiting for lock {name}");
+        let (code, _, left): Position = conn
+            .call(&what, |mut c| {
+                let mut inv = conn.scripts.check.prepare_invoke();
+                inv.key(format!("{base}q"))
+                    .arg(base)
+                    .arg(id)
+                    .arg(lease.key());
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await?;
+        match code {
+            GRANTED => return Ok(()),
+            WAITING => pttl = left,
+            _ => {
+                lease.poke.notify_one();
+                return Err(lost_while_waiting(name));
+            }
+        }
+    }
+}
+
+/// Deletes every entry left on `lease` (revoke, or the lease lost locally).
+pub(crate) async fn revoke(lease: &LeaseShared) -> Result<()> {
+    let entries: Vec<String> = lease.entries_snapshot();
+    let mut result = Ok(());
+    for key in entries {
+        let Some((base, id)) = key.rsplit_once("e:") else {
+            continue;
+        };
+        if let Err(e) = remove(lease, base, id, "").await {
+            result = Err(e);
+        }
+        lease.untrack(&key);
+    }
+    let conn = &lease.conn;
+    let lease_key = lease.key();
+    let what = || format!("revoking lease {}", lease.lease_id());
+    let deleted: Result<i64> = conn
+        .call(&what, |mut c| {
+            let cmd = redis::cmd("DEL").arg(&lease_key).clone();
+            async move { cmd.query_async(&mut c).await }
+        })
+        .await;
+    result.and(deleted.map(drop))
+}
+
+/// The live entries of the lock at `base`, in queue order, as lock info.
+pub(crate) async fn inspect(
+    conn: &crate::session::Conn,
+    name: &LockName,
+) -> Result<Option<LockInfo>> {
+    use lock_core::{FencingToken, HolderInfo, LeaseId};
+    let base = base(conn.config.prefix(), name);
+    let what = || format!("reading lock {name}");
+    let fields: Vec<String> = conn
+        .call(&what, |mut c| {
+            let mut inv = conn.scripts.inspect.prepare_invoke();
+            inv.key(format!("{base}q")).arg(&base);
+            async move { inv.invoke_async(&mut c).await }
+        })
+        .await?;
+    let mut entries = fields.chunks_exact(5);
+    let Some(first) = entries.next() else {
+        return Ok(None);
+    };
+    let waiters = entries.count();
+    let token = FencingToken::new(first[1].parse().unwrap_or(0));
+    let lease = LeaseId::new(u64::from_str_radix(&first[2], 16).unwrap_or(0));
+    let acquired_at = first[3]
+        .parse::<u64>()
+        .ok()
+        .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+    let holder = (!first[4].is_empty()).then(|| first[4].clone());
+    let head = HolderInfo::new(token, lease)
+        .with_holder(holder)
+        .with_acquired_at(acquired_at);
+    Ok(Some(LockInfo::from_holders(
+        name.clone(),
+        head,
+        Vec::new(),
+        waiters,
+    )))
+}

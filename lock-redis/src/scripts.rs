@@ -1,0 +1,168 @@
+//! The Lua scripts: every change to a lock's keys is one of these, atomic on the
+//! server. Keys of lock `N` (all in one hash slot, `{N}`), with `B = <prefix>{N}:`:
+//!
+//! - `Bq`: the queue, a sorted set of entry ids scored by their token;
+//! - `Bt`: the token counter (a string, with a long TTL);
+//! - `Be:<id>`: one entry (a hash: `t` token, `l` lease, `a` acquired at (unix ms,
+//!   server time), `h` holder), with the lease's TTL, renewed by the lease;
+//! - `Bw:<id>`: the wake list of a waiting entry: the release that makes it the
+//!   head pushes one element, which the waiter's `BLPOP` takes.
+
+/// Helpers every lock script starts with. `ARGV[1]` is the key base `B`.
+const COMMON: &str = r"
+local base = ARGV[1]
+local q = base .. 'q'
+local function entry(id) return base .. 'e:' .. id end
+local function wake(id) return base .. 'w:' .. id end
+-- Drops dead entries (expired or deleted) at the head; the live head's id or nil.
+local function live_head()
+  while true do
+    local head = redis.call('ZRANGE', q, 0, 0)[1]
+    if not head then return nil end
+    if redis.call('EXISTS', entry(head)) == 1 then return head end
+    redis.call('ZREM', q, head)
+  end
+end
+-- Where entry id stands: {1} granted; {2, pttl}: waits for the entry just ahead,
+-- which expires in pttl ms unless renewed; {0}: the entry is gone (lost).
+local function position(id)
+  if redis.call('EXISTS', entry(id)) == 0 then
+    redis.call('ZREM', q, id)
+    return {0, 0}
+  end
+  while true do
+    local rank = redis.call('ZRANK', q, id)
+    if not rank then return {0, 0} end
+    if rank == 0 then
+      redis.call('DEL', wake(id))
+      return {1, 0}
+    end
+    local ahead = redis.call('ZRANGE', q, rank - 1, rank - 1)[1]
+    local pttl = redis.call('PTTL', entry(ahead))
+    if pttl == -2 then redis.call('ZREM', q, ahead) else return {2, pttl} end
+  end
+end
+";
+
+/// Enqueues entry `ARGV[2]` (idempotent: a retry finds the entry it made) and says
+/// where it stands. `KEYS[1]` the counter; ARGV: base, id, ttl ms, lease hex, holder,
+/// nowait (`1`/`0`), counter TTL ms. Returns `{code, token, pttl}`: code 1 granted,
+/// 2 waiting, 3 busy (nowait; nothing left behind), 0 lost.
+///
+/// The token is `max(counter + 1, server time in µs)`: strictly increasing while the
+/// counter lives, and above every earlier token after the counter is lost as long as
+/// the server clock did not step back (see the crate's `# Non-guarantees`).
+const ENQUEUE: &str = r"
+local id, ttl, lease, holder, nowait, cttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1', ARGV[7]
+local e = entry(id)
+local tok = redis.call('HGET', e, 't')
+if not tok then
+  if redis.call('ZSCORE', q, id) then
+    redis.call('ZREM', q, id)
+    return {0, '', 0}
+  end
+  if nowait and live_head() then return {3, '', 0} end
+  local now = redis.call('TIME')
+  local micros = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+  tok = string.format('%.0f', math.max(last + 1, micros))
+  redis.call('SET', KEYS[1], tok, 'PX', cttl)
+  redis.call('ZADD', q, tok, id)
+  redis.call('HSET', e, 't', tok, 'l', lease, 'a', string.format('%.0f', math.floor(micros / 1000)), 'h', holder)
+  redis.call('PEXPIRE', e, ttl)
+end
+local p = position(id)
+if p[1] == 2 and nowait then
+  redis.call('DEL', e)
+  redis.call('ZREM', q, id)
+  return {3, '', 0}
+end
+return {p[1], tok, p[2]}
+";
+
+/// Re-reads where entry `ARGV[2]` stands (after a wake-up or a re-check timeout);
+/// lost when the lease key `ARGV[3]` is gone. Returns `{code, '', pttl}` as [`ENQUEUE`].
+const CHECK: &str = r"
+if redis.call('EXISTS', ARGV[3]) == 0 then return {0, '', 0} end
+local p = position(ARGV[2])
+return {p[1], '', p[2]}
+";
+
+/// Deletes entry `ARGV[2]` if its token is `ARGV[3]` (`''`: whatever it is, for a
+/// cancelled acquisition whose token is unknown), removes it from the queue and, when
+/// that changes the live head, pushes one wake-up to the new head only. Returns 1
+/// when the entry was deleted, 0 when it was already gone, -1 when it holds another
+/// token (left alone).
+const RELEASE: &str = r"
+local id, tok = ARGV[2], ARGV[3]
+local e = entry(id)
+local have = redis.call('HGET', e, 't')
+if have and tok ~= '' and have ~= tok then return -1 end
+local before = live_head()
+local deleted = redis.call('DEL', e)
+redis.call('ZREM', q, id)
+redis.call('DEL', wake(id))
+local after = live_head()
+if after and after ~= before then
+  local w = wake(after)
+  redis.call('RPUSH', w, '1')
+  local pttl = redis.call('PTTL', entry(after))
+  if pttl < 1000 then pttl = 1000 end
+  redis.call('PEXPIRE', w, pttl)
+end
+return deleted
+";
+
+/// Renews the lease key `KEYS[1]` and every entry in the other KEYS to `ARGV[1]`
+/// ms; returns the 1-based indexes of the keys that are gone (1: the lease itself).
+const RENEW: &str = r"
+local missing = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('PEXPIRE', k, ARGV[1]) == 0 then table.insert(missing, i) end
+end
+return missing
+";
+
+/// Reads lock `ARGV[1]`'s live entries in queue order (read only):
+/// `{id, token, lease, acquired ms, holder, …}` for each.
+const INSPECT: &str = r"
+local base = ARGV[1]
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', base .. 'q', 0, -1)) do
+  local f = redis.call('HMGET', base .. 'e:' .. id, 't', 'l', 'a', 'h')
+  if f[1] then
+    table.insert(out, id)
+    for i = 1, 4 do table.insert(out, f[i] or '') end
+  end
+end
+return out
+";
+
+/// The scripts, loaded lazily by redis-rs (`EVALSHA`, then `SCRIPT LOAD` on
+/// `NOSCRIPT`, which is safe to retry: the script did not run).
+pub(crate) struct Scripts {
+    pub(crate) enqueue: redis::Script,
+    pub(crate) check: redis::Script,
+    pub(crate) release: redis::Script,
+    pub(crate) renew: redis::Script,
+    pub(crate) inspect: redis::Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let with_common = |body: &str| redis::Script::new(&format!("{COMMON}{body}"));
+        Scripts {
+            enqueue: with_common(ENQUEUE),
+            check: with_common(CHECK),
+            release: with_common(RELEASE),
+            renew: redis::Script::new(RENEW),
+            inspect: redis::Script::new(INSPECT),
+        }
+    }
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripts").finish_non_exhaustive()
+    }
+}
