@@ -48,6 +48,9 @@ pub struct HolderArgs {
     /// **Test only**: the token sent to the register.
     #[arg(long, value_enum, default_value = "real")]
     pub token_mode: TokenMode,
+    /// Campaign in the election `name` instead of acquiring the lock.
+    #[arg(long)]
+    pub election: bool,
 }
 
 /// Runs a holder process; `true` on a clean exit.
@@ -94,6 +97,7 @@ pub async fn holder_main(args: HolderArgs) -> bool {
         seed: args.seed,
         register: args.register,
         token_mode: args.token_mode,
+        election: args.election,
     };
     let result = holder::run(client.clone(), cfg, rec, Gate::default(), stop, lease).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
