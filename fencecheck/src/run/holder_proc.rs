@@ -4,7 +4,7 @@
 
 use crate::{
     history::{JsonlWriter, Op, Recorder},
-    holder::{self, Gate, HolderConfig, LeaseSlot, TokenMode},
+    holder::{self, Gate, HolderConfig, LeaseSlot, Mode, TokenMode},
 };
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::{
@@ -48,6 +48,12 @@ pub struct HolderArgs {
     /// **Test only**: the token sent to the register.
     #[arg(long, value_enum, default_value = "real")]
     pub token_mode: TokenMode,
+    /// What it locks.
+    #[arg(long, value_enum, default_value = "mutex")]
+    pub mode: Mode,
+    /// The semaphore's limit.
+    #[arg(long, default_value_t = 2)]
+    pub limit: u32,
 }
 
 /// Runs a holder process; `true` on a clean exit.
@@ -94,6 +100,8 @@ pub async fn holder_main(args: HolderArgs) -> bool {
         seed: args.seed,
         register: args.register,
         token_mode: args.token_mode,
+        mode: args.mode,
+        limit: args.limit,
     };
     let result = holder::run(client.clone(), cfg, rec, Gate::default(), stop, lease).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;

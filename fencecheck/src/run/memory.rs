@@ -56,6 +56,8 @@ impl Ctx<'_> {
             seed: self.cfg.seed,
             register: self.register.addr(),
             token_mode: self.cfg.token_mode,
+            mode: self.cfg.mode,
+            limit: self.cfg.limit,
         };
         let client = LockClient::new(self.backend.clone());
         let task = tokio::spawn(holder::run(
@@ -222,6 +224,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
         duration_s,
         holders: cfg.holders,
         token_mode: format!("{:?}", cfg.token_mode).to_lowercase(),
+        mode: cfg.mode.as_str().into(),
     };
     let collected = Collected {
         info,

@@ -12,7 +12,7 @@ mod servers;
 use crate::{
     checker::{self, Input},
     history::{read_jsonl, Event, JsonlWriter},
-    holder::TokenMode,
+    holder::{Mode, TokenMode},
     nemesis::{FaultKind, FaultRecord},
     register::{RegEntry, RegisterKind},
     report::{Report, RunInfo},
@@ -50,6 +50,26 @@ pub fn ci_config(backend: &str, seed: u64) -> RunConfig {
     cfg
 }
 
+/// The CI size of `backend` in `mode` (rw or semaphore): about a minute, the
+/// backend's holder faults once each.
+pub fn ci_mode_config(backend: &str, mode: Mode, seed: u64) -> RunConfig {
+    let mut cfg = RunConfig::new(backend, seed);
+    cfg.mode = mode;
+    cfg.faults = holder_faults(backend);
+    cfg.seconds = 10;
+    cfg.min_per_fault = 1;
+    cfg
+}
+
+/// The faults of `backend` that hit one holder (no server-side revocation, no
+/// member fault): the ones `rw` and `semaphore` runs inject by default.
+pub fn holder_faults(backend: &str) -> Vec<FaultKind> {
+    crate::nemesis::supported(backend)
+        .into_iter()
+        .filter(|f| !f.is_forced_revocation() && !f.hits_members())
+        .collect()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -73,6 +93,10 @@ pub struct RunConfig {
     pub token_mode: TokenMode,
     /// Where the fenced register keeps its cells (memory, or a PostgreSQL table).
     pub register: RegisterKind,
+    /// What the holders lock (mutex, rw, semaphore).
+    pub mode: Mode,
+    /// The semaphore's limit (semaphore mode).
+    pub limit: u32,
     /// Where histories go.
     pub out_dir: PathBuf,
     /// Keep the histories even when the run passes.
@@ -102,6 +126,8 @@ impl RunConfig {
             writes: 3,
             token_mode: TokenMode::Real,
             register: RegisterKind::Memory,
+            mode: Mode::Mutex,
+            limit: 2,
             out_dir: std::env::temp_dir().join(format!(
                 "fencecheck-{backend}-{seed}-{}",
                 std::process::id()
@@ -125,6 +151,18 @@ pub async fn run(cfg: &RunConfig) -> io::Result<Report> {
         .iter()
         .filter(|f| !crate::nemesis::supported(&cfg.backend).contains(f))
         .collect();
+    if cfg.mode != Mode::Mutex && cfg.register != RegisterKind::Memory {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the rw and semaphore modes need the memory register",
+        ));
+    }
+    if cfg.mode == Mode::Semaphore && cfg.limit == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a semaphore needs a limit of at least 1",
+        ));
+    }
     if !unsupported.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -196,7 +234,14 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         .max()
         .unwrap_or(cfg.ttl.as_millis() as u64);
     c.info.granted_ttl_ms = granted_ms;
+    c.info.mode = cfg.mode.as_str().to_owned();
+    if cfg.mode != Mode::Mutex {
+        // The server's view names one owner per lock; shared holders have several.
+        c.truth.clear();
+        c.truth_exact = false;
+    }
     let input = Input {
+        limit: (cfg.mode == Mode::Semaphore).then_some(cfg.limit as usize),
         events,
         register: c.register,
         faults: c.faults,

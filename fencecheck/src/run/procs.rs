@@ -95,6 +95,8 @@ impl Ctx<'_> {
             .arg("--out")
             .arg(dir.join(format!("holder-{id}.jsonl")))
             .args(["--token-mode", token_mode(self.cfg)])
+            .args(["--mode", self.cfg.mode.as_str()])
+            .args(["--limit", &self.cfg.limit.to_string()])
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -449,6 +451,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
         duration_s,
         holders: cfg.holders,
         token_mode: token_mode(cfg).into(),
+        mode: cfg.mode.as_str().into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(3), admin.close()).await;
     let collected = Collected {
