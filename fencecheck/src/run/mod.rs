@@ -274,6 +274,29 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
     Ok(report)
 }
 
+/// The fault victim among `info`'s holders: the first holder with a write or
+/// exclusive claim whose id `slot_of` knows (its slot index and token), else the
+/// first reader it knows (second). A paused reader writes nothing, so a pause
+/// bites (the unfenced control loses an update) only on a writer.
+pub(crate) fn pick_holder(
+    info: &fencelock::LockInfo,
+    slot_of: impl Fn(u32) -> Option<usize>,
+) -> (Option<(usize, u64)>, Option<(usize, u64)>) {
+    let known = |h: &&fencelock::HolderInfo| {
+        holder_id(h.holder.as_deref())
+            .and_then(&slot_of)
+            .map(|i| (i, h.token.get()))
+    };
+    let reads = |h: &&fencelock::HolderInfo| h.claim == fencelock::backend::Claim::Read;
+    let writer = info
+        .holders
+        .iter()
+        .filter(|h| !reads(h))
+        .find_map(|h| known(&h));
+    let reader = info.holders.iter().filter(reads).find_map(|h| known(&h));
+    (writer, reader)
+}
+
 /// The holder id in a lock's holder text (`fencecheck-ID`).
 pub(crate) fn holder_id(text: Option<&str>) -> Option<u32> {
     text?.strip_prefix("fencecheck-")?.parse().ok()
