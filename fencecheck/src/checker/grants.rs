@@ -15,6 +15,8 @@ pub struct Grant {
     pub cycle: u64,
     /// The lock, or the register cell it fences on (`name#slot` for a permit).
     pub name: String,
+    /// The lock the holder asked for (`name` without a permit's `#slot`).
+    pub lock: String,
     /// `read`, `write` or `permit` for a read-write lock or semaphore grant; empty
     /// for a mutex.
     pub role: String,
@@ -66,6 +68,7 @@ pub(super) fn build(events: &[Event], faults: &[FaultRecord]) -> Vec<Grant> {
             holder,
             cycle,
             name: evs[0].name.clone(),
+            lock: evs[0].name.clone(),
             role: String::new(),
             token,
             invoke: invoke.unwrap_or(ok),
