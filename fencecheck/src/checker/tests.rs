@@ -70,7 +70,6 @@ fn access(
 }
 
 /// A read-write or semaphore cycle: [`cycle`] plus its role and register cell.
-#[allow(clippy::too_many_arguments)]
 fn role_cycle(
     out: &mut Vec<Event>,
     holder: u32,
@@ -93,6 +92,7 @@ fn role_cycle(
 }
 
 /// A register access on cell `key`, shared (a read under a read lock) or not.
+#[allow(clippy::too_many_arguments)]
 fn keyed(
     reg: &mut RegisterState,
     t_ms: u64,

@@ -274,6 +274,9 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
     Ok(report)
 }
 
+/// A holder's slot index and its token.
+pub(crate) type SlotToken = (usize, u64);
+
 /// The fault victim among `info`'s holders: the first holder with a write or
 /// exclusive claim whose id `slot_of` knows (its slot index and token), else the
 /// first reader it knows (second). A paused reader writes nothing, so a pause
@@ -281,7 +284,7 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
 pub(crate) fn pick_holder(
     info: &fencelock::LockInfo,
     slot_of: impl Fn(u32) -> Option<usize>,
-) -> (Option<(usize, u64)>, Option<(usize, u64)>) {
+) -> (Option<SlotToken>, Option<SlotToken>) {
     let known = |h: &&fencelock::HolderInfo| {
         holder_id(h.holder.as_deref())
             .and_then(&slot_of)
