@@ -97,11 +97,35 @@ async fn broken_is_caught() -> TestResult {
     }
 }
 
+/// The same broken holders in rw mode: stale accesses must be accepted and caught.
+async fn broken_rw_is_caught() -> TestResult {
+    let mut cfg = ci_mode_config("memory", Mode::Rw, 1);
+    cfg.seconds = 8;
+    cfg.token_mode = TokenMode::Constant;
+    let report = run(&cfg).await.map_err(|e| e.to_string())?;
+    let stale = report.outcome.stale_accepted;
+    if report.verdict == "fail" && stale > 0 {
+        if let Some(dir) = &report.histories {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    } else {
+        println!("{}", report.table());
+        Err(format!(
+            "the checker missed the constant-token rw holders: {stale} stale accepted, verdict {}",
+            report.verdict
+        ))
+    }
+}
+
 fn main() {
-    let mut trials = vec![trial(
-        "checker_catches_constant_token_holders",
-        broken_is_caught,
-    )];
+    let mut trials = vec![
+        trial("checker_catches_constant_token_holders", broken_is_caught),
+        trial(
+            "checker_catches_constant_token_holders_rw",
+            broken_rw_is_caught,
+        ),
+    ];
     for backend in [
         "memory",
         "etcd",
