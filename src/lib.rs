@@ -70,6 +70,7 @@
 mod connect;
 
 pub use connect::{connect, SCHEMES};
+pub use lock_core::{Election, Leader, LeaderWatch, Leadership};
 // The user surface, item by item: what an implementor needs (`Liveness`, deadlines,
 // the grant policy, the support kit) stays under `backend`, as OpenDAL keeps `raw`.
 pub use lock_core::{

@@ -134,6 +134,13 @@ pub enum Op {
     },
     /// The holder stopped cleanly.
     Exit,
+    /// An election observer saw this leader (`None`: nobody leads) on its stream.
+    Observed {
+        /// The leader's term, if any.
+        term: Option<u64>,
+        /// The leader's value.
+        value: String,
+    },
 }
 
 /// One line of a holder history.

@@ -73,7 +73,10 @@ pub struct HolderConfig {
     pub register: SocketAddr,
     /// The token it sends.
     pub token_mode: TokenMode,
-    /// What it locks.
+    /// Campaign in the election `name` (a fresh lease per term, the term as token)
+    /// instead of acquiring the lock on a lease of its own.
+    pub election: bool,
+    /// What it locks (not in an election).
     pub mode: Mode,
     /// The semaphore's limit ([`Mode::Semaphore`]).
     pub limit: u32,
@@ -167,104 +170,122 @@ pub async fn run(
     let acquire_timeout = cfg.ttl.saturating_mul(10).max(Duration::from_secs(10));
     while !*stop.borrow() {
         gate.ready().await;
-        let l = match lease.as_ref().filter(|l| !l.state().is_lost()) {
-            Some(l) => l.clone(),
-            None => match tokio::time::timeout(cfg.ttl * 3, client.lease_with_ttl(cfg.ttl)).await {
-                Ok(Ok(l)) => {
-                    rec.record(
-                        cycle,
-                        Op::Lease {
-                            lease: l.id().get(),
-                            granted_ttl_ms: l.ttl().as_millis() as u64,
-                        },
-                    );
-                    *lease_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(l.id());
-                    lease = Some(l.clone());
-                    l
+        let (guard, l, term_lease, role, key) = if cfg.election {
+            cycle += 1;
+            match campaign(&client, &cfg, &rec, cycle, &mut stop, &lease_slot).await {
+                Campaign::Led(guard, lease) => (
+                    guard,
+                    lease.clone(),
+                    Some(lease),
+                    Role::Mutex,
+                    cfg.name.clone(),
+                ),
+                Campaign::Retry => continue,
+                Campaign::Stop => break,
+            }
+        } else {
+            let l = match lease.as_ref().filter(|l| !l.state().is_lost()) {
+                Some(l) => l.clone(),
+                None => {
+                    match tokio::time::timeout(cfg.ttl * 3, client.lease_with_ttl(cfg.ttl)).await {
+                        Ok(Ok(l)) => {
+                            rec.record(
+                                cycle,
+                                Op::Lease {
+                                    lease: l.id().get(),
+                                    granted_ttl_ms: l.ttl().as_millis() as u64,
+                                },
+                            );
+                            *lease_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(l.id());
+                            lease = Some(l.clone());
+                            l
+                        }
+                        Ok(Err(e)) => {
+                            rec.record(
+                                cycle,
+                                Op::LeaseFail {
+                                    error: e.to_string(),
+                                },
+                            );
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            rec.record(
+                                cycle,
+                                Op::LeaseFail {
+                                    error: "lease grant timed out".into(),
+                                },
+                            );
+                            continue;
+                        }
+                    }
                 }
-                Ok(Err(e)) => {
-                    rec.record(
-                        cycle,
-                        Op::LeaseFail {
-                            error: e.to_string(),
-                        },
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            cycle += 1;
+            let role = match cfg.mode {
+                Mode::Mutex => Role::Mutex,
+                Mode::Rw if rng.gen_bool(READ_SHARE) => Role::Read,
+                Mode::Rw => Role::Write,
+                Mode::Semaphore => Role::Permit,
+            };
+            let holder = format!("fencecheck-{}", cfg.id);
+            let name = cfg.name.as_str();
+            let bad = |e: fencelock::Error| io::Error::other(e.to_string());
+            let acquire = async {
+                match role {
+                    Role::Mutex => {
+                        let lock = l.lock(name).map_err(bad)?.with_holder(holder);
+                        Ok(lock.acquire().await.map(|g| (g, cfg.name.clone())))
+                    }
+                    Role::Read | Role::Write => {
+                        let rw = l.rw_lock(name).map_err(bad)?.with_holder(holder);
+                        let g = if role == Role::Read {
+                            rw.read().await
+                        } else {
+                            rw.write().await
+                        };
+                        Ok(g.map(|g| (g, cfg.name.clone())))
+                    }
+                    Role::Permit => {
+                        let sem = l
+                            .semaphore(name, cfg.limit)
+                            .map_err(bad)?
+                            .with_holder(holder);
+                        Ok(sem.acquire().await.map(|p| {
+                            let key = p.fence_key();
+                            (p.into_guard(), key)
+                        }))
+                    }
+                }
+            };
+            rec.record(cycle, Op::AcquireInvoke);
+            let acquired = tokio::select! {
+                r = tokio::time::timeout(acquire_timeout, acquire) => r,
+                _ = stop.changed() => {
+                    rec.record(cycle, Op::AcquireFail { error: "cancelled at stop".into() });
+                    break;
+                }
+            };
+            let (guard, key) = match acquired {
+                Ok(Ok(Ok(granted))) => granted,
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Err(e))) => {
+                    rec.record(cycle, acquire_outcome(&e));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
                 Err(_) => {
                     rec.record(
                         cycle,
-                        Op::LeaseFail {
-                            error: "lease grant timed out".into(),
+                        Op::AcquireIndeterminate {
+                            error: format!("no answer within {acquire_timeout:?}"),
                         },
                     );
                     continue;
                 }
-            },
-        };
-        cycle += 1;
-        let role = match cfg.mode {
-            Mode::Mutex => Role::Mutex,
-            Mode::Rw if rng.gen_bool(READ_SHARE) => Role::Read,
-            Mode::Rw => Role::Write,
-            Mode::Semaphore => Role::Permit,
-        };
-        let holder = format!("fencecheck-{}", cfg.id);
-        let name = cfg.name.as_str();
-        let bad = |e: fencelock::Error| io::Error::other(e.to_string());
-        let acquire = async {
-            match role {
-                Role::Mutex => {
-                    let lock = l.lock(name).map_err(bad)?.with_holder(holder);
-                    Ok(lock.acquire().await.map(|g| (g, cfg.name.clone())))
-                }
-                Role::Read | Role::Write => {
-                    let rw = l.rw_lock(name).map_err(bad)?.with_holder(holder);
-                    let g = if role == Role::Read {
-                        rw.read().await
-                    } else {
-                        rw.write().await
-                    };
-                    Ok(g.map(|g| (g, cfg.name.clone())))
-                }
-                Role::Permit => {
-                    let sem = l
-                        .semaphore(name, cfg.limit)
-                        .map_err(bad)?
-                        .with_holder(holder);
-                    Ok(sem.acquire().await.map(|p| {
-                        let key = p.fence_key();
-                        (p.into_guard(), key)
-                    }))
-                }
-            }
-        };
-        rec.record(cycle, Op::AcquireInvoke);
-        let acquired = tokio::select! {
-            r = tokio::time::timeout(acquire_timeout, acquire) => r,
-            _ = stop.changed() => {
-                rec.record(cycle, Op::AcquireFail { error: "cancelled at stop".into() });
-                break;
-            }
-        };
-        let (guard, key) = match acquired {
-            Ok(Ok(Ok(granted))) => granted,
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(Err(e))) => {
-                rec.record(cycle, acquire_outcome(&e));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(_) => {
-                rec.record(
-                    cycle,
-                    Op::AcquireIndeterminate {
-                        error: format!("no answer within {acquire_timeout:?}"),
-                    },
-                );
-                continue;
-            }
+            };
+            (guard, l, None, role, key)
         };
         let token = guard.token().get();
         rec.record(
@@ -342,12 +363,141 @@ pub async fn run(
             ),
         }
         monitor.abort();
+        if let Some(term_lease) = term_lease {
+            *lease_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let _ = tokio::time::timeout(cfg.ttl, term_lease.close()).await;
+        }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
     }
     if let Some(l) = lease {
         let _ = tokio::time::timeout(cfg.ttl, l.close()).await;
     }
     rec.record(cycle, Op::Exit);
+    Ok(())
+}
+
+/// What one campaign of an election holder came to.
+enum Campaign {
+    /// Leader: the term's guard and lease.
+    Led(LockGuard, Lease),
+    /// Not leader this time (logged); try again.
+    Retry,
+    /// Stopped while campaigning.
+    Stop,
+}
+
+/// Campaigns once in the election `cfg.name`, logging it as an acquire (the term is
+/// the token) and the term's own lease as the holder's lease.
+async fn campaign(
+    client: &LockClient,
+    cfg: &HolderConfig,
+    rec: &Recorder,
+    cycle: u64,
+    stop: &mut watch::Receiver<bool>,
+    lease_slot: &LeaseSlot,
+) -> Campaign {
+    let election = match client.election(cfg.name.as_str()) {
+        Ok(e) => e.with_ttl(cfg.ttl),
+        Err(e) => {
+            rec.record(cycle, acquire_outcome(&e));
+            return Campaign::Stop;
+        }
+    };
+    let timeout = cfg.ttl.saturating_mul(10).max(Duration::from_secs(10));
+    rec.record(cycle, Op::AcquireInvoke);
+    let led = tokio::select! {
+        r = tokio::time::timeout(timeout, election.campaign(format!("fencecheck-{}", cfg.id))) => r,
+        _ = stop.changed() => {
+            rec.record(cycle, Op::AcquireFail { error: "cancelled at stop".into() });
+            return Campaign::Stop;
+        }
+    };
+    match led {
+        Ok(Ok(lead)) => {
+            let (guard, lease) = lead.into_parts();
+            rec.record(
+                cycle,
+                Op::Lease {
+                    lease: lease.id().get(),
+                    granted_ttl_ms: lease.ttl().as_millis() as u64,
+                },
+            );
+            *lease_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease.id());
+            Campaign::Led(guard, lease)
+        }
+        Ok(Err(e)) => {
+            rec.record(cycle, acquire_outcome(&e));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Campaign::Retry
+        }
+        Err(_) => {
+            rec.record(
+                cycle,
+                Op::AcquireIndeterminate {
+                    error: format!("no answer within {timeout:?}"),
+                },
+            );
+            Campaign::Retry
+        }
+    }
+}
+
+/// Follows the election `name` until `stop`, logging every leader it is shown.
+///
+/// # Errors
+///
+/// When the observe stream cannot be opened.
+pub async fn observe(
+    client: LockClient,
+    name: &str,
+    rec: Recorder,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    use futures::StreamExt;
+    let election = client
+        .election(name)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    while !*stop.borrow() {
+        let mut stream = match election.observe().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                rec.record(
+                    0,
+                    Op::AccessFail {
+                        error: e.to_string(),
+                    },
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = stop.changed() => return Ok(()),
+            };
+            match item {
+                Some(Ok(leader)) => rec.record(
+                    0,
+                    Op::Observed {
+                        term: leader.as_ref().map(|l| l.term.get()),
+                        value: leader.map(|l| l.value).unwrap_or_default(),
+                    },
+                ),
+                // A broken stream is opened again: terms must still never go back.
+                Some(Err(e)) => {
+                    rec.record(
+                        0,
+                        Op::AccessFail {
+                            error: e.to_string(),
+                        },
+                    );
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
     Ok(())
 }
 

@@ -151,8 +151,11 @@ impl Report {
             "faults injected",
             join(o.faults.iter().map(|(k, n)| format!("{k} {n}"))),
         );
+        if o.observed_changes > 0 {
+            row("election: observed changes", o.observed_changes.to_string());
+        }
         row(
-            "safety S1..S6",
+            "safety S1..S7",
             join(o.safety.iter().map(|(k, n)| format!("{k}={n}"))),
         );
         row(

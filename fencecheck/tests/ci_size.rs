@@ -15,7 +15,7 @@
 
 use fencecheck::{
     holder::{Mode, TokenMode},
-    run::{ci_config, ci_mode_config, run, RunConfig},
+    run::{ci_config, ci_election_config, ci_mode_config, run, RunConfig},
 };
 use fencelock_integration_tests::{
     async_trial_within,
@@ -162,6 +162,36 @@ fn main() {
                 judged(cfg).await
             }));
         }
+    }
+    // Election mode (issue 14): leaders write with their term, followers observe.
+    for backend in ["memory", "etcd", "zk"] {
+        let name = format!("ci_size_election_{backend}");
+        trials.push(trial(&name, move || async move {
+            if !available(backend) {
+                return Ok(());
+            }
+            let mut cfg = ci_election_config(backend, 1);
+            let base = config(backend);
+            (cfg.seconds, cfg.holder_bin) = (base.seconds, base.holder_bin);
+            let observers = u64::from(fencecheck::run::OBSERVERS);
+            let report = run(&cfg).await.map_err(|e| e.to_string())?;
+            println!("{}", report.table());
+            let seen = report.outcome.observed_changes as u64;
+            if !report.passed() {
+                return Err(format!(
+                    "{backend} election run {}: {}",
+                    report.verdict,
+                    report.reasons.join("; ")
+                ));
+            }
+            // Each observer sees at least the first leader and a later one.
+            if seen < 2 * observers {
+                return Err(format!(
+                    "the observers were shown only {seen} leader changes"
+                ));
+            }
+            Ok(())
+        }));
     }
     let mut args = Arguments::from_args();
     // One run at a time: runs measure recovery times and share two cores.

@@ -40,7 +40,12 @@ pub(crate) async fn status(backend: &str, args: StatusArgs) -> Result<u8, Exit> 
     if args.watch {
         let watch = client.watch_lock(&name).await;
         let result = match watch {
-            Ok(watch) => follow(watch, |info| status_text(&name, info.as_ref(), args.json)).await,
+            Ok(watch) => {
+                follow(watch, true, |info| {
+                    status_text(&name, info.as_ref(), args.json)
+                })
+                .await
+            }
             Err(e) => Err(e.into()),
         };
         let _ = client.close().await;
@@ -66,7 +71,7 @@ pub(crate) async fn list(backend: &str, args: ListArgs) -> Result<u8, Exit> {
     if args.watch {
         let result = match client.watch_list(&args.prefix).await {
             Ok(watch) => {
-                follow(watch, |locks| {
+                follow(watch, true, |locks| {
                     if args.json {
                         let locks: Vec<_> = locks.iter().map(to_json).collect();
                         json!({ "locks": locks }).to_string()
@@ -102,17 +107,18 @@ fn list_text(locks: &[LockInfo], json: bool) -> String {
     lines.join("\n")
 }
 
-/// Shows each snapshot of `watch` as it comes: on a terminal the screen is cleared
-/// first (a redraw), otherwise snapshots follow each other (`--json`: one line
-/// each). Runs until interrupted or its reader goes away (exit 0); an error ends it
+/// Shows each snapshot of `watch` as it comes: with `redraw` on a terminal the
+/// screen is cleared first, otherwise snapshots follow each other (`--json`: one
+/// line each). Runs until interrupted or its reader goes away (exit 0); an error ends it
 /// with the error's exit code.
-async fn follow<T>(
+pub(crate) async fn follow<T>(
     mut watch: fencelock::LockWatch<T>,
+    redraw: bool,
     mut text: impl FnMut(T) -> String,
 ) -> Result<u8, Exit> {
     use futures::StreamExt;
     use std::io::{IsTerminal, Write};
-    let redraw = std::io::stdout().is_terminal();
+    let redraw = redraw && std::io::stdout().is_terminal();
     while let Some(snapshot) = watch.next().await {
         let text = text(snapshot?);
         let mut out = std::io::stdout().lock();

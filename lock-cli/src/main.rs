@@ -5,6 +5,7 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod child;
+mod elect;
 mod exit;
 mod inspect;
 mod run;
@@ -16,16 +17,18 @@ use std::process::ExitCode;
 const AFTER_HELP: &str = "\
 Exit codes:
   CMD's own    run: the command ran under the lock and exited with this status
-  1            run: the lock was not obtained with -n or -w (change with -E)
+               (elect: while leader)
+  1            run: the lock was not obtained with -n or -w (change with -E);
+               elect: leadership not obtained within -w
   2            usage: bad flags, lock name, URL or TTL
   69           the backend could not be reached (also while waiting with -w)
   70           internal error
   77           the backend refused the credentials, a certificate or the user's rights
-  75           run: the lock became suspect or lost: while waiting (the command never
-               ran), or while the command ran (it was terminated: SIGTERM, then SIGKILL
-               after --kill-after or at the lease's deadline if suspect; SIGKILL at
-               once if certainly lost)
-  126, 127     run: the command cannot be executed / was not found (nothing ran)
+  75           run, elect: the lock (leadership) became suspect or lost: while waiting
+               (the command never ran), or while the command ran (it was terminated:
+               SIGTERM, then SIGKILL after --kill-after or at the lease's deadline if
+               suspect; SIGKILL at once if certainly lost)
+  126, 127     run, elect: the command cannot be executed / was not found (nothing ran)
 
 Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to fencelock are forwarded to the
 command's process group; the lock is released after the command exits. If fencelock
@@ -57,6 +60,10 @@ enum Command {
     Status(inspect::StatusArgs),
     /// List the held locks whose names start with PREFIX.
     List(inspect::ListArgs),
+    /// Campaign to lead NAME, run CMD while leader (FENCELOCK_TERM = FENCELOCK_TOKEN), resign; as `run` otherwise.
+    Elect(elect::ElectArgs),
+    /// Print NAME's leader (term and value) now and on each change, one line each, until interrupted.
+    Observe(elect::ObserveArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(&backend, args).await,
             Command::Status(args) => inspect::status(&backend, args).await,
             Command::List(args) => inspect::list(&backend, args).await,
+            Command::Elect(args) => elect::elect(&backend, args).await,
+            Command::Observe(args) => elect::observe(&backend, args).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

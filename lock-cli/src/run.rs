@@ -61,7 +61,7 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
-fn seconds(flag: &str, value: f64) -> Result<Duration, Exit> {
+pub(crate) fn seconds(flag: &str, value: f64) -> Result<Duration, Exit> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
@@ -73,10 +73,10 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, Exit> {
 }
 
 /// Forwarded signals: interrupt, terminate, hang-up, quit.
-struct Signals(Vec<(libc::c_int, Signal)>);
+pub(crate) struct Signals(Vec<(libc::c_int, Signal)>);
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         let kinds = [
             (libc::SIGINT, SignalKind::interrupt()),
             (libc::SIGTERM, SignalKind::terminate()),
@@ -91,7 +91,7 @@ impl Signals {
     }
 
     /// The next signal received.
-    async fn recv(&mut self) -> libc::c_int {
+    pub(crate) async fn recv(&mut self) -> libc::c_int {
         let waits = self.0.iter_mut().map(|(num, s)| {
             let num = *num;
             Box::pin(async move {
@@ -103,28 +103,15 @@ impl Signals {
     }
 }
 
-fn default_holder() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let host = match ok {
-        true => {
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            String::from_utf8_lossy(&buf[..end]).into_owned()
-        }
-        false => "unknown-host".to_owned(),
-    };
-    format!("{host}:{}", std::process::id())
-}
-
-pub(crate) async fn run(backend: &str, args: RunArgs) -> Result<u8, Exit> {
-    let name = LockName::new(&args.name)?;
-    let ttl = args.ttl.map(|v| seconds("--ttl", v)).transpose()?;
-    let wait = args.wait.map(|v| seconds("-w", v)).transpose()?;
-    let kill_after = args
-        .kill_after
-        .map(|v| seconds("--kill-after", v))
-        .transpose()?;
+/// Checks `--ttl` and `--kill-after` (as seconds), warns about `memory://`, and
+/// connects: the client, the TTL and the kill-after that `run` and `elect` use.
+pub(crate) async fn connect_for_command(
+    backend: &str,
+    ttl: Option<f64>,
+    kill_after: Option<f64>,
+) -> Result<(LockClient, Duration, Duration), Exit> {
+    let ttl = ttl.map(|v| seconds("--ttl", v)).transpose()?;
+    let kill_after = kill_after.map(|v| seconds("--kill-after", v)).transpose()?;
     if let Some(ttl) = ttl {
         fencelock::validate_ttl(ttl)?;
     }
@@ -141,6 +128,27 @@ pub(crate) async fn run(backend: &str, args: RunArgs) -> Result<u8, Exit> {
             ttl / 2
         )));
     }
+    Ok((client, ttl, kill_after))
+}
+
+pub(crate) fn default_holder() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = match ok {
+        true => {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        }
+        false => "unknown-host".to_owned(),
+    };
+    format!("{host}:{}", std::process::id())
+}
+
+pub(crate) async fn run(backend: &str, args: RunArgs) -> Result<u8, Exit> {
+    let name = LockName::new(&args.name)?;
+    let wait = args.wait.map(|v| seconds("-w", v)).transpose()?;
+    let (client, ttl, kill_after) = connect_for_command(backend, args.ttl, args.kill_after).await?;
     let mut signals = Signals::new()?;
     let result = hold_and_run(
         &client,
@@ -216,14 +224,18 @@ async fn hold_and_run(
         eprintln!("fencelock: {name} is held{by}; not running the command");
         return Ok(args.conflict_exit_code);
     };
-    supervise(guard, backend, kill_after, &args.command, signals).await
+    supervise(guard, backend, kill_after, &args.command, &[], signals).await
 }
 
-async fn supervise(
+/// Runs `command` while `guard` is held (with `extra_env` on top of the
+/// `FENCELOCK_*` variables), releases it when the command exits, and terminates the
+/// command as soon as the lock leaves `Held`.
+pub(crate) async fn supervise(
     guard: LockGuard,
     backend: &str,
     kill_after: Duration,
     command: &[String],
+    extra_env: &[(&str, String)],
     signals: &mut Signals,
 ) -> Result<u8, Exit> {
     let mut env = vec![
@@ -238,6 +250,7 @@ async fn supervise(
     if let Some(slot) = guard.slot() {
         env.push(("FENCELOCK_SLOT", slot.to_string()));
     }
+    env.extend(extra_env.iter().cloned());
     let mut group = match Group::spawn(command, &env) {
         Ok(group) => group,
         Err(e) => {

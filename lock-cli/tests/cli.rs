@@ -16,6 +16,9 @@ use std::{
 
 type Check = Result<(), Failed>;
 
+#[path = "cli/elect.rs"]
+mod elect;
+
 fn ensure(cond: bool, msg: impl Into<String>) -> Check {
     if cond {
         Ok(())
@@ -1278,7 +1281,7 @@ fn main() {
         ),
     ];
     for s in &servers {
-        for (name, f) in cases {
+        for (name, f) in cases.into_iter().chain(elect::CASES) {
             trials.push(trial(format!("{}::{name}", s.name()), s.clone(), f));
         }
     }
@@ -1313,6 +1316,14 @@ fn main() {
             || {
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                 secured_etcd_credentials_stay_secret(dir.path())
+            },
+        ));
+        let etcd_elect = EtcdCluster::start(1).expect("etcd starts");
+        trials.push(Trial::test(
+            "etcd::etcdctl_elect_leader_is_observed_and_excludes_fencelock_elect",
+            move || {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                elect::etcdctl_elect_is_observed_and_excludes(&etcd_elect, dir.path())
             },
         ));
         let etcd = EtcdCluster::start(1).expect("etcd starts");

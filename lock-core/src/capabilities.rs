@@ -74,6 +74,10 @@ pub struct Capabilities {
     /// [`Claim::Write`](crate::backend::Claim::Write) (the two sides of a read-write
     /// lock) by [`decide`](crate::backend::decide)'s rule.
     pub read_write_claims: bool,
+    /// A holder can change the value stored with its own entry, fenced on the entry
+    /// ([`HeldLock::set_value`](crate::backend::HeldLock::set_value), which
+    /// [`Leadership::proclaim`](crate::Leadership::proclaim) uses).
+    pub set_value: bool,
 }
 
 impl Capabilities {
@@ -89,6 +93,7 @@ impl Capabilities {
             fault_injection: false,
             shared_claims: false,
             read_write_claims: false,
+            set_value: false,
         }
     }
 
@@ -159,6 +164,12 @@ impl Capabilities {
     /// Sets [`read_write_claims`](Self::read_write_claims).
     pub const fn with_read_write_claims(mut self, on: bool) -> Self {
         self.read_write_claims = on;
+        self
+    }
+
+    /// Sets [`set_value`](Self::set_value).
+    pub const fn with_set_value(mut self, on: bool) -> Self {
+        self.set_value = on;
         self
     }
 }

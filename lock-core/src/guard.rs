@@ -250,6 +250,11 @@ impl LockGuard {
         async move { watch.not_held().await }
     }
 
+    /// The backend's grant itself (`None` once released).
+    pub(crate) fn held(&self) -> Option<&dyn HeldLock> {
+        self.held.as_deref()
+    }
+
     /// The backend's grant, for backend-specific extensions (for example etcd's fenced
     /// transactions); `None` if it is not a `T`.
     pub fn backend_lock<T: Any>(&self) -> Option<&T> {

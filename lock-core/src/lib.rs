@@ -43,6 +43,7 @@
 pub mod backend;
 mod capabilities;
 mod client;
+mod election;
 mod error;
 mod fence;
 mod guard;
@@ -60,6 +61,7 @@ mod watch;
 
 pub use capabilities::{Capabilities, TokenSource};
 pub use client::LockClient;
+pub use election::{Election, Leader, LeaderWatch, Leadership};
 pub use error::{Error, ErrorKind, Result};
 pub use fence::Fence;
 pub use guard::LockGuard;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevision)
     .with_fifo(true)
     .with_herd_free(true)
+    .with_set_value(true)
     .with_detects_external_deletion(true)
     .with_native_fenced_writes(true)
     .with_distributed(true)

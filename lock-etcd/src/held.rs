@@ -141,6 +141,7 @@ pub struct EtcdHeldLock {
     /// A semaphore permit's slot key; its create revision is the token.
     permit: Option<PermitSlot>,
     released: bool,
+    acquired_at: std::time::SystemTime,
 }
 
 impl EtcdHeldLock {
@@ -172,7 +173,15 @@ impl EtcdHeldLock {
             slot,
             permit: None,
             released: false,
+            acquired_at: std::time::SystemTime::now(),
         }
+    }
+
+    /// The time written into the key's value at enqueueing, kept by
+    /// [`set_value`](lock_core::backend::HeldLock::set_value).
+    pub(crate) fn with_acquired_at(mut self, at: std::time::SystemTime) -> Self {
+        self.acquired_at = at;
+        self
     }
 
     pub(crate) fn with_permit(mut self, permit: Option<PermitSlot>) -> Self {
@@ -257,9 +266,58 @@ impl lock_core::backend::HeldLock for EtcdHeldLock {
         result
     }
 
+    async fn set_value(&self, value: &str) -> Result<()> {
+        let not_held = || {
+            Error::new(
+                ErrorKind::NotHeld,
+                format!(
+                    "lock {} (token {}) is no longer held; its value was not changed",
+                    self.name, self.token
+                ),
+            )
+        };
+        if self.released {
+            return Err(not_held());
+        }
+        let what = || {
+            format!(
+                "setting the value of lock {} (token {})",
+                self.name, self.token
+            )
+        };
+        let data = crate::queue::encode_value(self.acquired_at, Some(value));
+        let lease = self.lease.get() as i64;
+        // Idempotent: a retry after an unconfirmed attempt compares and writes the same.
+        let resp = self
+            .conn
+            .call(&what, |mut c| {
+                let txn = fenced_put(&self.key, self.token, data.clone(), lease);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(not_held())
+        }
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// Puts `value` into `key` (keeping it on `lease`) only while its create revision is
+/// `token`.
+fn fenced_put(key: &str, token: i64, value: String, lease: i64) -> etcd_client::Txn {
+    use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+    Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, token)])
+        .and_then([TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
 }
 
 impl Drop for EtcdHeldLock {

@@ -223,7 +223,8 @@ pub(crate) async fn acquire(
     let range_key = queue::lock_range(prefix, name);
     let slot = lease.take_slot(&range_key);
     let key = queue::waiter_key(prefix, name, lease.id, slot.index(), claim);
-    let value = queue::encode_value(SystemTime::now(), options.holder());
+    let acquired_at = SystemTime::now();
+    let value = queue::encode_value(acquired_at, options.holder());
     let put = TxnOp::put(
         key.clone(),
         value,
@@ -335,7 +336,8 @@ pub(crate) async fn acquire(
             slot.taint(key.clone(), token);
         }
     }
-    let held = crate::EtcdHeldLock::start(lease, name.clone(), key, token, seen_at, slot);
+    let held = crate::EtcdHeldLock::start(lease, name.clone(), key, token, seen_at, slot)
+        .with_acquired_at(acquired_at);
     Ok(Some(held.with_permit(permit)))
 }
 

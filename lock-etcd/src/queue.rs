@@ -168,11 +168,14 @@ pub(crate) fn encode_value(at: SystemTime, holder: Option<&str>) -> String {
     format!("{millis}\n{}", holder.unwrap_or(""))
 }
 
-/// Reads a value written by [`encode_value`]; garbage gives `(None, None)`.
+/// Reads a value written by [`encode_value`]; a value with no newline is read as
+/// holder text alone (a foreign election's proposal).
 pub(crate) fn decode_value(value: &[u8]) -> (Option<SystemTime>, Option<String>) {
     let text = String::from_utf8_lossy(value);
+    // A value without a time line is a foreign client's: `etcdctl elect NAME VALUE`
+    // (Go's `concurrency.Election`) stores the proposal as is.
     let Some((millis, holder)) = text.split_once('\n') else {
-        return (None, None);
+        return (None, (!text.is_empty()).then(|| text.into_owned()));
     };
     let at = millis
         .parse::<u64>()
@@ -370,7 +373,8 @@ mod tests {
             decode_value(encode_value(at, None).as_bytes()),
             (Some(at), None)
         );
-        assert_eq!(decode_value(b"junk"), (None, None));
+        assert_eq!(decode_value(b"junk"), (None, Some("junk".into())));
+        assert_eq!(decode_value(b""), (None, None));
         assert_eq!(decode_value(b"x\nh").1.as_deref(), Some("h"));
     }
 }

@@ -20,7 +20,8 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Counter)
     .with_detects_external_deletion(true)
     .with_fault_injection(true)
     .with_shared_claims(true)
-    .with_read_write_claims(true);
+    .with_read_write_claims(true)
+    .with_set_value(true);
 
 /// A memory lock store ("server") and its fault controls. Cheap to clone; clones share
 /// the store.

@@ -124,6 +124,19 @@ impl HeldLock for MemoryHeldLock {
         }
     }
 
+    async fn set_value(&self, value: &str) -> Result<()> {
+        if !self.released && self.store.set_holder(&self.name, self.entry, value) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::NotHeld,
+            format!(
+                "lock {} (token {}) is no longer held; its value was not changed",
+                self.name, self.token
+            ),
+        ))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

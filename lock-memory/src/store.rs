@@ -308,6 +308,23 @@ impl Store {
         was_holder
     }
 
+    /// Replaces the holder text of entry `entry` of `name` while it holds. Returns
+    /// whether it did (`false`: the entry is gone or not granted).
+    pub(crate) fn set_holder(&self, name: &LockName, entry: u64, holder: &str) -> bool {
+        let mut state = self.lock();
+        let Some(e) = state
+            .locks
+            .get_mut(name)
+            .and_then(|q| q.entries.iter_mut().find(|e| e.id == entry))
+            .filter(|e| matches!(e.slot, Slot::Held { .. }))
+        else {
+            return false;
+        };
+        e.holder = (!holder.is_empty()).then(|| holder.to_owned());
+        self.emit(Vec::new());
+        true
+    }
+
     /// Deletes `lease` and its entries, losing them with `cause`.
     pub(crate) fn revoke(&self, lease: u64, cause: LossCause) -> bool {
         let mut state = self.lock();

@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Weak,
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 use zookeeper_client::{Error as ZkError, EventType};
 
@@ -38,6 +38,7 @@ pub struct ZkHeldLock {
     /// Tells the watch task that a deletion of the node is our own release, so it
     /// ends without another request.
     releasing: Arc<AtomicBool>,
+    acquired_at: SystemTime,
     /// A semaphore permit's slot node; its `czxid` is the token.
     permit: Option<PermitSlot>,
 }
@@ -67,8 +68,16 @@ impl ZkHeldLock {
             liveness,
             released: false,
             releasing,
+            acquired_at: SystemTime::now(),
             permit: None,
         }
+    }
+
+    /// The time written into the node's data at enqueueing, kept by
+    /// [`set_value`](HeldLock::set_value).
+    pub(crate) fn with_acquired_at(mut self, at: SystemTime) -> Self {
+        self.acquired_at = at;
+        self
     }
 
     pub(crate) fn with_permit(mut self, permit: Option<PermitSlot>) -> Self {
@@ -171,6 +180,39 @@ impl HeldLock for ZkHeldLock {
         let result = release_node(&self.session, &self.name, &self.path, self.token).await;
         self.liveness.lose_with(LossCause::Released);
         result
+    }
+
+    async fn set_value(&self, value: &str) -> Result<()> {
+        let not_held = || {
+            Error::new(
+                ErrorKind::NotHeld,
+                format!(
+                    "lock {} (token {}) is no longer held; its value was not changed",
+                    self.name, self.token
+                ),
+            )
+        };
+        if self.released || self.liveness.state().is_lost() {
+            return Err(not_held());
+        }
+        let Some(client) = self.session.client() else {
+            return Err(not_held());
+        };
+        // The node's path is unique to this acquisition: writing it can never touch a
+        // newer holder's node, and a deleted node is `NoNode`.
+        let data = crate::queue::encode_data(Some(value), self.acquired_at);
+        match client.set_data(&self.path, &data, None).await {
+            Ok(_) => Ok(()),
+            Err(ZkError::NoNode) => Err(not_held()),
+            Err(e) if error::is_terminal(&e) => Err(not_held().with_source(e)),
+            Err(e) => Err(error::map(
+                e,
+                format_args!(
+                    "setting the value of lock {} (token {})",
+                    self.name, self.token
+                ),
+            )),
+        }
     }
 
     fn slot(&self) -> Option<u32> {

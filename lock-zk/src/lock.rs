@@ -212,7 +212,8 @@ pub(crate) async fn acquire(
     }
     let client = session.client_for(format_args!("acquiring lock {name}"))?;
     let dir = queue::dir_path(name);
-    let data = queue::encode_data(options.holder(), SystemTime::now());
+    let acquired_at = SystemTime::now();
+    let data = queue::encode_data(options.holder(), acquired_at);
     let mut cleanup = NodeCleanup {
         session: session.clone(),
         dir: dir.clone(),
@@ -334,7 +335,8 @@ pub(crate) async fn acquire(
         };
         cleanup.disarm();
         let token = permit.as_ref().map_or(token, |p| p.token);
-        let held = ZkHeldLock::new(session.clone(), name.clone(), path, token, first_watch);
+        let held = ZkHeldLock::new(session.clone(), name.clone(), path, token, first_watch)
+            .with_acquired_at(acquired_at);
         return Ok(Some(held.with_permit(permit)));
     }
 }

@@ -91,6 +91,10 @@ struct RunArgs {
     /// Print the JSON report instead of the table.
     #[arg(long)]
     json: bool,
+    /// Election mode: holders campaign for leadership and write with their term;
+    /// followers observe (S7: an observer saw terms out of order).
+    #[arg(long)]
+    election: bool,
 }
 
 fn parse_faults(backend: &str, names: &[String]) -> Result<Vec<FaultKind>, String> {
@@ -123,6 +127,7 @@ fn config(args: &RunArgs) -> Result<RunConfig, String> {
         cfg.out_dir = out.clone();
     }
     cfg.keep = args.keep;
+    cfg.election = args.election;
     cfg.holder_bin = std::env::current_exe().ok();
     Ok(cfg)
 }

@@ -1,5 +1,5 @@
 //! The checker: reads holder histories, the register log, the fault log and the
-//! server's view, and counts S1-S6 (safety, all must be 0) and L1-L3 (liveness) as
+//! server's view, and counts S1-S7 (safety, all must be 0; S7 in election mode) and L1-L3 (liveness) as
 //! defined in `shared/RELIABILITY.md`.
 
 mod grants;
@@ -105,7 +105,7 @@ pub struct Recovery {
 /// The checker's findings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// Violations per class S1..S6 (every class present, zeros included).
+    /// Violations per class S1..S7 (every class present, zeros included).
     pub safety: BTreeMap<String, usize>,
     /// The first violations (at most 50), by time.
     pub violations: Vec<Violation>,
@@ -151,6 +151,8 @@ pub struct Outcome {
     pub suspects_with_quorum: usize,
     /// Faults injected per type.
     pub faults: BTreeMap<String, usize>,
+    /// Election mode: leader changes the observers were shown (all observers).
+    pub observed_changes: usize,
 }
 
 impl Outcome {
@@ -191,7 +193,8 @@ pub fn check(input: &Input) -> Outcome {
     let _ = fenced_lost;
     out.unfenced_lost_updates = unfenced_lost;
     safety::leaks(input, &mut violations);
-    for class in ["S1", "S2", "S3", "S4", "S5", "S6"] {
+    safety::observed_order(input, &mut violations);
+    for class in ["S1", "S2", "S3", "S4", "S5", "S6", "S7"] {
         out.safety.insert(class.to_owned(), 0);
     }
     for v in &violations {
@@ -219,6 +222,7 @@ pub fn check(input: &Input) -> Outcome {
             Op::AcquireFail { .. } => out.acquires_failed += 1,
             Op::AcquireIndeterminate { .. } => out.acquires_indeterminate += 1,
             Op::ReleaseOk => out.cycles_completed += 1,
+            Op::Observed { .. } => out.observed_changes += 1,
             _ => {}
         }
     }

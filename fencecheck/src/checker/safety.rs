@@ -1,4 +1,4 @@
-//! Safety properties S1-S6.
+//! Safety properties S1-S7.
 
 use super::{Grant, Input, Violation};
 use crate::register::RegEntry;
@@ -349,5 +349,28 @@ pub(super) fn leaks(input: &Input, out: &mut Vec<Violation>) {
     }
     for _ in 0..input.panics {
         violation(out, "S6", t, "a holder panicked".to_owned());
+    }
+}
+
+/// S7 (election mode): each observer's stream shows terms in order, never an older
+/// term after a newer one. (Two leaders believing at once is S4, as for any lock.)
+pub(super) fn observed_order(input: &Input, out: &mut Vec<Violation>) {
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    for e in &input.events {
+        if let crate::history::Op::Observed {
+            term: Some(term), ..
+        } = e.op
+        {
+            let seen = last.entry(e.holder).or_insert(term);
+            if term < *seen {
+                violation(
+                    out,
+                    "S7",
+                    e.t,
+                    format!("observer {} saw term {term} after term {}", e.holder, *seen),
+                );
+            }
+            *seen = (*seen).max(term);
+        }
     }
 }

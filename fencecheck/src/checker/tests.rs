@@ -548,3 +548,37 @@ fn s2_allows_a_read_in_flight_across_a_forced_revocation() {
     input.faults[0].end = 49 * MS;
     assert_eq!(check(&input).safety["S2"], 1);
 }
+
+#[test]
+fn observers_seeing_terms_out_of_order_is_s7() {
+    let observed = |t, holder, term| {
+        ev(
+            t,
+            holder,
+            0,
+            Op::Observed {
+                term,
+                value: String::new(),
+            },
+        )
+    };
+    let mut input = Input {
+        events: vec![
+            observed(1, 900, None),
+            observed(2, 900, Some(5)),
+            observed(3, 900, Some(5)),
+            observed(4, 900, None),
+            observed(5, 900, Some(7)),
+            // Another observer may lag: only each one's own order counts.
+            observed(6, 901, Some(5)),
+        ],
+        ..Input::default()
+    };
+    let clean = check(&input);
+    assert_eq!(clean.safety["S7"], 0);
+    assert_eq!(clean.observed_changes, 6);
+    input.events.push(observed(7, 900, Some(6)));
+    let broken = check(&input);
+    assert_eq!(broken.safety["S7"], 1, "{:?}", broken.violations);
+    assert!(broken.violations[0].message.contains("term 6 after term 7"));
+}

@@ -54,6 +54,9 @@ pub struct HolderArgs {
     /// The semaphore's limit.
     #[arg(long, default_value_t = 2)]
     pub limit: u32,
+    /// Campaign in the election `name` instead of acquiring the lock.
+    #[arg(long)]
+    pub election: bool,
 }
 
 /// Runs a holder process; `true` on a clean exit.
@@ -102,6 +105,7 @@ pub async fn holder_main(args: HolderArgs) -> bool {
         token_mode: args.token_mode,
         mode: args.mode,
         limit: args.limit,
+        election: args.election,
     };
     let result = holder::run(client.clone(), cfg, rec, Gate::default(), stop, lease).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;

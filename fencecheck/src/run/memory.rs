@@ -58,6 +58,7 @@ impl Ctx<'_> {
             token_mode: self.cfg.token_mode,
             mode: self.cfg.mode,
             limit: self.cfg.limit,
+            election: self.cfg.election,
         };
         let client = LockClient::new(self.backend.clone());
         let task = tokio::spawn(holder::run(
@@ -118,6 +119,19 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
         next_id: 0,
         panics: 0,
     };
+    let mut observers = Vec::new();
+    for k in 0..if cfg.election { super::OBSERVERS } else { 0 } {
+        let id = super::observer_id(k);
+        let out = JsonlWriter::create(&cfg.out_dir.join(format!("holder-{id}.jsonl")))?;
+        let client = LockClient::new(backend.clone());
+        let rec = Recorder::new(out, id, NAME);
+        observers.push(tokio::spawn(holder::observe(
+            client,
+            NAME,
+            rec,
+            ctx.stop.clone(),
+        )));
+    }
     let mut slots = Vec::new();
     for _ in 0..cfg.holders.max(1) {
         slots.push(ctx.spawn()?);
@@ -209,6 +223,9 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
             Ok(Err(e)) if e.is_panic() => ctx.panics += 1,
             _ => {}
         }
+    }
+    for o in observers {
+        let _ = o.await;
     }
     sleep(ttl + Duration::from_secs(2)).await;
     let mut leaks = Vec::new();

@@ -103,6 +103,26 @@ pub struct RunConfig {
     pub keep: bool,
     /// The `fencecheck` binary, for holder processes.
     pub holder_bin: Option<PathBuf>,
+    /// Election mode: holders campaign (a fresh lease per term, the term as token)
+    /// and [`OBSERVERS`] followers log every leader they are shown.
+    pub election: bool,
+}
+
+/// How many observers follow the election in election mode.
+pub const OBSERVERS: u32 = 2;
+
+/// The holder id of observer `k` (far above any holder's).
+pub(crate) fn observer_id(k: u32) -> u32 {
+    1_000_000 + k
+}
+
+/// The CI size of the election mode on `backend`: every supported fault once.
+pub fn ci_election_config(backend: &str, seed: u64) -> RunConfig {
+    let mut cfg = RunConfig::new(backend, seed);
+    cfg.seconds = 10;
+    cfg.min_per_fault = 1;
+    cfg.election = true;
+    cfg
 }
 
 impl RunConfig {
@@ -134,6 +154,7 @@ impl RunConfig {
             )),
             keep: false,
             holder_bin: None,
+            election: false,
         }
     }
 }

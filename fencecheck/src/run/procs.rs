@@ -97,6 +97,7 @@ impl Ctx<'_> {
             .args(["--token-mode", token_mode(self.cfg)])
             .args(["--mode", self.cfg.mode.as_str()])
             .args(["--limit", &self.cfg.limit.to_string()])
+            .args(self.cfg.election.then_some("--election"))
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -401,6 +402,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
     };
     let (truth, poller) =
         truth::spawn_poller(admin.clone(), NAME.into(), Duration::from_millis(50));
+    let (stop_observers, observers) = spawn_observers(cfg, &direct).await?;
     let mut slots = Vec::new();
     for s in 0..cfg.holders.max(1) {
         let proxies = proxies_for(&ctx.servers.endpoints()).await?;
@@ -438,6 +440,11 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
             let _ = s.child.wait().await;
         }
     }
+    let _ = stop_observers.send(true);
+    for (client, task) in observers {
+        let _ = task.await;
+        let _ = client.close().await;
+    }
     sleep(cfg.ttl + Duration::from_secs(2)).await;
     poller.abort();
     let leaks = ctx.servers.leaks(&admin, &root).await;
@@ -472,4 +479,33 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
     drop(slots);
     drop(ctx);
     finish(cfg, collected)
+}
+
+type Observers = Vec<(LockClient, tokio::task::JoinHandle<io::Result<()>>)>;
+
+/// In election mode, the followers: each its own direct connection (no fault proxy),
+/// logging every leader it is shown until told to stop.
+async fn spawn_observers(
+    cfg: &RunConfig,
+    direct: &str,
+) -> io::Result<(tokio::sync::watch::Sender<bool>, Observers)> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut out = Vec::new();
+    for k in 0..if cfg.election { super::OBSERVERS } else { 0 } {
+        let id = super::observer_id(k);
+        let file =
+            crate::history::JsonlWriter::create(&cfg.out_dir.join(format!("holder-{id}.jsonl")))?;
+        let client = fencelock::connect(direct)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let rec = crate::history::Recorder::new(file, id, NAME);
+        let task = tokio::spawn(crate::holder::observe(
+            client.clone(),
+            NAME,
+            rec,
+            stopped.clone(),
+        ));
+        out.push((client, task));
+    }
+    Ok((stop, out))
 }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cancellation;
 mod claims;
+mod election;
 mod exclusion;
 mod fencing;
 mod fifo;
@@ -155,6 +156,14 @@ const CASES: &[Case] = cases![
     semaphore::permits_return_after_their_lease_is_lost if |c: &Capabilities| c.shared_claims,
     semaphore::a_mutex_on_the_name_is_a_barrier if |c: &Capabilities| c.shared_claims,
     semaphore::random_cancellation_leaves_every_permit_free if |c: &Capabilities| c.shared_claims,
+    election::one_leader_at_a_time_and_terms_increase,
+    election::observers_see_every_change_in_order if |c: &Capabilities| c.set_value,
+    election::proclaim_after_loss_fails if |c: &Capabilities| c.set_value,
+    election::resign_hands_over_in_fifo_order if |c: &Capabilities| c.fifo,
+    election::cancelled_campaigns_leave_nothing_behind,
+    election::lost_leaders_work_is_cancelled_before_the_next_term,
+    election::a_new_campaign_after_loss_is_a_new_term_on_a_fresh_lease,
+    election::bad_values_are_typed_errors,
 ];
 
 /// Every conformance case as a separately named test

@@ -153,6 +153,27 @@ pub trait HeldLock: Send + Sync + Debug + 'static {
     /// gone (the lock was lost before release).
     async fn release(&mut self) -> Result<()>;
 
+    /// Replaces the holder text stored with this acquisition's entry by `value`, only
+    /// while the entry still exists (etcd: a transaction comparing the key's create
+    /// revision with the token; ZooKeeper: `setData` on the acquisition's own
+    /// sequential node; memory: the store's entry). Never writes another entry. The
+    /// token does not change. What [`Leadership::proclaim`](crate::Leadership::proclaim)
+    /// uses; a backend that implements it sets
+    /// [`Capabilities::set_value`](crate::Capabilities::set_value).
+    ///
+    /// # Errors
+    ///
+    /// By default [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported);
+    /// [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) when the entry is gone;
+    /// backend errors when the write could not be confirmed.
+    async fn set_value(&self, value: &str) -> Result<()> {
+        let _ = value;
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("this backend cannot change the value of a held entry ({self:?})"),
+        ))
+    }
+
     /// The permit's slot in `0..limit` for a granted
     /// [`Claim::Shared`] entry: no two live permits of one name share a slot, and the
     /// tokens of successive holders of one slot increase (see
