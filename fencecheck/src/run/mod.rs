@@ -178,6 +178,12 @@ pub async fn run(cfg: &RunConfig) -> io::Result<Report> {
             "the rw and semaphore modes need the memory register",
         ));
     }
+    if cfg.mode != Mode::Mutex && cfg.election {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--election runs the mutex mode only",
+        ));
+    }
     if cfg.mode == Mode::Semaphore && cfg.limit == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
