@@ -74,6 +74,14 @@ pub enum Op {
         /// The local deadline at the grant (mono ns), if any.
         deadline: Option<u64>,
     },
+    /// What an [`AcquireOk`](Op::AcquireOk) of a read-write lock or semaphore holds
+    /// (recorded right after it; a mutex grant has none).
+    Role {
+        /// `read`, `write` or `permit`.
+        role: String,
+        /// The register cell it fences on: the lock name, or `name#slot` for a permit.
+        key: String,
+    },
     /// An acquire certainly failed (nothing was granted).
     AcquireFail {
         /// The error.

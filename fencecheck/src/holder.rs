@@ -28,6 +28,34 @@ pub enum TokenMode {
     Lease,
 }
 
+/// What the holders lock: the mutex, a read-write lock or a semaphore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// The exclusive lock; every cycle reads and writes with its token.
+    #[default]
+    Mutex,
+    /// `rw_lock`: each cycle is a reader ([`READ_SHARE`] of them) that only reads,
+    /// fenced as a read, or a writer that reads and writes, fenced as a write.
+    Rw,
+    /// `semaphore(name, limit)`: each permit reads and writes the cell of its slot
+    /// (`name#slot`) with its token.
+    Semaphore,
+}
+
+impl Mode {
+    /// The mode's name (`mutex`, `rw`, `semaphore`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Mutex => "mutex",
+            Mode::Rw => "rw",
+            Mode::Semaphore => "semaphore",
+        }
+    }
+}
+
+/// The share of reader cycles in [`Mode::Rw`].
+pub const READ_SHARE: f64 = 0.7;
+
 /// A holder's settings.
 #[derive(Debug, Clone)]
 pub struct HolderConfig {
@@ -48,6 +76,10 @@ pub struct HolderConfig {
     /// Campaign in the election `name` (a fresh lease per term, the term as token)
     /// instead of acquiring the lock on a lease of its own.
     pub election: bool,
+    /// What it locks (not in an election).
+    pub mode: Mode,
+    /// The semaphore's limit ([`Mode::Semaphore`]).
+    pub limit: u32,
 }
 
 /// Freezes an in-process holder at its next step (the memory backend's pause).
@@ -138,10 +170,16 @@ pub async fn run(
     let acquire_timeout = cfg.ttl.saturating_mul(10).max(Duration::from_secs(10));
     while !*stop.borrow() {
         gate.ready().await;
-        let (guard, l, term_lease) = if cfg.election {
+        let (guard, l, term_lease, role, key) = if cfg.election {
             cycle += 1;
             match campaign(&client, &cfg, &rec, cycle, &mut stop, &lease_slot).await {
-                Campaign::Led(guard, lease) => (guard, lease.clone(), Some(lease)),
+                Campaign::Led(guard, lease) => (
+                    guard,
+                    lease.clone(),
+                    Some(lease),
+                    Role::Mutex,
+                    cfg.name.clone(),
+                ),
                 Campaign::Retry => continue,
                 Campaign::Stop => break,
             }
@@ -185,21 +223,54 @@ pub async fn run(
                 }
             };
             cycle += 1;
-            let lock = match l.lock(cfg.name.as_str()) {
-                Ok(lock) => lock.with_holder(format!("fencecheck-{}", cfg.id)),
-                Err(e) => return Err(io::Error::other(e.to_string())),
+            let role = match cfg.mode {
+                Mode::Mutex => Role::Mutex,
+                Mode::Rw if rng.gen_bool(READ_SHARE) => Role::Read,
+                Mode::Rw => Role::Write,
+                Mode::Semaphore => Role::Permit,
+            };
+            let holder = format!("fencecheck-{}", cfg.id);
+            let name = cfg.name.as_str();
+            let bad = |e: fencelock::Error| io::Error::other(e.to_string());
+            let acquire = async {
+                match role {
+                    Role::Mutex => {
+                        let lock = l.lock(name).map_err(bad)?.with_holder(holder);
+                        Ok(lock.acquire().await.map(|g| (g, cfg.name.clone())))
+                    }
+                    Role::Read | Role::Write => {
+                        let rw = l.rw_lock(name).map_err(bad)?.with_holder(holder);
+                        let g = if role == Role::Read {
+                            rw.read().await
+                        } else {
+                            rw.write().await
+                        };
+                        Ok(g.map(|g| (g, cfg.name.clone())))
+                    }
+                    Role::Permit => {
+                        let sem = l
+                            .semaphore(name, cfg.limit)
+                            .map_err(bad)?
+                            .with_holder(holder);
+                        Ok(sem.acquire().await.map(|p| {
+                            let key = p.fence_key();
+                            (p.into_guard(), key)
+                        }))
+                    }
+                }
             };
             rec.record(cycle, Op::AcquireInvoke);
             let acquired = tokio::select! {
-                r = tokio::time::timeout(acquire_timeout, lock.acquire()) => r,
+                r = tokio::time::timeout(acquire_timeout, acquire) => r,
                 _ = stop.changed() => {
                     rec.record(cycle, Op::AcquireFail { error: "cancelled at stop".into() });
                     break;
                 }
             };
-            let guard = match acquired {
-                Ok(Ok(guard)) => guard,
-                Ok(Err(e)) => {
+            let (guard, key) = match acquired {
+                Ok(Ok(Ok(granted))) => granted,
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Err(e))) => {
                     rec.record(cycle, acquire_outcome(&e));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -214,7 +285,7 @@ pub async fn run(
                     continue;
                 }
             };
-            (guard, l, None)
+            (guard, l, None, role, key)
         };
         let token = guard.token().get();
         rec.record(
@@ -225,6 +296,15 @@ pub async fn run(
                 deadline: guard.watch().deadline().map(instant_to_ns),
             },
         );
+        if role != Role::Mutex {
+            rec.record(
+                cycle,
+                Op::Role {
+                    role: role.as_str().into(),
+                    key: key.clone(),
+                },
+            );
+        }
         let monitor = spawn_monitor(&guard, rec.clone(), cycle);
         let sent = match cfg.token_mode {
             TokenMode::Real => token,
@@ -235,23 +315,26 @@ pub async fn run(
             gate.ready().await;
             let mut req = Request {
                 op: "read".into(),
-                name: cfg.name.clone(),
+                name: key.clone(),
                 holder: cfg.id,
                 cycle,
                 token: sent,
                 value: 0,
                 uvalue: 0,
+                shared: role == Role::Read,
             };
             let read = call(&mut reg, &req, &rec, cycle).await?;
             let pause = cfg.ttl.mul_f64(rng.gen_range(0.0..(1.0 / 3.0)));
             tokio::time::sleep(pause).await;
             gate.ready().await;
-            // Sent without looking at the guard: a process may pause between a check
-            // and its write, so only the fence can protect the data.
-            req.op = "write".into();
-            req.value = if read.accepted { read.value + 1 } else { 0 };
-            req.uvalue = read.uvalue + 1;
-            call(&mut reg, &req, &rec, cycle).await?;
+            if role != Role::Read {
+                // Sent without looking at the guard: a process may pause between a
+                // check and its write, so only the fence can protect the data.
+                req.op = "write".into();
+                req.value = if read.accepted { read.value + 1 } else { 0 };
+                req.uvalue = read.uvalue + 1;
+                call(&mut reg, &req, &rec, cycle).await?;
+            }
             let state = guard.state();
             if !state.is_held() {
                 rec.record(
@@ -416,6 +499,26 @@ pub async fn observe(
         }
     }
     Ok(())
+}
+
+/// What one cycle holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Mutex,
+    Read,
+    Write,
+    Permit,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Mutex => "mutex",
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Permit => "permit",
+        }
+    }
 }
 
 async fn call(

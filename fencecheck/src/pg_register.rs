@@ -132,6 +132,8 @@ pub(crate) async fn apply(conn: &mut PgConnection, req: &Request) -> io::Result<
         value_written: (accepted && is_write).then_some(req.value),
         u_before: uvalue,
         u_written: is_write.then_some(req.uvalue),
+        shared: false,
+        highest_write_before: highest,
     };
     Ok((reply, entry))
 }

@@ -52,6 +52,11 @@ pub struct Request {
     pub value: u64,
     /// For a write: the new unfenced counter value.
     pub uvalue: u64,
+    /// A read under a shared (read) lock: checked against the highest *write*
+    /// token only (`Fence::check_read`); every other access is checked against
+    /// every token accepted (`Fence::check_write`).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// The register's answer.
@@ -92,11 +97,18 @@ pub struct RegEntry {
     pub u_before: u64,
     /// The unfenced counter written (writes only).
     pub u_written: Option<u64>,
+    /// A shared read (see [`Request::shared`]).
+    #[serde(default)]
+    pub shared: bool,
+    /// The highest token accepted from an exclusive access before this one.
+    #[serde(default)]
+    pub highest_write_before: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Cell {
     highest: u64,
+    highest_write: u64,
     value: u64,
     uvalue: u64,
 }
@@ -125,10 +137,18 @@ impl RegisterState {
     pub fn apply(&mut self, req: &Request, t: u64) -> Reply {
         let cell = self.cells.entry(req.name.clone()).or_default();
         let before = *cell;
-        let accepted = !self.fenced || req.token >= cell.highest;
+        let bar = if req.shared {
+            cell.highest_write
+        } else {
+            cell.highest
+        };
+        let accepted = !self.fenced || req.token >= bar;
         let is_write = req.op == "write";
         if accepted {
             cell.highest = cell.highest.max(req.token);
+            if !req.shared {
+                cell.highest_write = cell.highest_write.max(req.token);
+            }
             if is_write {
                 cell.value = req.value;
             }
@@ -150,6 +170,8 @@ impl RegisterState {
             value_written: (accepted && is_write).then_some(req.value),
             u_before: before.uvalue,
             u_written: is_write.then_some(req.uvalue),
+            shared: req.shared,
+            highest_write_before: before.highest_write,
         });
         Reply {
             accepted,
@@ -350,6 +372,7 @@ mod tests {
             token,
             value,
             uvalue: value,
+            shared: false,
         }
     }
 
@@ -364,6 +387,21 @@ mod tests {
         assert!(!late.accepted, "a read with 6 fences out 5");
         assert_eq!(late.value, 1);
         assert_eq!(late.uvalue, 2, "the unfenced counter takes everything");
+    }
+
+    #[test]
+    fn shared_reads_are_checked_against_the_highest_write_only() {
+        let mut reg = RegisterState::new(true);
+        let shared = |token| Request {
+            shared: true,
+            ..req("read", token, 0)
+        };
+        assert!(reg.apply(&shared(6), 1).accepted);
+        assert!(reg.apply(&shared(5), 2).accepted, "readers share");
+        assert!(!reg.apply(&req("write", 5, 1), 3).accepted, "6 was read");
+        assert!(reg.apply(&req("write", 7, 1), 4).accepted);
+        assert!(!reg.apply(&shared(6), 5).accepted, "7 was written");
+        assert_eq!(reg.log()[4].highest_write_before, 7);
     }
 
     #[test]

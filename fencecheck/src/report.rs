@@ -26,6 +26,9 @@ pub struct RunInfo {
     pub holders: usize,
     /// The token mode (`real` unless a broken variant).
     pub token_mode: String,
+    /// What the holders lock: `mutex`, `rw` or `semaphore`.
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// A run's report.
@@ -126,6 +129,9 @@ impl Report {
             format!("{} / {:.0} s / {}", r.seed, r.duration_s, r.holders),
         );
         row("token mode", r.token_mode.clone());
+        if !r.mode.is_empty() {
+            row("mode", r.mode.clone());
+        }
         row("cycles completed", o.cycles_completed.to_string());
         row(
             "acquires ok / failed / indeterminate",
@@ -139,6 +145,8 @@ impl Report {
             format!("{} / {}", o.writes_accepted, o.writes_rejected),
         );
         row("stale accesses rejected", o.stale_rejected.to_string());
+        row("stale accesses accepted", o.stale_accepted.to_string());
+        row("policy overlaps", o.policy_overlaps.to_string());
         row(
             "faults injected",
             join(o.faults.iter().map(|(k, n)| format!("{k} {n}"))),

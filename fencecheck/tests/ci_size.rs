@@ -7,14 +7,15 @@
 //! fault to explain it; faults that keep a quorum explain none), an inconclusive run
 //! (the unfenced control lost no update under pauses) or a recovery above its
 //! enforced bound. A deliberately broken variant (holders send a constant token)
-//! must be caught.
+//! must be caught. The read-write lock (`rw`) and the semaphore run on memory, etcd
+//! and ZooKeeper (single node) with the holder faults once each.
 //!
 //! `FENCECHECK_SECONDS` raises the minimum duration of each run (soak size).
 //! Without etcd or ZooKeeper installed those runs are skipped, except under `CI=true`.
 
 use fencecheck::{
-    holder::TokenMode,
-    run::{ci_config, ci_election_config, run, RunConfig},
+    holder::{Mode, TokenMode},
+    run::{ci_config, ci_election_config, ci_mode_config, run, RunConfig},
 };
 use fencelock_integration_tests::{
     async_trial_within,
@@ -96,11 +97,35 @@ async fn broken_is_caught() -> TestResult {
     }
 }
 
+/// The same broken holders in rw mode: stale accesses must be accepted and caught.
+async fn broken_rw_is_caught() -> TestResult {
+    let mut cfg = ci_mode_config("memory", Mode::Rw, 1);
+    cfg.seconds = 8;
+    cfg.token_mode = TokenMode::Constant;
+    let report = run(&cfg).await.map_err(|e| e.to_string())?;
+    let stale = report.outcome.stale_accepted;
+    if report.verdict == "fail" && stale > 0 {
+        if let Some(dir) = &report.histories {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    } else {
+        println!("{}", report.table());
+        Err(format!(
+            "the checker missed the constant-token rw holders: {stale} stale accepted, verdict {}",
+            report.verdict
+        ))
+    }
+}
+
 fn main() {
-    let mut trials = vec![trial(
-        "checker_catches_constant_token_holders",
-        broken_is_caught,
-    )];
+    let mut trials = vec![
+        trial("checker_catches_constant_token_holders", broken_is_caught),
+        trial(
+            "checker_catches_constant_token_holders_rw",
+            broken_rw_is_caught,
+        ),
+    ];
     for backend in [
         "memory",
         "etcd",
@@ -119,6 +144,24 @@ fn main() {
             }
             judged(config(backend)).await
         }));
+    }
+    // The read-write lock and the semaphore: single node, holder faults, about a
+    // minute each.
+    for backend in ["memory", "etcd", "zk"] {
+        for mode in [Mode::Rw, Mode::Semaphore] {
+            let name = format!("ci_size_{backend}_{}", mode.as_str());
+            trials.push(trial(&name, move || async move {
+                if !available(backend) {
+                    return Ok(());
+                }
+                // FENCECHECK_SECONDS (soak size) applies here too.
+                let base = config(backend);
+                let mut cfg = ci_mode_config(backend, mode, 1);
+                cfg.seconds = base.seconds;
+                cfg.holder_bin = base.holder_bin;
+                judged(cfg).await
+            }));
+        }
     }
     // Election mode (issue 14): leaders write with their term, followers observe.
     for backend in ["memory", "etcd", "zk"] {

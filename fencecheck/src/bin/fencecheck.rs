@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use fencecheck::{
-    holder::TokenMode,
+    holder::{Mode, TokenMode},
     nemesis::{supported, FaultKind},
     register::RegisterKind,
     run::{run, RunConfig},
@@ -75,6 +75,13 @@ struct RunArgs {
     /// PostgreSQL server started in a temp dir: the database refuses stale tokens).
     #[arg(long, value_enum, default_value = "memory")]
     register: RegisterKind,
+    /// What the holders lock: `mutex`, `rw` (70 % reader cycles) or `semaphore`
+    /// (`--limit` permits). rw and semaphore inject the holder faults by default.
+    #[arg(long, value_enum, default_value = "mutex")]
+    mode: Mode,
+    /// The semaphore's limit.
+    #[arg(long, default_value_t = 2)]
+    limit: u32,
     /// Histories directory (default: a temp dir, removed on a pass).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -104,6 +111,11 @@ fn config(args: &RunArgs) -> Result<RunConfig, String> {
     cfg.seconds = args.seconds;
     cfg.holders = args.holders;
     cfg.faults = parse_faults(&args.backend, &args.faults)?;
+    cfg.mode = args.mode;
+    cfg.limit = args.limit;
+    if args.mode != Mode::Mutex && matches!(args.faults.as_slice(), [one] if one == "all") {
+        cfg.faults = fencecheck::run::holder_faults(&args.backend);
+    }
     cfg.min_per_fault = args.min_per_fault;
     if let Some(ms) = args.ttl_ms {
         cfg.ttl = Duration::from_millis(ms);

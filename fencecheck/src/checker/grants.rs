@@ -13,8 +13,13 @@ pub struct Grant {
     pub holder: u32,
     /// Its cycle.
     pub cycle: u64,
-    /// The lock.
+    /// The lock, or the register cell it fences on (`name#slot` for a permit).
     pub name: String,
+    /// The lock the holder asked for (`name` without a permit's `#slot`).
+    pub lock: String,
+    /// `read`, `write` or `permit` for a read-write lock or semaphore grant; empty
+    /// for a mutex.
+    pub role: String,
     /// The real token.
     pub token: u64,
     /// When the acquire was invoked.
@@ -63,6 +68,8 @@ pub(super) fn build(events: &[Event], faults: &[FaultRecord]) -> Vec<Grant> {
             holder,
             cycle,
             name: evs[0].name.clone(),
+            lock: evs[0].name.clone(),
+            role: String::new(),
             token,
             invoke: invoke.unwrap_or(ok),
             ok,
@@ -81,6 +88,10 @@ pub(super) fn build(events: &[Event], faults: &[FaultRecord]) -> Vec<Grant> {
                 }
             }
             match &e.op {
+                Op::Role { role, key } => {
+                    g.role = role.clone();
+                    g.name = key.clone();
+                }
                 Op::ReleaseInvoke => {
                     g.release.get_or_insert(e.t);
                 }

@@ -107,12 +107,34 @@ pub(super) fn recovery(input: &Input, grants: &[Grant]) -> BTreeMap<String, Reco
             continue;
         }
         let waiter = acq.iter().any(|&(h, name, inv, outcome)| {
-            h != g.holder && name == g.name && inv < r && outcome.is_some_and(|o| o > r)
+            h != g.holder && name == g.lock && inv < r && outcome.is_some_and(|o| o > r)
         });
         if !waiter {
             continue;
         }
-        if let Some(n) = next_grant_after(grants, &g.name, r, Some(g.holder)) {
+        // A read-write lock or semaphore release hands off only when it frees the
+        // room a waiter needs: no other holder left (rw), fewer than `limit`
+        // permits left (semaphore).
+        if !g.role.is_empty() {
+            let others = grants
+                .iter()
+                .filter(|o| o.lock == g.lock && o.holder != g.holder)
+                .filter(|o| o.ok <= r && o.belief_end > r)
+                .count();
+            let room = if g.role == "permit" {
+                input.limit.unwrap_or(1)
+            } else {
+                1
+            };
+            if others >= room {
+                continue;
+            }
+        }
+        let next = grants
+            .iter()
+            .filter(|n| n.lock == g.lock && n.ok > r && n.holder != g.holder)
+            .min_by_key(|n| n.ok);
+        if let Some(n) = next {
             samples
                 .entry("release".to_owned())
                 .or_default()

@@ -40,6 +40,8 @@ pub struct Input {
     /// The backend grants without a FIFO queue (Redlock: waiters poll, and the
     /// releaser may win again): the release hand-off bound is reported, not enforced.
     pub unqueued: bool,
+    /// A semaphore run's limit: more permits believed at once is a policy overlap.
+    pub limit: Option<usize>,
 }
 
 /// One violated property.
@@ -113,6 +115,16 @@ pub struct Outcome {
     pub unfenced_lost_updates: usize,
     /// Register accesses rejected as stale.
     pub stale_rejected: usize,
+    /// Register accesses accepted although stale (S3; must be 0): a read older than
+    /// the highest write token accepted, any other access older than any token
+    /// accepted.
+    #[serde(default)]
+    pub stale_accepted: usize,
+    /// Beliefs that broke the lock's policy (S4; must be 0): two exclusive
+    /// holders, a writer with anyone, two permits on one slot, more than `limit`
+    /// permits, outside forced revocations.
+    #[serde(default)]
+    pub policy_overlaps: usize,
     /// Register writes accepted / rejected.
     pub writes_accepted: usize,
     /// Register writes rejected.
@@ -172,8 +184,11 @@ pub fn check(input: &Input) -> Outcome {
     let mut out = Outcome::default();
     safety::token_order(&grants, &mut violations);
     safety::server_truth(input, &grants, &mut violations);
-    safety::fence_integrity(input, &grants, &mut violations);
+    out.stale_accepted = safety::fence_integrity(input, &grants, &mut violations);
+    let before = violations.len();
     out.forced_overlaps_ms = safety::belief_overlap(input, &grants, &mut violations);
+    safety::over_limit(input, &grants, &mut violations);
+    out.policy_overlaps = violations.len() - before;
     let (fenced_lost, unfenced_lost) = safety::lost_updates(&input.register, &mut violations);
     let _ = fenced_lost;
     out.unfenced_lost_updates = unfenced_lost;

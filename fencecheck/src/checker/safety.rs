@@ -140,51 +140,80 @@ pub(super) fn server_truth(input: &Input, grants: &[Grant], out: &mut Vec<Violat
     }
 }
 
-/// S3: accepted tokens per name never decrease in register order, by the token sent
-/// and by the real token of the grant that sent it.
-pub(super) fn fence_integrity(input: &Input, grants: &[Grant], out: &mut Vec<Violation>) {
+/// S3: accepted tokens per register cell never go back in register order, by the
+/// token sent and by the real token of the grant that sent it: a shared read must
+/// be at least every exclusive (write-lock, mutex, permit) token accepted before
+/// it, any other access at least every token accepted before it. Returns the
+/// number of stale accesses accepted.
+pub(super) fn fence_integrity(input: &Input, grants: &[Grant], out: &mut Vec<Violation>) -> usize {
     let real: HashMap<(u32, u64), u64> = grants
         .iter()
         .map(|g| ((g.holder, g.cycle), g.token))
         .collect();
-    let mut sent_max: HashMap<&str, u64> = HashMap::new();
-    let mut real_max: HashMap<&str, (u64, u32)> = HashMap::new();
+    #[derive(Default)]
+    struct Marks {
+        any: (u64, u32),
+        write: (u64, u32),
+    }
+    let mut sent_max: HashMap<&str, Marks> = HashMap::new();
+    let mut real_max: HashMap<&str, Marks> = HashMap::new();
+    let mut stale = 0;
     for e in input.register.iter().filter(|e| e.accepted) {
-        let max = sent_max.entry(e.name.as_str()).or_default();
-        if e.token < *max {
+        let mut bad = false;
+        let what = if e.shared {
+            "shared read"
+        } else {
+            e.op.as_str()
+        };
+        let m = sent_max.entry(e.name.as_str()).or_default();
+        let (max, _) = if e.shared { m.write } else { m.any };
+        if e.token < max {
+            bad = true;
             violation(
                 out,
                 "S3",
                 e.t,
                 format!(
-                    "{}: register accepted {} token {} after token {max} (holder {})",
-                    e.name, e.op, e.token, e.holder
+                    "{}: register accepted {what} token {} after token {max} (holder {})",
+                    e.name, e.token, e.holder
                 ),
             );
         }
-        *max = (*max).max(e.token);
+        m.any.0 = m.any.0.max(e.token);
+        if !e.shared {
+            m.write.0 = m.write.0.max(e.token);
+        }
         if let Some(&token) = real.get(&(e.holder, e.cycle)) {
-            let (max, by) = real_max.entry(e.name.as_str()).or_default();
-            if token < *max {
+            let m = real_max.entry(e.name.as_str()).or_default();
+            let (max, by) = if e.shared { m.write } else { m.any };
+            if token < max {
+                bad = true;
                 violation(
                     out,
                     "S3",
                     e.t,
                     format!(
-                        "{}: stale {} accepted: holder {} cycle {} holds token {token} (sent {}) but holder {by} had already accessed with token {max}",
-                        e.name, e.op, e.holder, e.cycle, e.token
+                        "{}: stale {what} accepted: holder {} cycle {} holds token {token} (sent {}) but holder {by} had already accessed with token {max}",
+                        e.name, e.holder, e.cycle, e.token
                     ),
                 );
             } else {
-                *max = token;
-                *by = e.holder;
+                if token >= m.any.0 {
+                    m.any = (token, e.holder);
+                }
+                if !e.shared && token >= m.write.0 {
+                    m.write = (token, e.holder);
+                }
             }
         }
+        stale += usize::from(bad);
     }
+    stale
 }
 
-/// S4: belief intervals of different grants on one name never overlap by more than
-/// 1 ms, except overlaps starting at a forced revocation (returned, in ms).
+/// S4: belief intervals of different grants on one name (one slot of a semaphore)
+/// never overlap by more than 1 ms, unless both are reads; overlaps starting at a
+/// forced revocation are returned (in ms) instead.
 pub(super) fn belief_overlap(
     input: &Input,
     grants: &[Grant],
@@ -197,6 +226,9 @@ pub(super) fn belief_overlap(
             for b in &gs[i + 1..] {
                 if b.ok >= a.belief_end {
                     break;
+                }
+                if a.role == "read" && b.role == "read" {
+                    continue;
                 }
                 let start = b.ok.max(a.ok);
                 let end = a.belief_end.min(b.belief_end);
@@ -221,6 +253,65 @@ pub(super) fn belief_overlap(
         }
     }
     forced
+}
+
+/// S4 for a semaphore: more than `limit` permits believed at once for over 1 ms
+/// (every slot together), unless a forced revocation hit one of them before.
+pub(super) fn over_limit(input: &Input, grants: &[Grant], out: &mut Vec<Violation>) {
+    let Some(limit) = input.limit else {
+        return;
+    };
+    let permits: Vec<&Grant> = grants.iter().filter(|g| g.role == "permit").collect();
+    let mut edges: Vec<(u64, bool)> = permits
+        .iter()
+        .flat_map(|g| [(g.ok, true), (g.belief_end, false)])
+        .collect();
+    // Ends before starts at the same instant.
+    edges.sort_by_key(|&(t, start)| (t, start));
+    let mut n = 0usize;
+    let mut over_since: Option<u64> = None;
+    for (t, start) in edges {
+        if start {
+            n += 1;
+            if n > limit && over_since.is_none() {
+                over_since = Some(t);
+            }
+            continue;
+        }
+        n -= 1;
+        let Some(since) = over_since.filter(|_| n <= limit) else {
+            continue;
+        };
+        over_since = None;
+        if t <= since.saturating_add(MS) {
+            continue;
+        }
+        let held: Vec<&&Grant> = permits
+            .iter()
+            .filter(|g| g.ok <= since && g.belief_end > since)
+            .collect();
+        if held
+            .iter()
+            .any(|g| forced_at(input, g.token).is_some_and(|f| f <= since))
+        {
+            continue;
+        }
+        let who: Vec<String> = held
+            .iter()
+            .map(|g| format!("holder {} {} token {}", g.holder, g.name, g.token))
+            .collect();
+        violation(
+            out,
+            "S4",
+            since,
+            format!(
+                "{} permits believed at once (limit {limit}) for {:.1} ms: {}",
+                held.len(),
+                (t - since) as f64 / 1e6,
+                who.join(", ")
+            ),
+        );
+    }
 }
 
 /// S5 on the fenced counter; returns (fenced lost, unfenced lost).

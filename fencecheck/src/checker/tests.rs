@@ -63,9 +63,189 @@ fn access(
             token,
             value,
             uvalue: value,
+            shared: false,
         },
         t_ms * MS,
     );
+}
+
+/// A read-write or semaphore cycle: [`cycle`] plus its role and register cell.
+fn role_cycle(
+    out: &mut Vec<Event>,
+    holder: u32,
+    cycle_no: u64,
+    (inv, ok, rel): (u64, u64, u64),
+    token: u64,
+    role: &str,
+    key: &str,
+) {
+    cycle(out, holder, cycle_no, inv, ok, token, rel);
+    out.push(ev(
+        ok,
+        holder,
+        cycle_no,
+        Op::Role {
+            role: role.into(),
+            key: key.into(),
+        },
+    ));
+}
+
+/// A register access on cell `key`, shared (a read under a read lock) or not.
+#[allow(clippy::too_many_arguments)]
+fn keyed(
+    reg: &mut RegisterState,
+    t_ms: u64,
+    holder: u32,
+    key: &str,
+    shared: bool,
+    op: &str,
+    token: u64,
+    value: u64,
+) {
+    reg.apply(
+        &Request {
+            op: op.into(),
+            name: key.into(),
+            holder,
+            cycle: 1,
+            token,
+            value,
+            uvalue: value,
+            shared,
+        },
+        t_ms * MS,
+    );
+}
+
+/// rw: two readers share (tokens 5 and 6, reading in token-inverted order), then a
+/// writer (7) reads and writes.
+fn rw_clean() -> (Vec<Event>, RegisterState) {
+    let mut events = Vec::new();
+    role_cycle(&mut events, 1, 1, (0, 10, 100), 5, "read", "lk");
+    role_cycle(&mut events, 2, 1, (5, 12, 90), 6, "read", "lk");
+    role_cycle(&mut events, 3, 1, (20, 102, 200), 7, "write", "lk");
+    let mut reg = RegisterState::new(true);
+    keyed(&mut reg, 20, 2, "lk", true, "read", 6, 0);
+    keyed(&mut reg, 30, 1, "lk", true, "read", 5, 0);
+    keyed(&mut reg, 110, 3, "lk", false, "read", 7, 0);
+    keyed(&mut reg, 120, 3, "lk", false, "write", 7, 1);
+    (events, reg)
+}
+
+fn input_of(events: Vec<Event>, reg: &RegisterState, limit: Option<usize>) -> Input {
+    Input {
+        events,
+        register: reg.log().to_vec(),
+        granted_ttl_ns: 1000 * MS,
+        limit,
+        ..Input::default()
+    }
+}
+
+#[test]
+fn rw_readers_share_and_reads_check_against_writes_only() {
+    let (events, reg) = rw_clean();
+    assert!(reg.log().iter().all(|e| e.accepted), "{:#?}", reg.log());
+    let out = check(&input_of(events, &reg, None));
+    assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
+    assert_eq!((out.policy_overlaps, out.stale_accepted), (0, 0));
+    assert_eq!(out.writes_accepted, 1);
+}
+
+#[test]
+fn rw_writer_believing_with_a_reader_is_a_policy_overlap() {
+    let (mut events, reg) = rw_clean();
+    // The writer's grant now starts while reader 1 still believes it holds.
+    for e in events.iter_mut().filter(|e| e.holder == 3) {
+        if matches!(e.op, Op::AcquireOk { .. } | Op::Role { .. }) {
+            e.t = 50 * MS;
+        }
+    }
+    let out = check(&input_of(events, &reg, None));
+    assert!(out.policy_overlaps >= 1, "{:#?}", out.violations);
+    assert!(out.safety["S4"] >= 1);
+}
+
+#[test]
+fn rw_stale_read_accepted_is_caught() {
+    let (events, _) = rw_clean();
+    // An unfenced register lets reader 1 (token 5) read after writer 7 wrote.
+    let mut reg = RegisterState::new(false);
+    keyed(&mut reg, 110, 3, "lk", false, "read", 7, 0);
+    keyed(&mut reg, 120, 3, "lk", false, "write", 7, 1);
+    keyed(&mut reg, 130, 1, "lk", true, "read", 5, 0);
+    let out = check(&input_of(events, &reg, None));
+    assert_eq!(out.stale_accepted, 1, "{:#?}", out.violations);
+    assert!(out.safety["S3"] >= 1);
+}
+
+#[test]
+fn rw_write_older_than_an_accepted_read_is_caught() {
+    let (events, _) = rw_clean();
+    let mut reg = RegisterState::new(false);
+    keyed(&mut reg, 20, 2, "lk", true, "read", 6, 0);
+    keyed(&mut reg, 30, 1, "lk", false, "write", 5, 1);
+    let out = check(&input_of(events, &reg, None));
+    assert_eq!(out.stale_accepted, 1, "{:#?}", out.violations);
+}
+
+/// Semaphore, limit 2: permits on slots 0 and 1 at once, then a third on slot 0.
+fn sem_clean() -> (Vec<Event>, RegisterState) {
+    let mut events = Vec::new();
+    role_cycle(&mut events, 1, 1, (0, 10, 100), 3, "permit", "lk#0");
+    role_cycle(&mut events, 2, 1, (0, 12, 100), 4, "permit", "lk#1");
+    role_cycle(&mut events, 3, 1, (20, 102, 200), 5, "permit", "lk#0");
+    let mut reg = RegisterState::new(true);
+    keyed(&mut reg, 20, 1, "lk#0", false, "read", 3, 0);
+    keyed(&mut reg, 21, 2, "lk#1", false, "read", 4, 0);
+    keyed(&mut reg, 30, 1, "lk#0", false, "write", 3, 1);
+    keyed(&mut reg, 31, 2, "lk#1", false, "write", 4, 1);
+    keyed(&mut reg, 110, 3, "lk#0", false, "read", 5, 0);
+    keyed(&mut reg, 120, 3, "lk#0", false, "write", 5, 2);
+    (events, reg)
+}
+
+#[test]
+fn semaphore_permits_up_to_the_limit_pass() {
+    let (events, reg) = sem_clean();
+    let out = check(&input_of(events, &reg, Some(2)));
+    assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
+    assert_eq!(out.writes_accepted, 3);
+}
+
+#[test]
+fn semaphore_two_permits_on_one_slot_is_a_policy_overlap() {
+    let (mut events, reg) = sem_clean();
+    for e in events.iter_mut().filter(|e| e.holder == 3) {
+        if matches!(e.op, Op::AcquireOk { .. } | Op::Role { .. }) {
+            e.t = 50 * MS;
+        }
+    }
+    let out = check(&input_of(events, &reg, Some(3)));
+    assert_eq!(out.policy_overlaps, 1, "{:#?}", out.violations);
+}
+
+#[test]
+fn semaphore_more_permits_than_the_limit_is_a_policy_overlap() {
+    let (mut events, reg) = sem_clean();
+    role_cycle(&mut events, 4, 1, (0, 40, 80), 9, "permit", "lk#2");
+    let out = check(&input_of(events.clone(), &reg, Some(2)));
+    assert_eq!(out.policy_overlaps, 1, "{:#?}", out.violations);
+    assert!(out.violations[0].message.contains("limit 2"));
+    let out = check(&input_of(events, &reg, Some(3)));
+    assert_eq!(out.policy_overlaps, 0, "{:#?}", out.violations);
+}
+
+#[test]
+fn semaphore_stale_permit_write_on_its_slot_is_caught() {
+    let (events, _) = sem_clean();
+    let mut reg = RegisterState::new(false);
+    keyed(&mut reg, 110, 3, "lk#0", false, "write", 5, 1);
+    keyed(&mut reg, 130, 1, "lk#0", false, "write", 3, 2);
+    keyed(&mut reg, 131, 2, "lk#1", false, "write", 4, 1);
+    let out = check(&input_of(events, &reg, Some(2)));
+    assert_eq!(out.stale_accepted, 1, "{:#?}", out.violations);
 }
 
 fn truth(points: &[(u64, Option<u64>)]) -> Vec<Snapshot> {

@@ -4,7 +4,7 @@
 
 use crate::{
     history::{JsonlWriter, Op, Recorder},
-    holder::{self, Gate, HolderConfig, LeaseSlot, TokenMode},
+    holder::{self, Gate, HolderConfig, LeaseSlot, Mode, TokenMode},
 };
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::{
@@ -48,6 +48,12 @@ pub struct HolderArgs {
     /// **Test only**: the token sent to the register.
     #[arg(long, value_enum, default_value = "real")]
     pub token_mode: TokenMode,
+    /// What it locks.
+    #[arg(long, value_enum, default_value = "mutex")]
+    pub mode: Mode,
+    /// The semaphore's limit.
+    #[arg(long, default_value_t = 2)]
+    pub limit: u32,
     /// Campaign in the election `name` instead of acquiring the lock.
     #[arg(long)]
     pub election: bool,
@@ -97,6 +103,8 @@ pub async fn holder_main(args: HolderArgs) -> bool {
         seed: args.seed,
         register: args.register,
         token_mode: args.token_mode,
+        mode: args.mode,
+        limit: args.limit,
         election: args.election,
     };
     let result = holder::run(client.clone(), cfg, rec, Gate::default(), stop, lease).await;

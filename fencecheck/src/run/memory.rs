@@ -1,7 +1,7 @@
 //! The memory runner: holders are tasks sharing one `MemoryBackend`; `stall_lease` plus
 //! a frozen task is the pause, `expire_lease` plus an aborted task is the crash.
 
-use super::{finish, holder_id, Collected, RunConfig};
+use super::{finish, pick_holder, Collected, RunConfig};
 use crate::{
     history::{mono_ns, JsonlWriter, Op, Recorder},
     holder::{self, Gate, HolderConfig, LeaseSlot},
@@ -56,6 +56,8 @@ impl Ctx<'_> {
             seed: self.cfg.seed,
             register: self.register.addr(),
             token_mode: self.cfg.token_mode,
+            mode: self.cfg.mode,
+            limit: self.cfg.limit,
             election: self.cfg.election,
         };
         let client = LockClient::new(self.backend.clone());
@@ -80,24 +82,29 @@ fn lease_of(slot: &Slot) -> Option<fencelock::LeaseId> {
     *slot.lease.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The slot whose holder owns the lock now, else a random one.
+/// The slot whose holder owns the lock now (a writer or exclusive holder
+/// preferred, else a reader), else a random one.
 async fn victim(
     backend: &MemoryBackend,
     slots: &[Slot],
     rng: &mut impl Rng,
 ) -> (usize, Option<u64>) {
     let client = LockClient::new(backend.clone());
+    let mut reader = None;
     for _ in 0..20 {
         if let Ok(Some(info)) = client.inspect(NAME).await {
-            if let Some(i) = holder_id(info.holder.as_deref())
-                .and_then(|id| slots.iter().position(|s| s.id == id))
-            {
-                return (i, Some(info.token.get()));
+            let (w, r) = pick_holder(&info, |id| slots.iter().position(|s| s.id == id));
+            if let Some((i, token)) = w {
+                return (i, Some(token));
             }
+            reader = reader.or(r);
         }
         sleep(Duration::from_millis(20)).await;
     }
-    (rng.gen_range(0..slots.len()), None)
+    match reader {
+        Some((i, token)) => (i, Some(token)),
+        None => (rng.gen_range(0..slots.len()), None),
+    }
 }
 
 pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
@@ -239,6 +246,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
         duration_s,
         holders: cfg.holders,
         token_mode: format!("{:?}", cfg.token_mode).to_lowercase(),
+        mode: cfg.mode.as_str().into(),
     };
     let collected = Collected {
         info,

@@ -12,7 +12,7 @@ mod servers;
 use crate::{
     checker::{self, Input},
     history::{read_jsonl, Event, JsonlWriter},
-    holder::TokenMode,
+    holder::{Mode, TokenMode},
     nemesis::{FaultKind, FaultRecord},
     register::{RegEntry, RegisterKind},
     report::{Report, RunInfo},
@@ -50,6 +50,26 @@ pub fn ci_config(backend: &str, seed: u64) -> RunConfig {
     cfg
 }
 
+/// The CI size of `backend` in `mode` (rw or semaphore): about a minute, the
+/// backend's holder faults once each.
+pub fn ci_mode_config(backend: &str, mode: Mode, seed: u64) -> RunConfig {
+    let mut cfg = RunConfig::new(backend, seed);
+    cfg.mode = mode;
+    cfg.faults = holder_faults(backend);
+    cfg.seconds = 10;
+    cfg.min_per_fault = 1;
+    cfg
+}
+
+/// The faults of `backend` that hit one holder (no server-side revocation, no
+/// member fault): the ones `rw` and `semaphore` runs inject by default.
+pub fn holder_faults(backend: &str) -> Vec<FaultKind> {
+    crate::nemesis::supported(backend)
+        .into_iter()
+        .filter(|f| !f.is_forced_revocation() && !f.hits_members())
+        .collect()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -73,6 +93,10 @@ pub struct RunConfig {
     pub token_mode: TokenMode,
     /// Where the fenced register keeps its cells (memory, or a PostgreSQL table).
     pub register: RegisterKind,
+    /// What the holders lock (mutex, rw, semaphore).
+    pub mode: Mode,
+    /// The semaphore's limit (semaphore mode).
+    pub limit: u32,
     /// Where histories go.
     pub out_dir: PathBuf,
     /// Keep the histories even when the run passes.
@@ -122,6 +146,8 @@ impl RunConfig {
             writes: 3,
             token_mode: TokenMode::Real,
             register: RegisterKind::Memory,
+            mode: Mode::Mutex,
+            limit: 2,
             out_dir: std::env::temp_dir().join(format!(
                 "fencecheck-{backend}-{seed}-{}",
                 std::process::id()
@@ -146,6 +172,24 @@ pub async fn run(cfg: &RunConfig) -> io::Result<Report> {
         .iter()
         .filter(|f| !crate::nemesis::supported(&cfg.backend).contains(f))
         .collect();
+    if cfg.mode != Mode::Mutex && cfg.register != RegisterKind::Memory {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the rw and semaphore modes need the memory register",
+        ));
+    }
+    if cfg.mode != Mode::Mutex && cfg.election {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--election runs the mutex mode only",
+        ));
+    }
+    if cfg.mode == Mode::Semaphore && cfg.limit == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a semaphore needs a limit of at least 1",
+        ));
+    }
     if !unsupported.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -217,7 +261,14 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         .max()
         .unwrap_or(cfg.ttl.as_millis() as u64);
     c.info.granted_ttl_ms = granted_ms;
+    c.info.mode = cfg.mode.as_str().to_owned();
+    if cfg.mode != Mode::Mutex {
+        // The server's view names one owner per lock; shared holders have several.
+        c.truth.clear();
+        c.truth_exact = false;
+    }
     let input = Input {
+        limit: (cfg.mode == Mode::Semaphore).then_some(cfg.limit as usize),
         events,
         register: c.register,
         faults: c.faults,
@@ -248,6 +299,32 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         std::fs::write(cfg.out_dir.join("report.json"), json)?;
     }
     Ok(report)
+}
+
+/// A holder's slot index and its token.
+pub(crate) type SlotToken = (usize, u64);
+
+/// The fault victim among `info`'s holders: the first holder with a write or
+/// exclusive claim whose id `slot_of` knows (its slot index and token), else the
+/// first reader it knows (second). A paused reader writes nothing, so a pause
+/// bites (the unfenced control loses an update) only on a writer.
+pub(crate) fn pick_holder(
+    info: &fencelock::LockInfo,
+    slot_of: impl Fn(u32) -> Option<usize>,
+) -> (Option<SlotToken>, Option<SlotToken>) {
+    let known = |h: &&fencelock::HolderInfo| {
+        holder_id(h.holder.as_deref())
+            .and_then(&slot_of)
+            .map(|i| (i, h.token.get()))
+    };
+    let reads = |h: &&fencelock::HolderInfo| h.claim == fencelock::backend::Claim::Read;
+    let writer = info
+        .holders
+        .iter()
+        .filter(|h| !reads(h))
+        .find_map(|h| known(&h));
+    let reader = info.holders.iter().filter(reads).find_map(|h| known(&h));
+    (writer, reader)
 }
 
 /// The holder id in a lock's holder text (`fencecheck-ID`).

@@ -2,7 +2,7 @@
 //! reaching every server member through its own fault proxy; the nemesis signals
 //! them by PID, drives the proxies and fails the servers.
 
-use super::{finish, holder_id, servers::Servers, Collected, RunConfig};
+use super::{finish, pick_holder, servers::Servers, Collected, RunConfig};
 use crate::{
     history::mono_ns,
     nemesis::{FaultKind, FaultRecord, Schedule},
@@ -95,6 +95,8 @@ impl Ctx<'_> {
             .arg("--out")
             .arg(dir.join(format!("holder-{id}.jsonl")))
             .args(["--token-mode", token_mode(self.cfg)])
+            .args(["--mode", self.cfg.mode.as_str()])
+            .args(["--limit", &self.cfg.limit.to_string()])
             .args(self.cfg.election.then_some("--election"))
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
@@ -126,20 +128,26 @@ async fn proxies_for(endpoints: &[String]) -> io::Result<Vec<Proxy>> {
 }
 
 /// The slot whose holder owns the lock now (per the server), else a random one.
+/// A writer (or exclusive holder) is preferred; a reader is taken when no writer
+/// shows within the tries.
 async fn victim(admin: &LockClient, slots: &[Slot], rng: &mut impl Rng) -> (usize, Option<u64>) {
+    let mut reader = None;
     for _ in 0..20 {
         if let Ok(Ok(Some(info))) =
             tokio::time::timeout(Duration::from_secs(1), admin.inspect(NAME)).await
         {
-            if let Some(i) = holder_id(info.holder.as_deref())
-                .and_then(|id| slots.iter().position(|s| s.id == id))
-            {
-                return (i, Some(info.token.get()));
+            let (w, r) = pick_holder(&info, |id| slots.iter().position(|s| s.id == id));
+            if let Some((i, token)) = w {
+                return (i, Some(token));
             }
+            reader = reader.or(r);
         }
         sleep(Duration::from_millis(50)).await;
     }
-    (rng.gen_range(0..slots.len()), None)
+    match reader {
+        Some((i, token)) => (i, Some(token)),
+        None => (rng.gen_range(0..slots.len()), None),
+    }
 }
 
 /// How long a member fault waits for the whole cluster to serve, before it starts
@@ -456,6 +464,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
         duration_s,
         holders: cfg.holders,
         token_mode: token_mode(cfg).into(),
+        mode: cfg.mode.as_str().into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(3), admin.close()).await;
     let collected = Collected {
