@@ -38,7 +38,9 @@ pub struct Input {
     /// The largest TTL the server granted (ns), for bounds.
     pub granted_ttl_ns: u64,
     /// The backend grants without a FIFO queue (Redlock: waiters poll, and the
-    /// releaser may win again): the release hand-off bound is reported, not enforced.
+    /// releaser may win again), or does not wake a waiter on every release (the
+    /// etcd and ZooKeeper semaphores): the release hand-off bound is reported, not
+    /// enforced.
     pub unqueued: bool,
     /// A semaphore run's limit: more permits believed at once is a policy overlap.
     pub limit: Option<usize>,
