@@ -17,6 +17,15 @@ pub const MAX_PERMITS: u32 = 1024;
 ///   backend: etcd and ZooKeeper linearizable, memory one process).
 /// - FIFO: permits are granted in the order they were asked for; a release wakes one
 ///   waiter where [`Capabilities::herd_free`] says so.
+/// - **No idle permit while someone waits**: whichever permit is released first, in
+///   or out of queue order, goes to the first waiter at once (on etcd and ZooKeeper
+///   the first waiter watches every permit ahead of it, and a permit granted after
+///   waiting signals the waiter behind it; see [`decide`](crate::backend::decide)).
+///   If a holder dies between its grant and that signal, the waiter behind it moves
+///   up when the dead holder's lease expires. The first waiter's watches cost one
+///   watch per permit (etcd: on the client's one shared watch stream; ZooKeeper: one
+///   `getData` watch each), so a very large `limit` makes that one waiter's wait
+///   dearer, not anyone else's.
 /// - A crashed holder's permit comes back when its lease expires; nothing is stuck.
 /// - Every live permit has a distinct [`slot`](Permit::slot) in `0..limit`.
 /// - **Clients that disagree on `limit`** for one name never over-grant: the later one
@@ -33,8 +42,6 @@ pub const MAX_PERMITS: u32 = 1024;
 ///   paused former holder of the *same slot* once the slot's next holder has written;
 ///   it says nothing about the total count of holders acting at once, which a
 ///   resource cannot check from tokens.
-/// - A permit freed out of queue order may stay unused until the waiter's watched
-///   entry leaves too (see [`decide`](crate::backend::decide)); it is never lost.
 ///
 /// # Examples
 ///

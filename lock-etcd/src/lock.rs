@@ -326,7 +326,7 @@ pub(crate) async fn acquire(
     };
     let permit = match claim {
         Claim::Shared { limit } => {
-            Some(claim_permit_slot(conn, name, limit, &key, lease.id).await?)
+            Some(claim_permit_slot(conn, name, limit, &key, token, lease.id).await?)
         }
         _ => None,
     };
@@ -359,11 +359,18 @@ const SLOT_ROUNDS: usize = 50;
 /// so a slot is free, or held by a permit whose waiter key is already gone (released
 /// a moment ago, or deleted by an operator): such a slot key is deleted, fenced on
 /// its revision, and taken on the next round.
+///
+/// The Txn that takes the slot also rewrites `own_key` in place (same value, lease
+/// and create revision): the semaphore hand-off signal of
+/// [`decide`](lock_core::backend::decide), which wakes the waiter just behind us so
+/// it watches the permits ahead of it from now on. It is in the same Txn, so it
+/// costs no round trip.
 async fn claim_permit_slot(
     conn: &Arc<Conn>,
     name: &LockName,
     limit: u32,
     own_key: &str,
+    own_rev: i64,
     lease: i64,
 ) -> Result<PermitSlot> {
     let prefix = conn.config.prefix();
@@ -373,13 +380,23 @@ async fn claim_permit_slot(
         for slot in 0..limit {
             let key = queue::permit_slot_key(prefix, name, slot);
             let take = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    own_key,
-                    Some(PutOptions::new().with_lease(lease)),
-                )])
-                .or_else([TxnOp::get(key.clone(), None)]);
+                .when([
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    Compare::create_revision(own_key, CompareOp::Equal, own_rev),
+                ])
+                .and_then([
+                    TxnOp::put(
+                        key.clone(),
+                        own_key,
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                    TxnOp::put(
+                        own_key,
+                        "",
+                        Some(PutOptions::new().with_ignore_value().with_ignore_lease()),
+                    ),
+                ])
+                .or_else([TxnOp::get(key.clone(), None), TxnOp::get(own_key, None)]);
             let resp = conn
                 .call(&what, |mut c| {
                     let txn = take.clone();
@@ -393,6 +410,9 @@ async fn claim_permit_slot(
                     key,
                     revision,
                 });
+            }
+            if range_kvs(&resp, 1).is_none_or(|own| own.1 != own_rev) {
+                return Err(lost_while_waiting(name));
             }
             let Some(kv) = range_kvs(&resp, 0) else {
                 continue;
@@ -437,14 +457,15 @@ fn range_kvs(resp: &TxnResponse, index: usize) -> Option<(Vec<u8>, i64, i64)> {
     }
 }
 
-/// Whether `key` still exists with create revision `create_revision` (the key a
-/// waiter watches, checked once its watch is registered).
+/// The mod revision of `key` if it still exists with create revision
+/// `create_revision` (the key a waiter watches, checked once its watch is
+/// registered).
 async fn still_there(
     conn: &Conn,
     name: &LockName,
     key: &[u8],
     create_revision: i64,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     let what = || format!("waiting for lock {name}");
     let resp = conn
         .call(&what, |mut c| {
@@ -455,7 +476,8 @@ async fn still_there(
     Ok(resp
         .kvs()
         .first()
-        .is_some_and(|kv| kv.create_revision() == create_revision))
+        .filter(|kv| kv.create_revision() == create_revision)
+        .map(|kv| kv.mod_revision()))
 }
 
 /// The contender just ahead of `own_rev` in `range` (none or one), skipping the keys
@@ -612,37 +634,59 @@ async fn wait_for_turn(
             }
         };
         waiters.push(own.clone());
-        let ahead_key = match queue::position(&range_key, &waiters, key.as_bytes()) {
+        // The keys to watch, and whether a rewrite of the one key wakes us too (a
+        // permit waiter behind another waiter: its grant signal, see `decide`).
+        let (targets, wake_on_put) = match queue::position(&range_key, &waiters, key.as_bytes()) {
             Position::Owner => return Ok(Some(read_rev)),
-            Position::WaitFor(_) if !turn.wait => return Ok(None),
-            Position::WaitFor(k) => k,
+            Position::WaitFor(_) | Position::WaitForAny(_) if !turn.wait => return Ok(None),
+            Position::WaitFor(k) => (vec![k], matches!(turn.claim, Claim::Shared { .. })),
+            Position::WaitForAny(keys) => (keys, false),
             Position::Missing => return Err(lost_while_waiting(name)),
         };
-        tracing::trace!(lock = %name, ahead = %String::from_utf8_lossy(&ahead_key), "waiting for the key ahead");
-        let ahead_rev = waiters
-            .iter()
-            .find(|w| w.key == ahead_key)
-            .map_or(0, |w| w.create_revision);
+        tracing::trace!(lock = %name, ahead = targets.len(), "waiting for the keys ahead");
+        let targets: Vec<(Vec<u8>, i64)> = targets
+            .into_iter()
+            .map(|k| {
+                let rev = waiters
+                    .iter()
+                    .find(|w| w.key == k)
+                    .map_or(0, |w| w.create_revision);
+                (k, rev)
+            })
+            .collect();
         // From the next change on, not from `read_rev + 1`: under contention other
         // writes land between our read and the watch's registration, and etcd serves
         // a watch that starts in the past only from a catch-up loop that runs every
         // 100 ms. What happened in between is checked once the watch is registered.
-        let mut ahead_watch = conn.watches.watch(&ahead_key, 0);
+        let mut ahead_watches: Vec<_> = targets
+            .iter()
+            .map(|(k, _)| conn.watches.watch(k, 0))
+            .collect();
         let own_sub =
             own_watch.get_or_insert_with(|| conn.watches.watch(key.as_bytes(), read_rev + 1));
         let reset = loop {
+            let next_ahead = futures::future::select_all(
+                ahead_watches
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, w)| Box::pin(async move { (i, w.next().await) })),
+            );
             tokio::select! {
-                signal = ahead_watch.next() => match signal {
+                ((i, signal), _, _) = next_ahead => match signal {
                     Signal::Delete { .. } => break false,
                     Signal::Reset => break true,
                     Signal::Created { revision } if revision > read_rev => {
-                        match still_there(conn, name, &ahead_key, ahead_rev).await {
-                            Ok(true) => {}
-                            Ok(false) => break false,
+                        let (ahead_key, ahead_rev) = &targets[i];
+                        // Gone, or (for a permit waiter) rewritten since our read:
+                        // the grant signal came before the watch did.
+                        match still_there(conn, name, ahead_key, *ahead_rev).await {
+                            Ok(Some(m)) if !(wake_on_put && m > read_rev) => {}
+                            Ok(_) => break false,
                             Err(e) if e.is_retryable() => break true,
                             Err(e) => return Err(e),
                         }
                     }
+                    Signal::Put { .. } if wake_on_put => break false,
                     Signal::Created { .. } | Signal::Put { .. } => {}
                 },
                 signal = own_sub.next() => match signal {

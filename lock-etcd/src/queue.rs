@@ -212,8 +212,13 @@ pub(crate) struct Waiter {
 pub(crate) enum Position {
     /// First in line: the lock is ours.
     Owner,
-    /// Wait until this key (the one just ahead) is deleted.
+    /// Wait until this key (the one just ahead) is deleted; a permit waiter also
+    /// wakes when it is rewritten (the semaphore hand-off signal of
+    /// [`decide`]).
     WaitFor(Vec<u8>),
+    /// The first permit waiter: wait until any of these keys (the permits just
+    /// ahead) is deleted.
+    WaitForAny(Vec<Vec<u8>>),
     /// Our key is not in the queue (deleted, or its lease expired).
     Missing,
 }
@@ -221,7 +226,7 @@ pub(crate) enum Position {
 /// The position of `own` among `waiters` of the lock whose range is `range`: any
 /// subset of the queue, in any order, that contains the entry [`decide`] would name
 /// (for a writer or mutex the key just ahead, for a reader the nearest earlier
-/// non-reader; see [`blocks`]). The queue is ordered by create revision and each
+/// non-reader, see [`blocks`]; for a permit, every key ahead). The queue is ordered by create revision and each
 /// entry's claim is read from its key ([`claim_of`]): a writer waits for the one
 /// just ahead, a reader for the nearest earlier writer, so a release wakes only the
 /// waiters it grants.
@@ -238,6 +243,9 @@ pub(crate) fn position(range: &str, waiters: &[Waiter], own: &[u8]) -> Position 
         Some(Decision::WaitFor(ahead)) => sorted
             .get(ahead)
             .map_or(Position::Missing, |w| Position::WaitFor(w.key.clone())),
+        Some(Decision::WaitForAny { from }) => {
+            Position::WaitForAny(sorted[from..index].iter().map(|w| w.key.clone()).collect())
+        }
         None => Position::Missing,
     }
 }
@@ -262,6 +270,28 @@ mod tests {
         assert_eq!(position("", &q, b"zz"), Position::Missing);
         assert_eq!(position("", &[], b"a"), Position::Missing);
         assert_eq!(position("", &[w("a", 5), w("a", 5)], b"a"), Position::Owner);
+    }
+
+    #[test]
+    fn the_first_permit_waiter_watches_every_permit_ahead_the_next_one_the_waiter_ahead() {
+        let n = LockName::new("s").unwrap();
+        let range = lock_range("/p", &n);
+        let s = Claim::Shared { limit: 2 };
+        let k: Vec<String> = (1..=4).map(|l| waiter_key("/p", &n, l, 0, s)).collect();
+        let q: Vec<Waiter> = k
+            .iter()
+            .zip([10, 20, 30, 40])
+            .map(|(k, r)| w(k, r))
+            .collect();
+        assert_eq!(position(&range, &q, k[1].as_bytes()), Position::Owner);
+        assert_eq!(
+            position(&range, &q, k[2].as_bytes()),
+            Position::WaitForAny(vec![k[0].clone().into_bytes(), k[1].clone().into_bytes()])
+        );
+        assert_eq!(
+            position(&range, &q, k[3].as_bytes()),
+            Position::WaitFor(k[2].clone().into_bytes())
+        );
     }
 
     #[test]

@@ -78,11 +78,14 @@ async fn semaphore_grants_up_to_its_limit_and_a_release_passes_a_permit_on() {
     );
     let waiting = tokio::spawn(async move { third.acquire().await });
     tokio::time::sleep(SHORT).await;
+    // b's permit, freed out of queue order while a holds, goes to the waiter at once.
     b.release().await.unwrap();
-    // The waiter watches the entry `limit` ranks ahead (a), so b's permit may stay
-    // idle until a leaves: never over-granted, never stuck.
+    let c = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("granted while a still holds")
+        .unwrap()
+        .unwrap();
     a.release().await.unwrap();
-    let c = waiting.await.unwrap().unwrap();
     c.release().await.unwrap();
     assert_eq!(backend.lock_count(), 0, "no entry left");
 }

@@ -264,6 +264,7 @@ pub(crate) async fn acquire(
         let mut dir_watch: Option<NodeEvent> = Some(Box::pin(dir_watch.changed()));
         let mut children = Some(children);
         let mut parked: Option<NodeEvent> = None;
+        let signal_grant;
         let first_watch = loop {
             let children = match children.take() {
                 Some(first) => first,
@@ -289,17 +290,27 @@ pub(crate) async fn acquire(
                     ));
                 }
             }
-            let predecessor = match queue::position(&children, &node) {
+            let targets: Vec<String> = match queue::position(&children, &node) {
                 Position::Missing => continue 'enqueue,
                 // Owner at the first read: the directory watch is still armed and ours.
-                Position::Owner => break dir_watch.take(),
-                Position::WaitFor(_) if mode == WaitMode::NoWait => {
+                Position::Owner => {
+                    // The semaphore hand-off rule of `decide`: a permit with a node
+                    // behind it signals its grant, so that waiter watches the
+                    // permits ahead of it from now on.
+                    signal_grant = matches!(claim, Claim::Shared { .. })
+                        && queue::has_successor(&children, &node);
+                    break dir_watch.take();
+                }
+                Position::WaitFor(_) | Position::WaitForAny(_) if mode == WaitMode::NoWait => {
                     if delete_own(session, &dir, &uuid, Some(&node)).await.is_ok() {
                         cleanup.disarm();
                     }
                     return Ok(None); // our own delete fired the directory watch: dropping it is free
                 }
-                Position::WaitFor(p) => format!("{dir}/{p}"),
+                Position::WaitFor(p) => vec![format!("{dir}/{p}")],
+                Position::WaitForAny(nodes) => {
+                    nodes.into_iter().map(|p| format!("{dir}/{p}")).collect()
+                }
             };
             // From here on the directory watch is parked unpolled: it fires (once) on
             // the next change of the queue. It is dropped only after a later read,
@@ -308,14 +319,23 @@ pub(crate) async fn acquire(
             if parked.is_none() {
                 parked = dir_watch.take();
             }
-            let Some(pred_event) = watch_node(&client, &predecessor)
-                .await
-                .map_err(|e| error::map(e, format_args!("watching the queue of lock {name}")))?
-            else {
-                continue; // already gone: read the queue again
-            };
+            // A data watch on each: it fires when the node goes, or when its data is
+            // set (a permit's grant signal).
+            let mut events = Vec::with_capacity(targets.len());
+            for target in &targets {
+                match watch_node(&client, target)
+                    .await
+                    .map_err(|e| error::map(e, format_args!("watching the queue of lock {name}")))?
+                {
+                    Some(event) => events.push(event),
+                    None => break, // already gone: read the queue again
+                }
+            }
+            if events.len() < targets.len() {
+                continue;
+            }
             tokio::select! {
-                ev = pred_event => {
+                (ev, _, _) = futures::future::select_all(events) => {
                     WAKEUPS.fetch_add(1, Ordering::Relaxed);
                     if ev.event_type == EventType::Session {
                         return Err(lost(name, format_args!("session {} while waiting", ev.session_state)));
@@ -327,6 +347,19 @@ pub(crate) async fn acquire(
             }
         };
         drop(parked);
+        if signal_grant {
+            // Same data, any version: only the event matters. If our node is gone,
+            // the held lock's first watch reports the loss.
+            match client.set_data(&format!("{dir}/{node}"), &data, None).await {
+                Ok(_) | Err(ZkError::NoNode) => {}
+                Err(e) => {
+                    return Err(error::map(
+                        e,
+                        format_args!("signalling the grant of semaphore {name}"),
+                    ))
+                }
+            }
+        }
         let permit = match claim {
             Claim::Shared { limit } => {
                 Some(claim_permit_slot(session, &client, name, &dir, &node, limit).await?)

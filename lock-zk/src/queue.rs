@@ -227,8 +227,13 @@ pub(crate) fn holders_and_waiters(queue: &[(&str, NodeKind)]) -> (usize, usize) 
 pub(crate) enum Position<'a> {
     /// Its node has the lowest sequence: it holds the lock.
     Owner,
-    /// It waits for this node (its immediate predecessor) to go away.
+    /// It waits for this node to go away (its immediate predecessor for a mutex, the
+    /// nearest earlier writer for a reader); a permit waiter also wakes when this
+    /// node's data is set (the semaphore hand-off signal of [`decide`]).
     WaitFor(&'a str),
+    /// The first permit waiter: it waits until any of these nodes (the permits just
+    /// ahead) goes away.
+    WaitForAny(Vec<&'a str>),
     /// Its node is not among the children (deleted, or its session expired).
     Missing,
 }
@@ -248,8 +253,20 @@ pub(crate) fn position<'a>(children: &'a [String], own: &str) -> Position<'a> {
         Some(Decision::WaitFor(ahead)) => nodes
             .get(ahead)
             .map_or(Position::Missing, |(node, _)| Position::WaitFor(node)),
+        Some(Decision::WaitForAny { from }) => {
+            Position::WaitForAny(nodes[from..index].iter().map(|(node, _)| *node).collect())
+        }
         None => Position::Missing,
     }
+}
+
+/// Whether a contender queues behind node `own` among `children`.
+pub(crate) fn has_successor(children: &[String], own: &str) -> bool {
+    let nodes = queue(children);
+    nodes
+        .iter()
+        .position(|(c, _)| *c == own)
+        .is_some_and(|i| i + 1 < nodes.len())
 }
 
 /// What a lock node stores: the acquisition time (unix milliseconds) on the first
@@ -469,6 +486,28 @@ mod tests {
                 "c-lock-0000000003"
             ]
         );
+    }
+
+    #[test]
+    fn the_first_permit_waiter_watches_every_permit_ahead_the_next_one_the_waiter_ahead() {
+        let kids = children(&[
+            "a-p2-lock-0000000001",
+            "b-p2-lock-0000000002",
+            "slot-0",
+            "c-p2-lock-0000000003",
+            "d-p2-lock-0000000004",
+        ]);
+        assert_eq!(position(&kids, "b-p2-lock-0000000002"), Position::Owner);
+        assert_eq!(
+            position(&kids, "c-p2-lock-0000000003"),
+            Position::WaitForAny(vec!["a-p2-lock-0000000001", "b-p2-lock-0000000002"])
+        );
+        assert_eq!(
+            position(&kids, "d-p2-lock-0000000004"),
+            Position::WaitFor("c-p2-lock-0000000003")
+        );
+        assert!(has_successor(&kids, "c-p2-lock-0000000003"));
+        assert!(!has_successor(&kids, "d-p2-lock-0000000004"));
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub fn ci_mode_config(backend: &str, mode: Mode, seed: u64) -> RunConfig {
     cfg.mode = mode;
     cfg.faults = holder_faults(backend);
     cfg.seconds = 10;
-    cfg.min_per_fault = 1;
+    // Two of each: a pause bites the unfenced control only when its victim is a
+    // writer that holds, and one pause in a short run missed now and then (the
+    // verdict was then inconclusive, and the CI size failed).
+    cfg.min_per_fault = 2;
     cfg
 }
 
@@ -284,12 +287,8 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         leaks: c.leaks,
         panics: c.panics,
         granted_ttl_ns: granted_ms * 1_000_000,
-        // The etcd and ZooKeeper semaphores wake a permit waiter when the entry
-        // `limit` places ahead of it leaves, not on any release (issue 13, open): a
-        // permit freed out of order waits for that entry, so their release hand-off
-        // is reported, not enforced, like Redlock's.
-        unqueued: !crate::nemesis::queued(&cfg.backend)
-            || (cfg.mode == Mode::Semaphore && cfg.backend != "memory"),
+        // Redlock has no queue: its release hand-off is reported, not enforced.
+        unqueued: !crate::nemesis::queued(&cfg.backend),
     };
     let outcome = checker::check(&input);
     let mut report = Report::new(c.info, outcome, &input);

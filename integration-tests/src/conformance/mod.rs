@@ -152,6 +152,7 @@ const CASES: &[Case] = cases![
     rw::random_cancellation_keeps_the_policy_and_leaves_nothing if |c: &Capabilities| c.read_write_claims,
     semaphore::limit_is_never_exceeded_under_a_32_task_stress if |c: &Capabilities| c.shared_claims,
     semaphore::waiters_get_permits_in_arrival_order_one_per_release if |c: &Capabilities| c.shared_claims,
+    semaphore::permits_freed_out_of_order_go_to_the_next_waiter if |c: &Capabilities| c.shared_claims,
     semaphore::a_limit_disagreement_is_rejected if |c: &Capabilities| c.shared_claims,
     semaphore::permits_return_after_their_lease_is_lost if |c: &Capabilities| c.shared_claims,
     semaphore::a_mutex_on_the_name_is_a_barrier if |c: &Capabilities| c.shared_claims,

@@ -119,6 +119,39 @@ pub(super) async fn waiters_get_permits_in_arrival_order_one_per_release(ctx: Ct
     Ok(())
 }
 
+/// A permit freed out of queue order goes to the next waiter at once: the first
+/// holder keeps its permit throughout, the others release in reverse order, and each
+/// release grants exactly the next waiter (no permit sits unused while one waits).
+pub(super) async fn permits_freed_out_of_order_go_to_the_next_waiter(ctx: Ctx) -> TestResult {
+    let probe = ctx.client().await?;
+    let s = sem(&probe, "out-of-order", 3).await?;
+    let (a, b, c) = (s.acquire().await?, s.acquire().await?, s.acquire().await?);
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let s = sem(&ctx.client().await?, "out-of-order", 3).await?;
+        waiting.push(tokio::spawn(async move { s.acquire().await }));
+        wait_for_waiters(&probe, "out-of-order", i + 1).await?;
+    }
+    let grant = |what: &'static str, w| within(Duration::from_secs(10), what, w);
+    c.release().await?; // the newest permit first
+    let first = grant("first waiter after c", waiting.remove(0)).await???;
+    tokio::time::sleep(SETTLE).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "one release granted more than one waiter"
+    );
+    b.release().await?; // then the middle one: `a` still holds, ahead of both
+    let second = grant("second waiter after b", waiting.remove(0)).await???;
+    tokio::time::sleep(SETTLE).await;
+    assert!(!waiting[0].is_finished(), "a fourth permit of three");
+    first.release().await?; // a permit granted after waiting, freed before `a`
+    let third = grant("third waiter after the first", waiting.remove(0)).await???;
+    for p in [a, second, third] {
+        p.release().await?;
+    }
+    Ok(())
+}
+
 /// Clients that disagree on the limit: the later one gets a typed error, and the
 /// holders never exceed the first limit.
 pub(super) async fn a_limit_disagreement_is_rejected(ctx: Ctx) -> TestResult {

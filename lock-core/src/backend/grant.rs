@@ -51,7 +51,17 @@ pub enum Decision {
     Granted,
     /// The entry waits until the entry at this index (always an earlier one) leaves
     /// the queue; then the caller reads the queue again and calls [`decide`] again.
+    /// For a [`Shared`](Claim::Shared) entry it also wakes when that entry *signals
+    /// its grant* (see [`decide`]'s semaphore hand-off rule).
     WaitFor(usize),
+    /// Only for the first waiting [`Shared`](Claim::Shared) entry: it waits until
+    /// *any* entry at `from..index` (the `limit` permits just ahead of it) leaves
+    /// the queue, so a permit freed out of queue order is handed on at once. A grant
+    /// signal of these entries may wake it too (harmless: it reads again).
+    WaitForAny {
+        /// The first of the entries to watch; the last is the one just ahead.
+        from: usize,
+    },
 }
 
 /// Decides whether `queue[index]` is granted, or which single earlier entry it waits
@@ -67,11 +77,27 @@ pub enum Decision {
 ///   instead wakes needlessly, and waiting for a later entry can deadlock).
 /// - **Shared { limit }**: take the run of `Shared { limit }` entries (same limit)
 ///   directly ahead of it, back to the nearest earlier entry of any other claim (the
-///   *barrier*). With `rank` the number of entries in that run ahead of it: if
-///   `rank >= limit` it waits for the entry `limit` ranks ahead (`index - limit`);
-///   else if there is a barrier it waits for the barrier; else it is granted. In a
-///   queue of only `Shared { limit }` entries, the first `limit` hold and the entry at
-///   index `i` waits for `i - limit`.
+///   *barrier*). With `rank` the number of entries in that run ahead of it:
+///   - `rank > limit`: it waits for the entry just ahead (`index - 1`), another
+///     waiter, until that one leaves or signals its grant;
+///   - `rank == limit` (the first waiter): it waits for *any* of the `limit` entries
+///     just ahead ([`WaitForAny`](Decision::WaitForAny)), so whichever permit is
+///     freed first is handed on;
+///   - `rank < limit`: if there is a barrier it waits for the barrier; else it is
+///     granted.
+///
+///   In a queue of only `Shared { limit }` entries, the first `limit` hold, the next
+///   one watches all of them, and each later one watches the one just ahead.
+///
+/// # The semaphore hand-off rule (what a backend must do)
+///
+/// A `Shared` entry that is granted **signals its grant once**, with a write to its
+/// own entry that keeps its place in the queue (etcd: a put that keeps the key's
+/// create revision; ZooKeeper: a `setData` on its node), unless it knows nothing
+/// queued behind it could have read it as waiting (its grant was decided on a read
+/// that showed nothing behind it). The waiter just behind it wakes on that signal,
+/// reads again and becomes the first waiter. Without it, the entry behind would keep
+/// watching an entry that no longer waits and miss the next freed permit.
 ///
 /// # Guarantees
 ///
@@ -85,18 +111,19 @@ pub enum Decision {
 /// - **Progress**: a waiter always waits for a strictly earlier entry, so there are no
 ///   cycles; when that entry leaves, the waiter is granted or waits for an entry
 ///   earlier still. Index 0 is always granted.
-/// - **One watch per waiter**: each waiter watches exactly one entry. For Exclusive,
-///   Write and Read, and for a Shared entry waiting on a barrier, that entry blocks it
-///   for as long as it is queued, whatever else leaves, so no grant is ever missed,
-///   and a departure wakes one waiter (or only readers that are all granted).
+/// - **No missed grant, no herd**: a waiter is woken whenever a departure (or, for
+///   `Shared`, a grant signal) may grant it, so a freed permit or lock is never left
+///   unused while someone waits. Each waiter watches one entry, except the single
+///   first waiter of a semaphore, which watches the `limit` permits ahead of it; a
+///   departure wakes at most one waiter per kind (or only readers that are all
+///   granted), and a semaphore grant wakes the one waiter behind it.
 ///
 /// # Non-guarantees
 ///
-/// - A Shared entry waiting for the entry `limit` ranks ahead is not woken when a
-///   *different* earlier permit leaves first: the freed permit stays unused until the
-///   watched entry leaves too (or until the waiter reads the queue again). Watching
-///   one key buys herd-freedom at that price; it never over-grants and never gets
-///   stuck.
+/// - The semaphore hand-off rule costs one write per permit granted while others
+///   queue behind it; if a holder dies between its grant and that write, the waiter
+///   behind it waits for the holder's entry to go (its lease to expire) before it
+///   watches the other permits again.
 /// - Mixing claims under one name serializes them; it is the backend's job to reject
 ///   a `Shared` limit that differs from the live entries' (as kazoo does), not this
 ///   function's.
@@ -118,11 +145,13 @@ pub enum Decision {
 /// assert_eq!(decide(&q, 2), Some(Decision::WaitFor(1)));
 /// assert_eq!(decide(&q, 3), Some(Decision::WaitFor(2)));
 ///
-/// // A semaphore with 2 permits.
+/// // A semaphore with 2 permits: the first waiter watches both permits ahead,
+/// // the next one the waiter just ahead.
 /// let s = Claim::Shared { limit: 2 };
 /// let q = [s, s, s, s];
 /// assert_eq!(decide(&q, 1), Some(Decision::Granted));
-/// assert_eq!(decide(&q, 3), Some(Decision::WaitFor(1)));
+/// assert_eq!(decide(&q, 2), Some(Decision::WaitForAny { from: 0 }));
+/// assert_eq!(decide(&q, 3), Some(Decision::WaitFor(2)));
 /// ```
 pub fn decide(queue: &[Claim], index: usize) -> Option<Decision> {
     let claim = *queue.get(index)?;
@@ -140,8 +169,12 @@ pub fn decide(queue: &[Claim], index: usize) -> Option<Decision> {
             let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
             let barrier = ahead.iter().rposition(|c| *c != claim);
             let rank = index - barrier.map_or(0, |b| b + 1);
-            if rank >= limit {
-                Decision::WaitFor(index - limit)
+            if rank > limit {
+                Decision::WaitFor(index - 1)
+            } else if rank == limit {
+                Decision::WaitForAny {
+                    from: index - limit,
+                }
             } else {
                 barrier.map_or(Decision::Granted, Decision::WaitFor)
             }
@@ -188,7 +221,7 @@ pub fn check_claim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Decision::{Granted, WaitFor};
+    use Decision::{Granted, WaitFor, WaitForAny};
 
     fn all(queue: &[Claim]) -> Vec<Decision> {
         (0..queue.len())
@@ -221,9 +254,16 @@ mod tests {
     #[test]
     fn policy_semaphore_limit_caps_the_holders() {
         let s = Claim::Shared { limit: 2 };
-        assert_eq!(all(&[s, s, s]), [Granted, Granted, WaitFor(0)]);
+        assert_eq!(
+            all(&[s, s, s, s]),
+            [Granted, Granted, WaitForAny { from: 0 }, WaitFor(2)]
+        );
         let zero = Claim::Shared { limit: 0 };
-        assert_eq!(all(&[zero, zero]), [Granted, WaitFor(0)], "0 counts as 1");
+        assert_eq!(
+            all(&[zero, zero]),
+            [Granted, WaitForAny { from: 0 }],
+            "0 counts as 1"
+        );
     }
 
     #[test]
@@ -359,18 +399,20 @@ mod tests {
     }
 
     #[test]
-    fn semaphore_grants_limit_entries_and_waits_limit_ranks_ahead() {
+    fn semaphore_grants_limit_entries_then_one_waiter_watches_them_all() {
         let s = Claim::Shared { limit: 2 };
         let q = [s; 5];
         assert_eq!(granted(&q), [true, true, false, false, false]);
-        assert_eq!(decide(&q, 2), Some(Decision::WaitFor(0)));
-        assert_eq!(decide(&q, 4), Some(Decision::WaitFor(2)));
+        assert_eq!(decide(&q, 2), Some(WaitForAny { from: 0 }));
+        assert_eq!(decide(&q, 3), Some(WaitFor(2)));
+        assert_eq!(decide(&q, 4), Some(WaitFor(3)));
         // Behind a barrier: the first `limit` of the run wait for the barrier, the
-        // rest for the entry `limit` ranks ahead.
-        let q = [Claim::Exclusive, s, s, s];
-        assert_eq!(decide(&q, 1), Some(Decision::WaitFor(0)));
-        assert_eq!(decide(&q, 2), Some(Decision::WaitFor(0)));
-        assert_eq!(decide(&q, 3), Some(Decision::WaitFor(1)));
+        // next one for any of them, the rest for the one just ahead.
+        let q = [Claim::Exclusive, s, s, s, s];
+        assert_eq!(decide(&q, 1), Some(WaitFor(0)));
+        assert_eq!(decide(&q, 2), Some(WaitFor(0)));
+        assert_eq!(decide(&q, 3), Some(WaitForAny { from: 1 }));
+        assert_eq!(decide(&q, 4), Some(WaitFor(3)));
         // A different limit is a barrier; a zero limit counts as one.
         let q = [s, Claim::Shared { limit: 3 }];
         assert_eq!(decide(&q, 1), Some(Decision::WaitFor(0)));
@@ -406,135 +448,167 @@ mod tests {
             }
             assert!(q.is_empty() || got[0], "head not granted: {q:?}");
             for i in 0..q.len() {
-                if let Some(Decision::WaitFor(j)) = decide(q, i) {
-                    assert!(j < i, "waits for a later entry: {q:?} {i}");
+                if let Some(set) = watched(q, i) {
+                    assert!(!set.is_empty(), "waits for nothing: {q:?} {i}");
+                    assert!(
+                        set.iter().all(|j| *j < i),
+                        "waits for a later entry: {q:?} {i}"
+                    );
                 }
             }
         }
     }
 
-    /// The waited-for entry is the single one to watch: its departure may grant the
-    /// waiter; for every rule but a Shared rank wait, nothing else can grant it while it
-    /// is queued (no missed wake-up); and when it leaves, the waiter is granted or waits
-    /// for a strictly earlier entry.
+    /// The entries `queue[index]` watches: `None` when granted.
+    fn watched(queue: &[Claim], index: usize) -> Option<Vec<usize>> {
+        match decide(queue, index)? {
+            Decision::Granted => None,
+            Decision::WaitFor(j) => Some(vec![j]),
+            Decision::WaitForAny { from } => Some((from..index).collect()),
+        }
+    }
+
+    /// The watched entries are the ones to watch: a departure of one of them may grant
+    /// the waiter; while all of them are queued nothing else grants it, except a Shared
+    /// waiter watching the (waiting) Shared entry just ahead, which that entry's grant
+    /// signal wakes; when one leaves, the waiter is granted or again watches only
+    /// entries ahead of it (so the waits-for graph never has a cycle).
     #[test]
-    fn exhaustive_waited_for_entry_is_the_one_to_watch() {
+    fn exhaustive_watched_entries_are_the_ones_to_watch() {
         for q in &queues(5) {
             for i in 0..q.len() {
-                let Some(Decision::WaitFor(j)) = decide(q, i) else {
+                let Some(set) = watched(q, i) else {
                     continue;
                 };
+                let set_mask = set.iter().fold(0u32, |m, j| m | (1 << j));
                 let mut may_grant = false;
                 let mut blocks_alone = true;
-                // Every set of departures of other entries (neither i nor j).
+                // Every set of departures of other entries (neither i nor a watched one).
                 for mask in 0..(1u32 << q.len()) {
-                    if mask & ((1 << i) | (1 << j)) != 0 {
+                    if mask & ((1 << i) | set_mask) != 0 {
                         continue;
                     }
                     let (rest, at) = without(q, mask);
                     let held = decide(&rest, at[i].unwrap()) == Some(Decision::Granted);
                     blocks_alone &= !held;
-                    let (gone, at2) = without(q, mask | (1 << j));
-                    let held_after = decide(&gone, at2[i].unwrap()) == Some(Decision::Granted);
-                    may_grant |= !held && held_after;
+                    for j in &set {
+                        let (gone, at2) = without(q, mask | (1 << j));
+                        let after = decide(&gone, at2[i].unwrap()) == Some(Decision::Granted);
+                        may_grant |= !held && after;
+                    }
                 }
                 assert!(
                     may_grant,
-                    "{q:?}: {i} waits for {j}, whose departure never grants it"
+                    "{q:?}: {i} watches {set:?}, whose departure never grants it"
                 );
-                let shared_rank_wait = matches!(q[i], Claim::Shared { limit } if j + (limit.max(1) as usize) == i && q[j] == q[i]);
+                let signalled = set.len() == 1
+                    && set[0] + 1 == i
+                    && q[set[0]] == q[i]
+                    && matches!(q[i], Claim::Shared { .. })
+                    && decide(q, set[0]) != Some(Decision::Granted);
                 assert!(
-                    blocks_alone || shared_rank_wait,
-                    "{q:?}: {i} can be granted while {j} is still queued"
+                    blocks_alone || signalled,
+                    "{q:?}: {i} can be granted while {set:?} are still queued"
                 );
-                // Departure of j: granted, or waits for an entry older than j.
-                let (gone, at) = without(q, 1 << j);
-                let back = |n: usize| at.iter().position(|a| *a == Some(n)).unwrap();
-                match decide(&gone, at[i].unwrap()).unwrap() {
-                    Decision::Granted => {}
-                    Decision::WaitFor(n) => {
-                        assert!(back(n) < j, "{q:?}: {i} re-waits on a later entry")
+                for j in &set {
+                    let (gone, at) = without(q, 1 << j);
+                    let back = |n: usize| at.iter().position(|a| *a == Some(n)).unwrap();
+                    if let Some(again) = watched(&gone, at[i].unwrap()) {
+                        assert!(
+                            again.iter().all(|n| back(*n) < i),
+                            "{q:?}: {i} re-waits on a later entry after {j} left"
+                        );
                     }
                 }
             }
         }
     }
 
-    /// One waiter per state: `Held`, or watching the entry with this id.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    /// One entry's state: `Held`, or watching the entries with these ids.
+    #[derive(Clone, PartialEq, Eq, Debug)]
     enum State {
         Held,
-        Watching(usize),
+        Watching(Vec<usize>),
     }
 
     /// The watch protocol on a queue of `(id, claim)`: (re)decide entry `at`.
     fn settle(queue: &[(usize, Claim)], at: usize) -> State {
         let claims: Vec<Claim> = queue.iter().map(|(_, c)| *c).collect();
-        match decide(&claims, at).unwrap() {
-            Decision::Granted => State::Held,
-            Decision::WaitFor(j) => State::Watching(queue[j].0),
+        match watched(&claims, at) {
+            None => State::Held,
+            Some(set) => State::Watching(set.into_iter().map(|j| queue[j].0).collect()),
+        }
+    }
+
+    /// Wakes every waiter watching `id`, and, the hand-off rule, every waiter
+    /// watching a Shared entry that the wake-up granted, until nothing changes.
+    fn wake(queue: &[(usize, Claim)], states: &mut [State], id: usize) {
+        let mut signals = vec![id];
+        while let Some(id) = signals.pop() {
+            for k in 0..queue.len() {
+                if matches!(&states[k], State::Watching(set) if set.contains(&id)) {
+                    states[k] = settle(queue, k);
+                    if states[k] == State::Held && matches!(queue[k].1, Claim::Shared { .. }) {
+                        signals.push(queue[k].0);
+                    }
+                }
+            }
         }
     }
 
     /// Explores every departure order (any holder releases, or any waiter gives up)
-    /// and checks each reachable state.
-    fn explore(queue: Vec<(usize, Claim)>, states: Vec<State>, exact: bool) {
+    /// and checks each reachable state: exactly the entries the reference model
+    /// grants believe they hold (no wrong grant, no missed grant).
+    fn explore(queue: Vec<(usize, Claim)>, states: Vec<State>) {
         let claims: Vec<Claim> = queue.iter().map(|(_, c)| *c).collect();
         let reference = reference(&claims);
-        for (k, s) in states.iter().enumerate() {
-            match s {
-                // No wrong grant: whoever believes it holds is allowed to.
-                State::Held => assert!(reference[k], "wrong grant in {queue:?}: {states:?}"),
-                // No lost wake-up: the watched entry is still queued.
-                State::Watching(id) => assert!(
-                    queue.iter().any(|(i, _)| i == id),
+        for s in &states {
+            if let State::Watching(set) = s {
+                assert!(
+                    set.iter().all(|id| queue.iter().any(|(i, _)| i == id)),
                     "watching a departed entry in {queue:?}: {states:?}"
-                ),
+                );
             }
         }
-        if !queue.is_empty() {
-            // Never stuck: someone holds, so a release is always possible.
-            assert_eq!(states[0], State::Held, "stuck: {queue:?} {states:?}");
-        }
-        if exact {
-            let held: Vec<bool> = states.iter().map(|s| *s == State::Held).collect();
-            assert_eq!(held, reference, "missed grant in {queue:?}: {states:?}");
-        }
+        let held: Vec<bool> = states.iter().map(|s| *s == State::Held).collect();
+        assert_eq!(
+            held, reference,
+            "wrong or missed grant in {queue:?}: {states:?}"
+        );
         for leave in 0..queue.len() {
             let gone = queue[leave].0;
             let mut q = queue.clone();
             let mut s = states.clone();
             q.remove(leave);
             s.remove(leave);
-            for (k, state) in s.iter_mut().enumerate() {
-                if *state == State::Watching(gone) {
-                    *state = settle(&q, k);
-                }
-            }
-            explore(q, s, exact);
+            wake(&q, &mut s, gone);
+            explore(q, s);
         }
     }
 
     #[test]
-    fn every_departure_order_grants_rightly_and_never_sticks() {
+    fn every_departure_order_grants_exactly_and_never_sticks() {
         for q in &queues(5) {
             let queue: Vec<(usize, Claim)> = q.iter().copied().enumerate().collect();
             let states = (0..queue.len()).map(|k| settle(&queue, k)).collect();
-            // Grants are exact (no missed wake-up) unless a semaphore waits by rank.
-            let exact = !q
-                .iter()
-                .any(|c| matches!(c, Claim::Shared { limit } if *limit > 1));
-            explore(queue, states, exact);
+            explore(queue, states);
         }
     }
 
     #[test]
-    fn a_semaphore_permit_freed_out_of_order_waits_for_the_watched_entry() {
-        // The documented non-guarantee: A, B hold; C watches A; B leaves first.
-        let s = Claim::Shared { limit: 2 };
-        let queue = vec![(0, s), (1, s), (2, s)];
-        assert_eq!(settle(&queue, 2), State::Watching(0));
-        let after_b = vec![(0, s), (2, s)];
-        assert_eq!(settle(&after_b, 1), State::Held); // a fresh read would grant it
+    fn a_semaphore_permit_freed_out_of_order_goes_to_the_first_waiter() {
+        // A, B, C hold 3 permits; D watches all three, E watches D. B leaves first: D
+        // is woken and granted, and its grant signal makes E watch A, C and D.
+        let s = Claim::Shared { limit: 3 };
+        let queue = vec![(0, s), (1, s), (2, s), (3, s), (4, s)];
+        let mut states: Vec<State> = (0..5).map(|k| settle(&queue, k)).collect();
+        assert_eq!(states[3], State::Watching(vec![0, 1, 2]));
+        assert_eq!(states[4], State::Watching(vec![3]));
+        let mut q = queue.clone();
+        q.remove(1);
+        states.remove(1);
+        wake(&q, &mut states, 1);
+        assert_eq!(states[2], State::Held);
+        assert_eq!(states[3], State::Watching(vec![0, 2, 3]));
     }
 }
