@@ -22,6 +22,14 @@ fn in_any_window(input: &Input, t: u64, holder: Option<u32>) -> bool {
     in_window_of(input, t, holder, |_| true)
 }
 
+/// Whether the window of any fault intersects `[from, to]`.
+fn any_window_overlaps(input: &Input, from: u64, to: u64) -> bool {
+    input.faults.iter().any(|f| {
+        let (a, b) = window(f, input.granted_ttl_ns);
+        a <= to && b >= from
+    })
+}
+
 /// Whether `t` falls in the window of a fault relevant to `holder` (any holder for
 /// `None`) that `which` selects.
 fn in_window_of(
@@ -134,7 +142,9 @@ pub(super) fn recovery(input: &Input, grants: &[Grant]) -> BTreeMap<String, Reco
             .iter()
             .filter(|n| n.lock == g.lock && n.ok > r && n.holder != g.holder)
             .min_by_key(|n| n.ok);
-        if let Some(n) = next {
+        // A fault that begins before the hand-off completes (the waiter cut off
+        // a few ms after the release) explains its time: not a clean sample.
+        if let Some(n) = next.filter(|n| !any_window_overlaps(input, r, n.ok)) {
             samples
                 .entry("release".to_owned())
                 .or_default()

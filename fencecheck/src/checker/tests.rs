@@ -455,6 +455,33 @@ fn recovery_of_a_kill_is_measured_against_its_bound() {
     assert_eq!(out.bound_failures(), 1, "2950 ms > 2000 ms");
 }
 
+/// A slow hand-off is a release sample over its bound, unless a fault began while it
+/// was under way (the waiter cut off just after the release: the fault explains it).
+#[test]
+fn a_release_hand_off_overlapping_a_fault_is_not_a_clean_sample() {
+    let slow = || {
+        let mut input = clean();
+        input.events.retain(|e| e.holder != 2);
+        cycle(&mut input.events, 2, 2, 20, 800, 7, 900);
+        input.events.sort_by_key(|e| e.t);
+        input
+    };
+    let out = check(&slow());
+    assert_eq!(out.recovery["release"].stats.n, 1);
+    assert_eq!(out.recovery["release"].over_bound, 1, "700 ms > 500 ms");
+    let mut input = slow();
+    input.faults.push(FaultRecord {
+        kind: FaultKind::PartitionShort,
+        t: 105 * MS,
+        end: 700 * MS,
+        target: Some(2),
+        token: None,
+        detail: String::new(),
+    });
+    let out = check(&input);
+    assert_eq!(out.recovery["release"].stats.n, 0, "{:?}", out.recovery);
+}
+
 /// `clean()` with holder 1 reporting its lock lost at 50 ms.
 fn lost_at_50ms() -> Input {
     let mut input = clean();

@@ -91,7 +91,8 @@ async fn victim(
 ) -> (usize, Option<u64>) {
     let client = LockClient::new(backend.clone());
     let mut reader = None;
-    for _ in 0..20 {
+    // Up to ~1.5 s: in rw mode most cycles are reads (see procs.rs's `victim`).
+    for _ in 0..60 {
         if let Ok(Some(info)) = client.inspect(NAME).await {
             let (w, r) = pick_holder(&info, |id| slots.iter().position(|s| s.id == id));
             if let Some((i, token)) = w {

@@ -132,7 +132,9 @@ async fn proxies_for(endpoints: &[String]) -> io::Result<Vec<Proxy>> {
 /// shows within the tries.
 async fn victim(admin: &LockClient, slots: &[Slot], rng: &mut impl Rng) -> (usize, Option<u64>) {
     let mut reader = None;
-    for _ in 0..20 {
+    // Up to ~4 s: in rw mode 7 cycles in 10 are reads, and a paused reader writes
+    // nothing, so the control bites only if a writer is found.
+    for _ in 0..60 {
         if let Ok(Ok(Some(info))) =
             tokio::time::timeout(Duration::from_secs(1), admin.inspect(NAME)).await
         {
