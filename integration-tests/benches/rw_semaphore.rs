@@ -1,6 +1,6 @@
 //! Read-write lock and semaphore throughput, as ratios against the mutex measured in
-//! the same run, on the memory backend and (when the binary is there) a one-member
-//! etcd cluster the bench starts itself.
+//! the same run, on the memory backend and (when the binaries are there) a one-member
+//! etcd cluster and a one-server ZooKeeper the bench starts itself.
 //!
 //! `cargo bench -p fencelock-integration-tests --bench rw_semaphore` (add `-- --quick`
 //! for 1 s per measurement instead of 3 s). Every cycle holds its grant for 1 ms of
@@ -11,10 +11,12 @@
 //! - RW, 90 % reads: 8 sessions, each cycle a read with probability 0.9, else a write;
 //!   against 8 sessions cycling the mutex.
 //! - Semaphore, limit 4, 8 sessions: cycles/s against the mutex, and fairness as the
-//!   fewest and most cycles of one session.
+//!   fewest and most cycles of one session; on ZooKeeper also the waiters' watch
+//!   wake-ups per release (each release should wake one waiter; a permit granted
+//!   after waiting also wakes the one behind it once, its hand-off signal).
 
 use fencelock::LockClient;
-use fencelock_integration_tests::servers::etcd::EtcdCluster;
+use fencelock_integration_tests::servers::{etcd::EtcdCluster, ZkEnsemble};
 use std::time::{Duration, Instant};
 
 const WORK: Duration = Duration::from_millis(1);
@@ -105,7 +107,9 @@ async fn bench(label: &str, client: LockClient, span: Duration) {
         "  8 sessions, 90% reads: rw {mixed:>8.0}/s  mutex {mutex:>8.0}/s  ratio {:.2}x",
         mixed / mutex
     );
+    let wakeups_before = fencelock::zk::predecessor_wakeups();
     let per = cycles(&client, "s8", Mode::Permit(4), 8, span).await;
+    let wakeups = fencelock::zk::predecessor_wakeups() - wakeups_before;
     let sem = rate(&per, span);
     let (min, max) = (
         per.iter().min().copied().unwrap_or(0),
@@ -115,6 +119,13 @@ async fn bench(label: &str, client: LockClient, span: Duration) {
         "  semaphore limit 4, 8 sessions: {sem:>8.0}/s  mutex {mutex:>8.0}/s  ratio {:.2}x  fairness min/max per session {min}/{max}",
         sem / mutex
     );
+    if label.starts_with("zk") {
+        let releases = per.iter().sum::<u64>();
+        println!(
+            "  semaphore limit 4, 8 sessions: watch wake-ups per release {:.2} ({wakeups} / {releases})",
+            wakeups as f64 / releases.max(1) as f64
+        );
+    }
 }
 
 fn main() {
@@ -130,16 +141,25 @@ fn main() {
         LockClient::new(fencelock::memory::MemoryBackend::new()),
         span,
     ));
-    if !EtcdCluster::available() {
+    if EtcdCluster::available() {
+        let etcd = EtcdCluster::start(1).expect("etcd starts");
+        on_server(&rt, "etcd (1 member, loopback)", &etcd.url("bench"), span);
+    } else {
         println!("etcd: not installed, skipped");
-        return;
     }
-    let etcd = EtcdCluster::start(1).expect("etcd starts");
-    let url = etcd.url("bench");
+    if ZkEnsemble::available() {
+        let zk = ZkEnsemble::start(1).expect("ZooKeeper starts");
+        on_server(&rt, "zk (1 server, loopback)", &zk.url("/bench"), span);
+    } else {
+        println!("zk: not installed, skipped");
+    }
+}
+
+/// Runs [`bench`] against the server at `url` (which the caller keeps running).
+fn on_server(rt: &tokio::runtime::Runtime, label: &str, url: &str, span: Duration) {
     rt.block_on(async {
-        let client = fencelock::connect(&url).await.expect("connect");
-        bench("etcd (1 member, loopback)", client.clone(), span).await;
+        let client = fencelock::connect(url).await.expect("connect");
+        bench(label, client.clone(), span).await;
         let _ = client.close().await;
     });
-    drop(etcd);
 }

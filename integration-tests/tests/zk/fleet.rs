@@ -100,6 +100,11 @@ pub fn trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             one_way_only(h, ctx, foreign, style)
         }));
     }
+    trials.push(trial(
+        "kazoo_read_lock_shares_with_fencelock_readers_and_a_writer_waits_for_both",
+        &h,
+        kazoo_readers_share,
+    ));
     trials.push(async_trial(
         "zk::fleet::kazoo_lock_object_reused_after_container_reaped_fails_fresh_one_works",
         reused_kazoo_lock,
@@ -259,6 +264,59 @@ async fn mixed_queue(
         x_section.czxid
     );
     assert_eq!(x_section.node, held.node);
+    a.close().await?;
+    b.close().await?;
+    Ok(())
+}
+
+/// A fencelock reader (kazoo-style `__rlock__` node) holds; kazoo's `ReadLock` on the
+/// same path is granted beside it (shared); a fencelock writer queued behind both
+/// holds only after both left, with a higher token than kazoo's reader.
+async fn kazoo_readers_share(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    if !available(Foreign::KazooReadLock) {
+        return Ok(());
+    }
+    let a = client(&h, &ctx, ZkNodeStyle::Kazoo).await?;
+    let b = client(&h, &ctx, ZkNodeStyle::Kazoo).await?;
+    let path = format!("{}/{NAME}", ZkHarness::chroot(ctx.ns()));
+    let r1 = a.rw_lock(NAME).await?.read().await?;
+    let connect = connect_string(&h);
+    let hold = Duration::from_secs(2);
+    let (x, shared) = blocking(move || {
+        let mut x = ForeignHolder::start(Foreign::KazooReadLock, &connect, &path, hold)?;
+        let s = x.wait_held(Duration::from_secs(30))?;
+        Ok((x, s))
+    })
+    .await?;
+    assert!(r1.state().is_held(), "fencelock's reader lost its lock");
+    let r1_end = now_ns();
+    assert!(
+        shared.start_ns < r1_end,
+        "kazoo's reader did not share with fencelock's"
+    );
+    let info = a.inspect(NAME).await?.ok_or("inspect: no holder")?;
+    assert_eq!(info.holders.len(), 2, "both readers hold: {info:?}");
+    let writer = b.rw_lock(NAME).await?;
+    let w = tokio::spawn(async move {
+        let g = writer.write().await?;
+        Ok::<_, fencelock::Error>((g, now_ns()))
+    });
+    wait_for_waiters(&a, 1).await?;
+    r1.release().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!w.is_finished(), "the writer held beside kazoo's reader");
+    let kazoo_done = blocking(move || x.finish(Duration::from_secs(30))).await?;
+    let (w, w_start) =
+        within(Duration::from_secs(30), "the writer after both readers", w).await???;
+    let x_end = kazoo_done.end_ns.ok_or("no end")?;
+    assert!(x_end <= w_start, "the writer held while kazoo's reader did");
+    assert!(
+        w.token().get() > kazoo_done.czxid,
+        "writer token {} not above kazoo reader's {}",
+        w.token(),
+        kazoo_done.czxid
+    );
+    w.release().await?;
     a.close().await?;
     b.close().await?;
     Ok(())
