@@ -50,6 +50,14 @@ const PARAMS: [&str; 6] = [
 /// | `cert`, `key` | none | PEM client certificate and key (TLS client authentication) |
 /// | `password_file` | none | read the password from this file instead of the URL |
 ///
+/// **Slow links.** One attempt on one member is bounded by a share of
+/// `request_timeout` so that a stalled member is left quickly: `request_timeout / 8`
+/// (kept within 0.5–2 s) with several members, `request_timeout / 3` (at least 1 s)
+/// with one. Over a round trip longer than that share (e.g. 1 s against the default
+/// 5 s with three members: 625 ms per attempt), raise `request_timeout` too, to about
+/// 8 × the round trip; raising `connect_timeout` alone does not help: the connect
+/// succeeds, but every request after it is bounded this way and times out.
+///
 /// User name and password authenticate with etcd's auth; `Debug` and every error
 /// message leave the password out. A least-privilege user needs `readwrite` on the
 /// prefix only (`etcdctl role grant-permission R readwrite --prefix=true /prefix/`),

@@ -192,6 +192,11 @@ mod tests {
             kind(Status::permission_denied("etcdserver: permission denied")),
             ErrorKind::PermissionDenied
         );
+        // Another gRPC service on the port: no etcd there (the CLI exits 69).
+        assert_eq!(
+            kind(Status::unimplemented("unknown service etcdserverpb.KV")),
+            ErrorKind::Unavailable
+        );
         assert_eq!(
             kind(Status::out_of_range(
                 "etcdserver: mvcc: required revision has been compacted"
