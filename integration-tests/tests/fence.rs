@@ -4,7 +4,10 @@
 //! back transactions leave the fence alone, the `fence_token` column form, typed errors
 //! for bad input, a paused holder of a real lock refused by the database, and a stress
 //! of 32 tasks × 200 fenced transactions with interleaved tokens from two holders whose
-//! committed writes are checked in the table afterwards.
+//! committed writes are checked in the table afterwards; the read-write form
+//! (`fenced_read` / `fenced_write`: the rule, a real `RwLock`'s stale writer refused
+//! after a newer reader, a stress of mixed accesses checked in commit order) and
+//! per-slot fencing of real semaphore permits.
 //!
 //! The same cases run on both databases: [`cases!`] expands them per driver.
 
@@ -151,6 +154,10 @@ macro_rules! cases {
                     trial!(bad_tokens_names_and_missing_table_are_typed_errors),
                     trial!(paused_holder_of_a_real_lock_is_refused_by_the_database),
                     trial!(concurrent_holders_never_commit_a_stale_write),
+                    trial!(read_write_fence_follows_the_mode_aware_rule),
+                    trial!(stale_writer_of_a_real_rw_lock_is_refused_after_a_newer_reader),
+                    trial!(semaphore_permits_are_fenced_per_slot),
+                    trial!(concurrent_readers_and_writers_commit_in_rule_order),
                 ]
             }
 
@@ -389,6 +396,166 @@ macro_rules! cases {
                     accepted.len(),
                     refused
                 );
+                Ok(())
+            }
+
+            async fn rw(pool: &Pool, write: bool, name: &str, token: u64) -> Result<(), Error> {
+                let mut tx = $begin(pool).await?;
+                let token = FencingToken::new(token);
+                if write {
+                    fence::fenced_write(&mut tx, name, token).await?;
+                } else {
+                    fence::fenced_read(&mut tx, name, token).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn highest_rw(pool: &Pool, name: &str) -> Result<Option<(u64, u64)>, Error> {
+                let found = fence::highest_rw(&mut *pool.acquire().await?, name).await?;
+                Ok(found.map(|(any, write)| (any.get(), write.get())))
+            }
+
+            /// Readers share (any order among themselves), a write needs a token ≥
+            /// every accepted one, a read one ≥ the highest write; a rolled-back read
+            /// raises nothing.
+            async fn read_write_fence_follows_the_mode_aware_rule(pool: &Pool) -> TestResult {
+                fence::create_rw_fences_table(&mut *pool.acquire().await?).await?;
+                let (read, write) = (false, true);
+                rw(pool, read, "doc", 5).await?;
+                rw(pool, read, "doc", 4).await?; // readers are not ordered
+                assert_eq!(highest_rw(pool, "doc").await?, Some((5, 0)));
+                expect_stale(rw(pool, write, "doc", 4).await, 4, 5)?; // older than a read
+                rw(pool, write, "doc", 7).await?;
+                expect_stale(rw(pool, read, "doc", 6).await, 6, 7)?; // older than a write
+                rw(pool, read, "doc", 9).await?;
+                expect_stale(rw(pool, write, "doc", 8).await, 8, 9)?;
+                rw(pool, write, "doc", 9).await?; // equal: the same holder again
+                assert_eq!(highest_rw(pool, "doc").await?, Some((9, 9)));
+                let mut tx = $begin(pool).await?;
+                fence::fenced_read(&mut tx, "doc", FencingToken::new(20)).await?;
+                tx.rollback().await?;
+                rw(pool, write, "doc", 10).await?;
+                // The first access of a name may be a read or a write.
+                rw(pool, read, "other", 3).await?;
+                rw(pool, write, "third", 3).await?;
+                assert_eq!(highest_rw(pool, "third").await?, Some((3, 3)));
+                Ok(())
+            }
+
+            /// A writer of a real read-write lock stalls past its lease; a reader takes
+            /// the lock and reads through the fence; the stale writer's write is refused
+            /// by the database, naming the reader's token.
+            async fn stale_writer_of_a_real_rw_lock_is_refused_after_a_newer_reader(pool: &Pool) -> TestResult {
+                fence::create_rw_fences_table(&mut *pool.acquire().await?).await?;
+                let locks = fencelock::connect("memory://rw-fence-test").await?;
+                let writers = locks.rw_lock("doc").await?;
+                let stale = writers.write().await?;
+                rw(pool, true, "doc", stale.token().get()).await?;
+                writers.lease().close().await?; // paused past its lease
+                let readers = locks.rw_lock("doc").await?;
+                let reader = readers.read().await?;
+                assert!(reader.token() > stale.token());
+                rw(pool, false, "doc", reader.token().get()).await?;
+                let late = rw(pool, true, "doc", stale.token().get()).await;
+                expect_stale(late, stale.token().get(), reader.token().get())?;
+                reader.release().await?;
+                locks.close().await?;
+                Ok(())
+            }
+
+            /// Permits fence per slot (`name#slot`): a stalled permit holder is refused
+            /// once the next holder of its slot has written; the other slot's holder is
+            /// not affected.
+            async fn semaphore_permits_are_fenced_per_slot(pool: &Pool) -> TestResult {
+                setup(pool).await?;
+                let locks = fencelock::connect("memory://sem-fence-test").await?;
+                let first = locks.semaphore("workers", 2).await?;
+                let paused = first.acquire().await?;
+                // Another process: a client of its own (a client's primitives share
+                // its lease).
+                let elsewhere = fencelock::connect("memory://sem-fence-test").await?;
+                let second = elsewhere.semaphore("workers", 2).await?;
+                let other = second.acquire().await?;
+                assert_ne!(paused.slot(), other.slot());
+                write(pool, &paused.fence_key(), paused.token().get(), 0, 0).await?;
+                write(pool, &other.fence_key(), other.token().get(), 1, 0).await?;
+                first.lease().close().await?; // paused past its lease: its slot frees
+                let third = locks.semaphore("workers", 2).await?;
+                let next = third.acquire().await?;
+                assert_eq!(next.slot(), paused.slot(), "the freed slot is taken");
+                write(pool, &next.fence_key(), next.token().get(), 2, 0).await?;
+                let late = write(pool, &paused.fence_key(), paused.token().get(), 0, 1).await;
+                expect_stale(late, paused.token().get(), next.token().get())?;
+                write(pool, &other.fence_key(), other.token().get(), 1, 1).await?;
+                assert_eq!(committed(pool).await?.len(), 4);
+                other.release().await?;
+                next.release().await?;
+                locks.close().await?;
+                elsewhere.close().await?;
+                Ok(())
+            }
+
+            /// 16 tasks × 100 transactions, a third of them writes, tokens from epochs
+            /// that move on under them (some stale), random pauses between the fence, the
+            /// logged access and the commit. In commit order (the log's ids), every
+            /// committed write's token is ≥ every earlier committed token, and every
+            /// committed read's ≥ every earlier committed write's.
+            async fn concurrent_readers_and_writers_commit_in_rule_order(pool: &Pool) -> TestResult {
+                fence::create_rw_fences_table(&mut *pool.acquire().await?).await?;
+                setup(pool).await?; // `writes` is the access log: task 0 reads, 1 writes
+                let epoch = Arc::new(AtomicU64::new(1));
+                let mut tasks = Vec::new();
+                for task in 0..16u64 {
+                    let (pool, epoch) = (pool.clone(), epoch.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut rng = StdRng::seed_from_u64(100 + task);
+                        let mut refused = 0u64;
+                        for seq in 0..100u64 {
+                            let e = epoch.load(Ordering::SeqCst);
+                            if rng.gen_ratio(1, 6) {
+                                epoch.fetch_max(e + 1, Ordering::SeqCst);
+                            }
+                            let is_write = rng.gen_ratio(1, 3);
+                            let token = FencingToken::new(4 * e + task % 4);
+                            pause(&mut rng).await;
+                            let mut tx = $begin(&pool).await?;
+                            let fenced = if is_write {
+                                fence::fenced_write(&mut tx, "rw", token).await
+                            } else {
+                                fence::fenced_read(&mut tx, "rw", token).await
+                            };
+                            match fenced {
+                                Ok(()) => {
+                                    pause(&mut rng).await;
+                                    insert(&mut tx, token.get(), u64::from(is_write), seq).await?;
+                                    pause(&mut rng).await;
+                                    tx.commit().await?;
+                                }
+                                Err(Error::Stale(_)) => refused += 1,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Ok::<_, Error>(refused)
+                    }));
+                }
+                let mut refused = 0;
+                for task in tasks {
+                    refused += task.await??;
+                }
+                let rows = committed(pool).await?;
+                let (mut any, mut wrote) = (0i64, 0i64);
+                for (token, kind, _) in &rows {
+                    if *kind == 1 {
+                        assert!(*token >= any, "write {token} committed after a token {any}");
+                        wrote = *token;
+                    } else {
+                        assert!(*token >= wrote, "read {token} committed after a write {wrote}");
+                    }
+                    any = any.max(*token);
+                }
+                assert!(refused > 0 && rows.iter().any(|r| r.1 == 1), "{refused} refused");
+                assert_eq!(rows.len() as u64 + refused, 16 * 100);
                 Ok(())
             }
 

@@ -151,6 +151,136 @@ macro_rules! fence_functions {
             }
         }
 
+        #[doc = concat!("Creates the `fencelock_rw_fences(name TEXT PRIMARY KEY, any_token BIGINT NOT NULL, write_token BIGINT NOT NULL)` table on ", $doc, " if it does not exist: the fences of [`fenced_read`] and [`fenced_write`].")]
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Database`].
+        pub async fn create_rw_fences_table(conn: &mut $conn) -> Result<(), Error> {
+            sqlx::query(schema::CREATE_RW_FENCES)
+                .execute(&mut *conn)
+                .await
+                .map_err(Error::db(schema::RW_FENCES_TABLE))?;
+            Ok(())
+        }
+
+        /// The write side of a read-write lock's fence: accepts the token of a
+        /// [`RwLock`](lock_core::RwLock) *write* guard inside the caller's transaction
+        /// when it is at least every token accepted so far for `name`, reads
+        /// included, or refuses it with [`StaleToken`] (whose `highest` is the highest
+        /// token accepted).
+        ///
+        /// ```sql
+        /// INSERT INTO fencelock_rw_fences (name, any_token, write_token) VALUES ($1, $2, $2)
+        /// ON CONFLICT (name) DO UPDATE SET any_token = EXCLUDED.any_token, write_token = EXCLUDED.write_token
+        /// WHERE fencelock_rw_fences.any_token <= EXCLUDED.any_token
+        /// RETURNING any_token
+        /// ```
+        ///
+        /// The same mode-aware rule as [`lock_core::Fence::check_write`], in the
+        /// database, race-free for the same reason as [`fenced`] (one upsert that locks
+        /// the name's row until the transaction ends). A name fenced here is a
+        /// different fence from the same name in [`fenced`]'s table: use one form per
+        /// resource.
+        ///
+        /// # Errors
+        ///
+        /// As [`fenced`], with `fencelock_rw_fences` for the table.
+        ///
+        /// # Cancel safety
+        ///
+        /// As [`fenced`].
+        pub async fn fenced_write(
+            tx: &mut Transaction<'_, $db>,
+            name: &str,
+            token: FencingToken,
+        ) -> Result<(), Error> {
+            rw_fence(tx, schema::UPSERT_RW_WRITE, name, token, |(any, _)| any).await
+        }
+
+        /// The read side of a read-write lock's fence: accepts the token of a
+        /// [`RwLock`](lock_core::RwLock) *read* guard when it is at least the highest
+        /// *write* token accepted for `name` (readers are not ordered among
+        /// themselves), and raises the name's highest token to it, so a writer older
+        /// than this reader is refused afterwards; or refuses it with [`StaleToken`]
+        /// (whose `highest` is the highest write token).
+        ///
+        /// ```sql
+        /// INSERT INTO fencelock_rw_fences (name, any_token, write_token) VALUES ($1, $2, 0)
+        /// ON CONFLICT (name) DO UPDATE SET any_token = CASE
+        ///     WHEN fencelock_rw_fences.any_token > EXCLUDED.any_token THEN fencelock_rw_fences.any_token
+        ///     ELSE EXCLUDED.any_token END
+        /// WHERE fencelock_rw_fences.write_token <= EXCLUDED.any_token
+        /// RETURNING any_token
+        /// ```
+        ///
+        /// The same rule as [`lock_core::Fence::check_read`]. Call it in the
+        /// transaction that reads the protected data, before the reads: the row lock
+        /// it takes orders the read after every committed write of an older or equal
+        /// token, and before any write that would be refused.
+        ///
+        /// # Non-guarantees
+        ///
+        /// The row lock serializes readers of one name for the rest of their
+        /// transactions (a database row lock has no shared mode here): keep fenced
+        /// read transactions short.
+        ///
+        /// # Errors
+        ///
+        /// As [`fenced_write`].
+        ///
+        /// # Cancel safety
+        ///
+        /// As [`fenced`].
+        pub async fn fenced_read(
+            tx: &mut Transaction<'_, $db>,
+            name: &str,
+            token: FencingToken,
+        ) -> Result<(), Error> {
+            rw_fence(tx, schema::UPSERT_RW_READ, name, token, |(_, write)| write).await
+        }
+
+        /// The highest token accepted for `name` in `fencelock_rw_fences` (reads and
+        /// writes) and the highest write token; `None` before the first.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Database`].
+        pub async fn highest_rw(
+            conn: &mut $conn,
+            name: &str,
+        ) -> Result<Option<(FencingToken, FencingToken)>, Error> {
+            let found = sqlx::query_as::<_, (i64, i64)>(schema::SELECT_RW_FENCE)
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(Error::db(name))?;
+            Ok(found.map(|(any, write)| (schema::from_sql(any), schema::from_sql(write))))
+        }
+
+        /// Runs one read-write fence statement; on refusal reads the row and reports
+        /// the token that `refused_by` picks from (highest, highest write).
+        async fn rw_fence(
+            tx: &mut Transaction<'_, $db>,
+            statement: &'static str,
+            name: &str,
+            token: FencingToken,
+            refused_by: fn((FencingToken, FencingToken)) -> FencingToken,
+        ) -> Result<(), Error> {
+            let value = schema::to_sql(name, token)?;
+            let passed = sqlx::query_scalar::<_, i64>(statement)
+                .bind(name)
+                .bind(value)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db(name))?;
+            if passed.is_some() {
+                return Ok(());
+            }
+            let highest = highest_rw(&mut **tx, name).await?.map(refused_by);
+            Err(stale(name, token, highest))
+        }
+
         fn stale(name: &str, presented: FencingToken, highest: Option<FencingToken>) -> Error {
             Error::Stale(StaleToken {
                 name: name.to_owned(),

@@ -14,9 +14,22 @@
 //! | --- | --- | --- |
 //! | a fences table | `fencelock_fences(name TEXT PRIMARY KEY, token BIGINT)`, made by `create_fences_table` | `fenced(&mut tx, name, token)` |
 //! | a column on your table | `fence_token BIGINT NOT NULL DEFAULT 0` ([`FenceColumn::add_column_sql`]) | `fenced_row(&mut tx, &col, key, token)` |
+//! | a read-write lock's fence | `fencelock_rw_fences(name TEXT PRIMARY KEY, any_token BIGINT, write_token BIGINT)`, made by `create_rw_fences_table` | `fenced_write(&mut tx, name, token)` / `fenced_read(&mut tx, name, token)` |
 //!
 //! The fences table fits any write (inserts of new rows, several tables, a row that
 //! may not exist yet); the column needs no extra table but fences one existing row.
+//!
+//! **Read-write locks** ([`RwLock`](lock_core::RwLock)): a writer's token must be ≥
+//! every token accepted so far, readers' included; a reader's ≥ the highest *write*
+//! token, and an accepted reader raises the name's highest token so an older writer is
+//! refused after it (the rule of [`lock_core::Fence::check_write`] and
+//! [`check_read`](lock_core::Fence::check_read)). **Semaphores**
+//! ([`Semaphore`](lock_core::Semaphore)): a permit's bare token fences nothing (up to
+//! `limit` holders are valid at once); fence per slot instead, with the ordinary
+//! `fenced(&mut tx, &permit.fence_key(), permit.token())` (the name is `name#slot`, and
+//! successive holders of one slot have increasing tokens). That refuses a paused
+//! former holder of the *same slot* once the slot's next holder has written; it does
+//! not bound how many holders act at once.
 //!
 //! # Guarantees
 //!
@@ -35,8 +48,6 @@
 //!   comparable: fence a name with tokens from one lock service only.
 //! - Tokens above `i64::MAX` do not fit `BIGINT` and are refused
 //!   ([`Error::TokenOutOfRange`]); no backend hands such tokens out today.
-//! - Read-write and semaphore-slot fencing forms are not here yet: fencelock has no
-//!   public read-write lock or semaphore to take their tokens from.
 //!
 //! # Features
 //!
@@ -71,5 +82,5 @@ pub mod sqlite;
 
 pub use error::{Error, StaleToken};
 pub use lock_core::FencingToken;
-pub use schema::{FenceColumn, FENCES_TABLE};
+pub use schema::{FenceColumn, FENCES_TABLE, RW_FENCES_TABLE};
 pub use sqlx;

@@ -24,6 +24,41 @@ RETURNING token";
 /// Reads a fence's highest token.
 pub(crate) const SELECT_FENCE: &str = "SELECT token FROM fencelock_fences WHERE name = $1";
 
+/// The table `fenced_read` and `fenced_write` write to: one row per read-write fence
+/// name, with the highest token accepted (reads and writes) and the highest write's.
+pub const RW_FENCES_TABLE: &str = "fencelock_rw_fences";
+
+/// Creates the read-write fences table if it does not exist.
+pub(crate) const CREATE_RW_FENCES: &str = "CREATE TABLE IF NOT EXISTS fencelock_rw_fences (
+    name TEXT PRIMARY KEY,
+    any_token BIGINT NOT NULL,
+    write_token BIGINT NOT NULL
+)";
+
+/// A write: accepted when its token is at least every token accepted so far (reads
+/// included); raises both columns.
+pub(crate) const UPSERT_RW_WRITE: &str =
+    "INSERT INTO fencelock_rw_fences (name, any_token, write_token) VALUES ($1, $2, $2)
+ON CONFLICT (name) DO UPDATE SET any_token = EXCLUDED.any_token, write_token = EXCLUDED.write_token
+WHERE fencelock_rw_fences.any_token <= EXCLUDED.any_token
+RETURNING any_token";
+
+/// A read: accepted when its token is at least the highest *write*; raises `any_token`
+/// (never lowers it: readers are not ordered among themselves), so an older writer is
+/// refused afterwards. `CASE` rather than `GREATEST`/`MAX`, which differ between
+/// PostgreSQL and SQLite.
+pub(crate) const UPSERT_RW_READ: &str =
+    "INSERT INTO fencelock_rw_fences (name, any_token, write_token) VALUES ($1, $2, 0)
+ON CONFLICT (name) DO UPDATE SET any_token = CASE
+    WHEN fencelock_rw_fences.any_token > EXCLUDED.any_token THEN fencelock_rw_fences.any_token
+    ELSE EXCLUDED.any_token END
+WHERE fencelock_rw_fences.write_token <= EXCLUDED.any_token
+RETURNING any_token";
+
+/// Reads a read-write fence's two tokens.
+pub(crate) const SELECT_RW_FENCE: &str =
+    "SELECT any_token, write_token FROM fencelock_rw_fences WHERE name = $1";
+
 /// A `fence_token` column on the caller's own table: the fence lives on the protected
 /// row itself, with no separate table.
 ///
