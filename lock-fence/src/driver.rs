@@ -19,11 +19,32 @@ macro_rules! fence_functions {
         ///
         /// [`Error::Database`].
         pub async fn create_fences_table(conn: &mut $conn) -> Result<(), Error> {
-            sqlx::query(schema::CREATE_FENCES)
+            create_table(conn, schema::CREATE_FENCES, schema::FENCES_TABLE).await
+        }
+
+        async fn create_table(conn: &mut $conn, sql: &'static str, table: &'static str) -> Result<(), Error> {
+            sqlx::query(sql)
                 .execute(&mut *conn)
                 .await
-                .map_err(Error::db(schema::FENCES_TABLE))?;
+                .map_err(Error::db(table))?;
             Ok(())
+        }
+
+        /// Runs one fence upsert; whether it passed (a row came back).
+        async fn passes(
+            tx: &mut Transaction<'_, $db>,
+            statement: &'static str,
+            name: &str,
+            token: FencingToken,
+        ) -> Result<bool, Error> {
+            let value = schema::to_sql(name, token)?;
+            let passed = sqlx::query_scalar::<_, i64>(statement)
+                .bind(name)
+                .bind(value)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db(name))?;
+            Ok(passed.is_some())
         }
 
         /// Accepts `token` for the fence `name` inside the caller's transaction, or
@@ -72,14 +93,7 @@ macro_rules! fence_functions {
             name: &str,
             token: FencingToken,
         ) -> Result<(), Error> {
-            let value = schema::to_sql(name, token)?;
-            let passed = sqlx::query_scalar::<_, i64>(schema::UPSERT_FENCE)
-                .bind(name)
-                .bind(value)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(Error::db(name))?;
-            if passed.is_some() {
+            if passes(tx, schema::UPSERT_FENCE, name, token).await? {
                 return Ok(());
             }
             let highest = highest(&mut **tx, name).await?;
@@ -157,11 +171,7 @@ macro_rules! fence_functions {
         ///
         /// [`Error::Database`].
         pub async fn create_rw_fences_table(conn: &mut $conn) -> Result<(), Error> {
-            sqlx::query(schema::CREATE_RW_FENCES)
-                .execute(&mut *conn)
-                .await
-                .map_err(Error::db(schema::RW_FENCES_TABLE))?;
-            Ok(())
+            create_table(conn, schema::CREATE_RW_FENCES, schema::RW_FENCES_TABLE).await
         }
 
         /// The write side of a read-write lock's fence: accepts the token of a
@@ -267,14 +277,7 @@ macro_rules! fence_functions {
             token: FencingToken,
             refused_by: fn((FencingToken, FencingToken)) -> FencingToken,
         ) -> Result<(), Error> {
-            let value = schema::to_sql(name, token)?;
-            let passed = sqlx::query_scalar::<_, i64>(statement)
-                .bind(name)
-                .bind(value)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(Error::db(name))?;
-            if passed.is_some() {
+            if passes(tx, statement, name, token).await? {
                 return Ok(());
             }
             let highest = highest_rw(&mut **tx, name).await?.map(refused_by);
