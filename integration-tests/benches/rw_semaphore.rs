@@ -11,9 +11,10 @@
 //! - RW, 90 % reads: 8 sessions, each cycle a read with probability 0.9, else a write;
 //!   against 8 sessions cycling the mutex.
 //! - Semaphore, limit 4, 8 sessions: cycles/s against the mutex, and fairness as the
-//!   fewest and most cycles of one session; on ZooKeeper also the waiters' watch
-//!   wake-ups per release (each release should wake one waiter; a permit granted
-//!   after waiting also wakes the one behind it once, its hand-off signal).
+//!   fewest and most cycles of one session; on etcd and ZooKeeper also the waiters'
+//!   watch wake-ups per release (each release should wake one waiter; a permit
+//!   granted after waiting also wakes the one behind it once, its hand-off signal;
+//!   on etcd the count is every watch event the client's stream delivered).
 
 use fencelock::LockClient;
 use fencelock_integration_tests::servers::{etcd::EtcdCluster, ZkEnsemble};
@@ -88,7 +89,10 @@ fn rate(counts: &[u64], span: Duration) -> f64 {
     counts.iter().sum::<u64>() as f64 / span.as_secs_f64()
 }
 
-async fn bench(label: &str, client: LockClient, span: Duration) {
+/// Counts the watch wake-ups of a backend's waiters, where it can.
+type Wakeups = Option<Box<dyn Fn() -> u64>>;
+
+async fn bench(label: &str, client: LockClient, span: Duration, wakeups: Wakeups) {
     println!("{label}: cycles/s with 1 ms of work per grant, same run");
     for readers in [1, 4, 8] {
         let mutex = rate(
@@ -107,9 +111,8 @@ async fn bench(label: &str, client: LockClient, span: Duration) {
         "  8 sessions, 90% reads: rw {mixed:>8.0}/s  mutex {mutex:>8.0}/s  ratio {:.2}x",
         mixed / mutex
     );
-    let wakeups_before = fencelock::zk::predecessor_wakeups();
+    let wakeups_before = wakeups.as_ref().map(|w| w());
     let per = cycles(&client, "s8", Mode::Permit(4), 8, span).await;
-    let wakeups = fencelock::zk::predecessor_wakeups() - wakeups_before;
     let sem = rate(&per, span);
     let (min, max) = (
         per.iter().min().copied().unwrap_or(0),
@@ -119,7 +122,8 @@ async fn bench(label: &str, client: LockClient, span: Duration) {
         "  semaphore limit 4, 8 sessions: {sem:>8.0}/s  mutex {mutex:>8.0}/s  ratio {:.2}x  fairness min/max per session {min}/{max}",
         sem / mutex
     );
-    if label.starts_with("zk") {
+    if let (Some(count), Some(before)) = (&wakeups, wakeups_before) {
+        let wakeups = count() - before;
         let releases = per.iter().sum::<u64>();
         println!(
             "  semaphore limit 4, 8 sessions: watch wake-ups per release {:.2} ({wakeups} / {releases})",
@@ -140,26 +144,45 @@ fn main() {
         "memory",
         LockClient::new(fencelock::memory::MemoryBackend::new()),
         span,
+        None,
     ));
     if EtcdCluster::available() {
         let etcd = EtcdCluster::start(1).expect("etcd starts");
-        on_server(&rt, "etcd (1 member, loopback)", &etcd.url("bench"), span);
+        rt.block_on(async {
+            let backend = fencelock::etcd::EtcdBackend::from_url(&etcd.url("bench"))
+                .await
+                .expect("connect");
+            let client = LockClient::new(backend.clone());
+            let count = move || backend.watch_events_delivered();
+            bench(
+                "etcd (1 member, loopback)",
+                client.clone(),
+                span,
+                Some(Box::new(count)),
+            )
+            .await;
+            let _ = client.close().await;
+        });
     } else {
         println!("etcd: not installed, skipped");
     }
     if ZkEnsemble::available() {
         let zk = ZkEnsemble::start(1).expect("ZooKeeper starts");
-        on_server(&rt, "zk (1 server, loopback)", &zk.url("/bench"), span);
+        rt.block_on(async {
+            let client = fencelock::connect(&zk.url("/bench"))
+                .await
+                .expect("connect");
+            let count = fencelock::zk::predecessor_wakeups;
+            bench(
+                "zk (1 server, loopback)",
+                client.clone(),
+                span,
+                Some(Box::new(count)),
+            )
+            .await;
+            let _ = client.close().await;
+        });
     } else {
         println!("zk: not installed, skipped");
     }
-}
-
-/// Runs [`bench`] against the server at `url` (which the caller keeps running).
-fn on_server(rt: &tokio::runtime::Runtime, label: &str, url: &str, span: Duration) {
-    rt.block_on(async {
-        let client = fencelock::connect(url).await.expect("connect");
-        bench(label, client.clone(), span).await;
-        let _ = client.close().await;
-    });
 }

@@ -20,7 +20,8 @@
 //! `metrics::with_local_recorder`), and afterwards updates the handles it got: so
 //! **install the recorder before making clients**, and a call costs the recorder's
 //! own update, no key building or lookup.
-//! Every series carries the label `backend` (`"memory"`, `"etcd"`, `"zk"`, from
+//! Every series carries the label `backend` (`"memory"`, `"etcd"`, `"zk"`, `"redis"`,
+//! `"redlock"`, from
 //! [`Backend::scheme`](crate::backend::Backend::scheme)); none carries a lock name, so
 //! the number of series does not grow with the number of locks.
 //!
