@@ -25,7 +25,7 @@ NEEDS=(
   "/usr/sbin/ip                                  iproute2           member faults: one network namespace per server (fencecheck)"
   "/usr/lib/postgresql/15/bin/initdb             postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
   "/usr/lib/postgresql/15/bin/postgres           postgresql-15      fence kit tests (PostgreSQL server, run as user postgres)"
-  "/usr/lib/python3.*/ensurepip/__init__.py      python3-venv       zk mixed-fleet tests (kazoo venv under target/)"
+  "/usr/lib/python3.*/ensurepip/__init__.py      python3-venv       zk and etcd mixed-fleet tests (kazoo and python-etcd3 venvs under target/)"
   "/usr/bin/javac                                default-jdk-headless zk mixed-fleet tests (Curator / WriteLock holders)"
   "/usr/share/java/curator-recipes.jar           libcurator-recipes-java zk mixed-fleet tests (Curator InterProcessMutex)"
   "/usr/share/java/curator-framework.jar         libcurator-framework-java zk mixed-fleet tests (Curator)"

@@ -1,16 +1,19 @@
-//! Foreign ZooKeeper lock clients for the mixed-fleet tests, each run as a child
-//! process that takes one lock, holds it, releases it and exits:
+//! Foreign lock clients for the mixed-fleet tests, each run as a child process that
+//! takes one lock, holds it, releases it and exits:
 //!
 //! - kazoo (`Lock`, `Lock` with `extra_lock_patterns=["-lock-"]`, `ReadLock`) from
 //!   PyPI, in a venv created with Debian's `/usr/bin/python3 -m venv` under
 //!   `target/foreign/` and kept there, so it is built once per machine;
+//! - python-etcd3's `Lock` (etcd), from PyPI at pinned versions ([`ETCD3_PINS`]) in
+//!   a venv of its own beside kazoo's;
 //! - Curator's `InterProcessMutex` and ZooKeeper's `recipes.lock.WriteLock` from the
 //!   Debian jars, through a small holder (`foreign/ForeignHolder.java`) compiled with
 //!   `javac` into `target/foreign/` (again once, per version of its source).
 //!
-//! A holder appends `acquired <wall ns> <czxid> <node>` once it holds and
-//! `released <wall ns>` just before it deletes its node, so a test can check that
-//! critical sections do not overlap and compare tokens. Dropping a [`ForeignHolder`]
+//! A holder appends `acquired <wall ns> <token> <node>` once it holds (the token is
+//! its node's czxid on ZooKeeper, its key's create revision on etcd; the node is the
+//! node's name or the key) and `released <wall ns>` just before it deletes its node,
+//! so a test can check whether critical sections overlap and compare tokens. Dropping a [`ForeignHolder`]
 //! kills its process (by PID) if it still runs.
 
 use std::fs;
@@ -44,6 +47,22 @@ const JARS: &[&str] = &[
 ];
 
 const KAZOO_HOLDER: &str = include_str!("../foreign/kazoo_holder.py");
+const ETCD3_HOLDER: &str = include_str!("../foreign/etcd3_holder.py");
+
+/// What the python-etcd3 venv installs from PyPI. etcd3 0.12.0 (the last release)
+/// ships protobuf code generated for protobuf 3, which protobuf 4 and later refuse
+/// to load (its own requirement has no upper bound); grpcio 1.85.3 has a wheel for
+/// Debian 12's python 3.11; tenacity 6 still adapts the two-argument wait callback
+/// that `Lock.acquire` passes it (with tenacity 9 a contended acquire raises
+/// `TypeError`). Everything is pinned, so the venv is the same on every machine.
+pub const ETCD3_PINS: &[&str] = &[
+    "etcd3==0.12.0",
+    "protobuf==3.20.3",
+    "grpcio==1.85.3",
+    "tenacity==6.3.1",
+    "six==1.17.0",
+    "typing_extensions==4.16.0",
+];
 const JAVA_HOLDER: &str = include_str!("../foreign/ForeignHolder.java");
 
 /// A foreign lock client.
@@ -60,6 +79,10 @@ pub enum Foreign {
     Curator,
     /// ZooKeeper's own `org.apache.zookeeper.recipes.lock.WriteLock`.
     ZkRecipe,
+    /// python-etcd3's `Lock` (etcd, not ZooKeeper): puts the one key
+    /// `/locks/<name>` if it is absent, on a lease of its own. Its holder's
+    /// `connect` is one `host:port` and its `path` the lock's name.
+    Etcd3Lock,
 }
 
 impl Foreign {
@@ -70,20 +93,23 @@ impl Foreign {
             Foreign::KazooReadLock => "rlock",
             Foreign::Curator => "curator",
             Foreign::ZkRecipe => "zkrecipe",
+            Foreign::Etcd3Lock => "lock",
         }
     }
 
-    fn is_kazoo(self) -> bool {
-        matches!(
-            self,
-            Foreign::KazooLock | Foreign::KazooLockExtra | Foreign::KazooReadLock
-        )
+    fn runtime(self) -> Runtime {
+        match self {
+            Foreign::KazooLock | Foreign::KazooLockExtra | Foreign::KazooReadLock => Runtime::Kazoo,
+            Foreign::Curator | Foreign::ZkRecipe => Runtime::Java,
+            Foreign::Etcd3Lock => Runtime::Etcd3,
+        }
     }
 
     /// Whether the tools this client needs are installed (`/usr/bin/python3` for
-    /// kazoo; `javac` and the Curator and ZooKeeper jars for the Java clients).
+    /// kazoo and python-etcd3; `javac` and the Curator and ZooKeeper jars for the
+    /// Java clients).
     pub fn available(self) -> bool {
-        if self.is_kazoo() {
+        if self.runtime() != Runtime::Java {
             Path::new(PYTHON).exists()
         } else {
             Path::new(JAVAC).exists()
@@ -93,6 +119,14 @@ impl Foreign {
     }
 }
 
+/// What runs a holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    Kazoo,
+    Etcd3,
+    Java,
+}
+
 /// One critical section of a foreign holder, as it reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
@@ -100,9 +134,10 @@ pub struct Section {
     pub start_ns: u128,
     /// Wall-clock nanoseconds just before it deleted its node; `None` while it holds.
     pub end_ns: Option<u128>,
-    /// The czxid of its own lock node: its fencing token.
+    /// Its fencing token: the czxid of its own lock node (ZooKeeper), the create
+    /// revision of its key (python-etcd3).
     pub czxid: u64,
-    /// Its lock node's name.
+    /// Its lock node's name (ZooKeeper), its key (python-etcd3).
     pub node: String,
 }
 
@@ -116,13 +151,15 @@ pub struct ForeignHolder {
 
 impl ForeignHolder {
     /// Starts `client` taking the lock at `path` (absolute, no chroot) on the servers
-    /// `connect` (`host:port,…`), holding it for `hold` once granted.
+    /// `connect` (`host:port,…`), holding it for `hold` once granted. For
+    /// [`Foreign::Etcd3Lock`], `connect` is one etcd endpoint `host:port` and `path`
+    /// the name given to `Lock`.
     ///
     /// # Errors
     ///
     /// When the client cannot be set up (venv, pip, javac) or started.
     pub fn start(client: Foreign, connect: &str, path: &str, hold: Duration) -> io::Result<Self> {
-        Self::spawn(client.mode(), client.is_kazoo(), connect, path, hold)
+        Self::spawn(client.mode(), client.runtime(), connect, path, hold)
     }
 
     /// Starts kazoo's container check: one `Lock` object on `path` acquires and
@@ -135,12 +172,12 @@ impl ForeignHolder {
     ///
     /// As [`start`](Self::start).
     pub fn start_kazoo_reuse(connect: &str, path: &str) -> io::Result<Self> {
-        Self::spawn("reuse", true, connect, path, Duration::ZERO)
+        Self::spawn("reuse", Runtime::Kazoo, connect, path, Duration::ZERO)
     }
 
     fn spawn(
         mode: &str,
-        kazoo: bool,
+        runtime: Runtime,
         connect: &str,
         path: &str,
         hold: Duration,
@@ -148,18 +185,23 @@ impl ForeignHolder {
         let dir = temp_dir("fencelock-foreign-")?;
         let out = dir.path().join("sections");
         let hold_ms = hold.as_millis().to_string();
-        let mut cmd = if kazoo {
-            let script = dir.path().join("kazoo_holder.py");
-            fs::write(&script, KAZOO_HOLDER)?;
-            let mut cmd = Command::new(kazoo_python()?);
+        let python = |name: &str, source: &str, python: PathBuf| -> io::Result<Command> {
+            let script = dir.path().join(name);
+            fs::write(&script, source)?;
+            let mut cmd = Command::new(python);
             cmd.arg(script);
-            cmd
-        } else {
-            let (java, classpath) = java_holder()?;
-            let mut cmd = Command::new(java);
-            cmd.args(["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]);
-            cmd.args(["-cp", &classpath, "ForeignHolder"]);
-            cmd
+            Ok(cmd)
+        };
+        let mut cmd = match runtime {
+            Runtime::Kazoo => python("kazoo_holder.py", KAZOO_HOLDER, kazoo_python()?)?,
+            Runtime::Etcd3 => python("etcd3_holder.py", ETCD3_HOLDER, etcd3_python()?)?,
+            Runtime::Java => {
+                let (java, classpath) = java_holder()?;
+                let mut cmd = Command::new(java);
+                cmd.args(["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]);
+                cmd.args(["-cp", &classpath, "ForeignHolder"]);
+                cmd
+            }
         };
         cmd.args([mode, connect, path, &hold_ms])
             .arg(&out)
@@ -368,25 +410,46 @@ fn run(cmd: &mut Command, what: &str) -> io::Result<()> {
 ///
 /// When python, the venv module or PyPI is not available.
 pub fn kazoo_python() -> io::Result<PathBuf> {
-    let venv = cache_dir().join("kazoo-venv");
+    venv_python("kazoo-venv", &["kazoo"])
+}
+
+/// The python of a venv with python-etcd3 and its pinned dependencies
+/// ([`ETCD3_PINS`]), created like [`kazoo_python`]'s at
+/// `target/foreign/etcd3-venv-<hash of the pins>` (a new pin set gets a new venv).
+///
+/// # Errors
+///
+/// As [`kazoo_python`].
+pub fn etcd3_python() -> io::Result<PathBuf> {
+    let name = format!("etcd3-venv-{:016x}", fnv1a(&ETCD3_PINS.join(" ")));
+    venv_python(&name, ETCD3_PINS)
+}
+
+/// The python of the venv `target/foreign/<name>` with `packages` installed from
+/// PyPI, made once with `/usr/bin/python3 -m venv` and kept.
+fn venv_python(name: &str, packages: &[&str]) -> io::Result<PathBuf> {
+    let venv = cache_dir().join(name);
     build_once(&venv, |dir| {
         run(
             Command::new(PYTHON).args(["-m", "venv"]).arg(dir),
             "python3 -m venv (Debian package python3-venv)",
         )?;
         run(
-            Command::new(dir.join("bin/python")).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "kazoo",
-            ]),
-            "pip install kazoo",
+            Command::new(dir.join("bin/python"))
+                .args(["-m", "pip", "install", "--quiet"])
+                .arg("--disable-pip-version-check")
+                .args(packages),
+            &format!("pip install {}", packages.join(" ")),
         )
     })?;
     Ok(venv.join("bin/python"))
+}
+
+/// FNV-1a of `text`: names a cache directory after what built it.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The java binary and the classpath of the compiled holder, compiling it on first
@@ -398,9 +461,7 @@ pub fn kazoo_python() -> io::Result<PathBuf> {
 pub fn java_holder() -> io::Result<(PathBuf, String)> {
     let java = find_executable("FENCELOCK_JAVA", "java")?;
     let jars = JARS.join(":");
-    let hash = JAVA_HOLDER.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = fnv1a(JAVA_HOLDER);
     let classes = cache_dir().join(format!("java-{hash:016x}"));
     build_once(&classes, |dir| {
         let source = dir.join("ForeignHolder.java");

@@ -191,6 +191,21 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             fleet::old_layout_key_is_a_contender,
         ),
         trial(
+            "fleet::python_etcd3_lock_n_is_granted_while_fencelock_holds_n",
+            &h,
+            |h, ctx| fleet::python_etcd3_and_fencelock_both_hold(h, ctx, true),
+        ),
+        trial(
+            "fleet::fencelock_n_is_granted_while_python_etcd3_lock_n_holds",
+            &h,
+            |h, ctx| fleet::python_etcd3_and_fencelock_both_hold(h, ctx, false),
+        ),
+        trial(
+            "fleet::python_etcd3_lock_n_slash_job_blocks_fencelock_n_under_locks_but_not_back",
+            &h,
+            fleet::python_etcd3_name_with_a_slash_excludes_one_way,
+        ),
+        trial(
             "fleet::same_lease_twice_gets_a_second_key_that_queues",
             &h,
             fleet::same_lease_twice_queues,

@@ -1,5 +1,7 @@
 //! Mixed fleets: fencelock and the real `etcdctl lock` (etcd's Go recipe,
-//! `concurrency.Mutex`) on the same lock name, in one queue, both orders.
+//! `concurrency.Mutex`) on the same lock name, in one queue, both orders; and
+//! python-etcd3's `Lock` (from PyPI), which README documents as not interoperating:
+//! the cases show both holding at once, in both orders.
 //!
 //! Every participant appends `start <unix ns> <who> <token> [<ETCD_LOCK_REV> <key>]`
 //! once it holds and `end <unix ns> <who>` before it lets go, to one log file; the
@@ -9,13 +11,14 @@
 
 use fencelock::{
     etcd::{EtcdBackend, EtcdHeldLock},
-    LockClient, LockGuard, LockName,
+    LockClient, LockGuard, LockName, LockState,
 };
 use fencelock_integration_tests::{
     conformance::{within, Ctx},
     etcd_harness::EtcdHarness,
+    foreign::{self, Foreign, ForeignHolder},
     servers::{self, EtcdCluster},
-    TestResult,
+    TestError, TestResult,
 };
 use std::{
     fs::OpenOptions,
@@ -461,5 +464,211 @@ pub(crate) async fn old_layout_key_is_a_contender(h: Arc<EtcdHarness>, ctx: Ctx)
     let guard = within(Duration::from_secs(5), "waiter", waiter).await???;
     assert!(guard.token() > info.token);
     guard.release().await?;
+    Ok(())
+}
+
+/// Whether the python-etcd3 cases can run: `/usr/bin/python3` is there (under CI it
+/// must be); the venv with python-etcd3 is made on first use.
+fn python_etcd3_present() -> bool {
+    servers::require(
+        Foreign::Etcd3Lock.available(),
+        "/usr/bin/python3 (python-etcd3)",
+    )
+}
+
+/// Runs a blocking call (waiting for a foreign process) off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, TestError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+/// Starts python-etcd3's `Lock(name)` on the first endpoint of `h`, holding `hold`
+/// once granted, and waits until it holds.
+async fn python_etcd3_holds(
+    h: &EtcdHarness,
+    name: &str,
+    hold: Duration,
+) -> Result<(ForeignHolder, foreign::Section), TestError> {
+    let endpoint = h.endpoints()[0].clone();
+    let name = name.to_owned();
+    blocking(move || {
+        let mut holder = ForeignHolder::start(Foreign::Etcd3Lock, &endpoint, &name, hold)?;
+        let section = holder.wait_held(Duration::from_secs(60))?;
+        Ok((holder, section))
+    })
+    .await
+}
+
+/// Waits until the python-etcd3 holder has released and exited; its section's
+/// `(start, end)`.
+async fn python_etcd3_done(holder: ForeignHolder) -> Result<(u128, u128), TestError> {
+    let section = blocking(move || holder.finish(Duration::from_secs(30))).await?;
+    Ok((section.start_ns, section.end_ns.ok_or("no end")?))
+}
+
+/// Asserts that the section `inner` lies strictly inside `outer`: both held at once.
+fn assert_inside(inner: (u128, u128), outer: (u128, u128), what: &str) {
+    assert!(
+        outer.0 < inner.0 && inner.1 < outer.1,
+        "{what}: section {inner:?} lies inside {outer:?}, both held"
+    );
+}
+
+/// A fencelock client with URL key prefix `prefix` (`""`: none), outside the test
+/// namespace: python-etcd3 always writes under `/locks/`.
+async fn client_with_prefix(h: &EtcdHarness, prefix: &str) -> fencelock::Result<LockClient> {
+    fencelock::connect(&format!("etcd://{}{prefix}", h.endpoints().join(","))).await
+}
+
+/// The lock's key of a fencelock grant.
+fn etcd_key(guard: &LockGuard) -> Result<String, TestError> {
+    let held = guard
+        .backend_lock::<EtcdHeldLock>()
+        .ok_or("not an etcd grant")?;
+    Ok(held.key().to_owned())
+}
+
+/// The URL key prefixes under which python-etcd3's `Lock(N)` (key `/locks/N`) and
+/// fencelock lock `N` are checked: none (fencelock's range `N/`) and `/locks`
+/// (range `/locks/N/`, right beside python-etcd3's key but not containing it).
+const PYTHON_ETCD3_PREFIXES: [&str; 2] = ["", "/locks"];
+
+/// README, Mixed fleets: python-etcd3's `Lock` does not interoperate. With no prefix
+/// and with `/locks`, in the order given: fencelock holds lock `N` and
+/// python-etcd3's `Lock(N)` is granted meanwhile ([`python_etcd3_inside_fencelock`]),
+/// or the reverse ([`fencelock_inside_python_etcd3`]); both hold at once.
+pub(crate) async fn python_etcd3_and_fencelock_both_hold(
+    h: Arc<EtcdHarness>,
+    ctx: Ctx,
+    fencelock_first: bool,
+) -> TestResult {
+    if !python_etcd3_present() {
+        return Ok(());
+    }
+    let name = format!("fleet-py-{}", ctx.ns());
+    for prefix in PYTHON_ETCD3_PREFIXES {
+        let client = client_with_prefix(&h, prefix).await?;
+        if fencelock_first {
+            python_etcd3_inside_fencelock(&h, &client, &name, prefix).await?;
+        } else {
+            fencelock_inside_python_etcd3(&h, &client, &name, prefix).await?;
+        }
+        assert!(client.inspect(name.as_str()).await?.is_none());
+        client.close().await?;
+    }
+    Ok(())
+}
+
+/// fencelock holds lock `name` (its key in the range `[prefix/]name/`);
+/// python-etcd3's `Lock(name)` is granted meanwhile on `/locks/name`, and its whole
+/// section lies inside fencelock's, which never sees it.
+async fn python_etcd3_inside_fencelock(
+    h: &EtcdHarness,
+    client: &LockClient,
+    name: &str,
+    prefix: &str,
+) -> TestResult {
+    let guard = client.acquire(name).await?;
+    let f_start = now_nanos();
+    let range = match prefix {
+        "" => format!("{name}/"),
+        _ => format!("{prefix}/{name}/"),
+    };
+    let lease = guard.lease().id().get();
+    assert_eq!(etcd_key(&guard)?, format!("{range}{lease:x}"));
+    let (holder, held) = python_etcd3_holds(h, name, Duration::from_millis(500)).await?;
+    assert_eq!(held.node, format!("/locks/{name}"), "python-etcd3's key");
+    assert_eq!(guard.state(), LockState::Held, "fencelock still holds");
+    let info = client.inspect(name).await?.ok_or("not seen")?;
+    assert_eq!(info.token, guard.token(), "fencelock sees only itself");
+    assert_eq!(info.waiters, 0, "python-etcd3's key is no contender");
+    let python = python_etcd3_done(holder).await?;
+    guard.release().await?;
+    let fencelock = (f_start, now_nanos());
+    assert_inside(
+        python,
+        fencelock,
+        &format!("prefix {prefix:?}: python-etcd3"),
+    );
+    Ok(())
+}
+
+/// python-etcd3's `Lock(name)` holds; `inspect` sees no holder, and fencelock's
+/// `try_acquire(name)` is granted at once, its section inside python-etcd3's.
+async fn fencelock_inside_python_etcd3(
+    h: &EtcdHarness,
+    client: &LockClient,
+    name: &str,
+    prefix: &str,
+) -> TestResult {
+    let (holder, held) = python_etcd3_holds(h, name, Duration::from_secs(3)).await?;
+    assert!(
+        client.inspect(name).await?.is_none(),
+        "prefix {prefix:?}: fencelock sees python-etcd3's holder"
+    );
+    let guard = within(
+        Duration::from_secs(2),
+        "try_acquire beside python-etcd3",
+        client.try_acquire(name),
+    )
+    .await??
+    .ok_or_else(|| format!("prefix {prefix:?}: python-etcd3's Lock excluded fencelock"))?;
+    let f_start = now_nanos();
+    assert!(
+        holder.section()?.is_some_and(|s| s.end_ns.is_none()),
+        "python-etcd3 still holds"
+    );
+    assert!(guard.token().get() > held.czxid);
+    guard.release().await?;
+    let fencelock = (f_start, now_nanos());
+    let python = python_etcd3_done(holder).await?;
+    assert_inside(fencelock, python, &format!("prefix {prefix:?}: fencelock"));
+    Ok(())
+}
+
+/// python-etcd3's `Lock("N/job")` puts `/locks/N/job`, a direct child of the range
+/// of fencelock lock `N` under prefix `/locks`: fencelock counts it as an exclusive
+/// holder and waits for it, but python-etcd3 looks only at its own key and is
+/// granted while fencelock holds `N`. One direction only: still no mutual exclusion.
+pub(crate) async fn python_etcd3_name_with_a_slash_excludes_one_way(
+    h: Arc<EtcdHarness>,
+    ctx: Ctx,
+) -> TestResult {
+    if !python_etcd3_present() {
+        return Ok(());
+    }
+    let name = format!("fleet-py-{}", ctx.ns());
+    let py_name = format!("{name}/job");
+    let client = client_with_prefix(&h, "/locks").await?;
+
+    // python-etcd3 first: fencelock sees it and waits until it has released.
+    let (holder, held) = python_etcd3_holds(&h, &py_name, Duration::from_millis(1500)).await?;
+    assert_eq!(held.node, format!("/locks/{name}/job"));
+    assert!(client.try_acquire(name.as_str()).await?.is_none());
+    let info = client.inspect(name.as_str()).await?.ok_or("not seen")?;
+    assert_eq!(info.token.get(), held.czxid, "python-etcd3's key holds");
+    let guard = within(
+        Duration::from_secs(10),
+        "fencelock after python-etcd3",
+        client.acquire(name.as_str()),
+    )
+    .await??;
+    let granted = now_nanos();
+    let (_, python_end) = python_etcd3_done(holder).await?;
+    assert!(
+        python_end < granted,
+        "fencelock held before python-etcd3 released"
+    );
+    assert!(guard.token().get() > held.czxid);
+
+    // fencelock first: python-etcd3 does not see fencelock's key and holds too.
+    let (holder, _) = python_etcd3_holds(&h, &py_name, Duration::from_millis(300)).await?;
+    assert_eq!(guard.state(), LockState::Held);
+    let python = python_etcd3_done(holder).await?;
+    guard.release().await?;
+    assert_inside(python, (granted, now_nanos()), "python-etcd3 N/job");
+    assert!(client.inspect(name.as_str()).await?.is_none());
+    client.close().await?;
     Ok(())
 }
