@@ -23,6 +23,9 @@ pub struct RedisHarness {
     scheme: &'static str,
     /// The URL's TLS parameters (`&ca=…&cert=…&key=…`), empty for plain text.
     tls: String,
+    /// `user:password@` of the clients handed to cases, empty for the default user;
+    /// operator actions always go as the default user.
+    credentials: String,
     backends: Mutex<HashMap<String, Vec<RedisBackend>>>,
 }
 
@@ -48,8 +51,19 @@ impl RedisHarness {
             address: address.into(),
             scheme: "redis",
             tls: String::new(),
+            credentials: String::new(),
             backends: Mutex::default(),
         }
+    }
+
+    /// The same with clients that log in as the ACL user `user` (e.g. one with only
+    /// the rights the README lists), named `name` (e.g. `redis-acl`). Operator
+    /// actions (fault injection, leftover checks) stay with the default user.
+    #[must_use]
+    pub fn with_user(mut self, name: &str, user: &str, password: &str) -> Self {
+        self.name = name.to_owned();
+        self.credentials = format!("{user}:{password}@");
+        self
     }
 
     /// The same over TLS (`rediss://`) trusting `ca`, presenting `identity` (certificate
@@ -65,17 +79,26 @@ impl RedisHarness {
     /// The URL of a client of `namespace`.
     pub fn url(&self, namespace: &str) -> String {
         format!(
-            "{}://{}?prefix={}{}",
+            "{}://{}{}?prefix={}{}",
             self.scheme,
+            self.credentials,
             self.address,
             prefix(namespace),
             self.tls
         )
     }
 
-    /// A fresh connection with the namespace's prefix, not handed to any case.
+    /// A fresh connection with the namespace's prefix as the default user, not
+    /// handed to any case.
     pub async fn operator(&self, namespace: &str) -> fencelock::Result<RedisBackend> {
-        RedisBackend::connect(RedisConfig::from_url(&self.url(namespace))?).await
+        let url = format!(
+            "{}://{}?prefix={}{}",
+            self.scheme,
+            self.address,
+            prefix(namespace),
+            self.tls
+        );
+        RedisBackend::connect(RedisConfig::from_url(&url)?).await
     }
 
     fn backends(&self, namespace: &str) -> Vec<RedisBackend> {

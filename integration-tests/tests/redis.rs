@@ -26,6 +26,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "redis/acl.rs"]
+mod acl;
 #[path = "redis/tls.rs"]
 mod tls;
 
@@ -63,10 +65,13 @@ fn main() {
     trials.extend(redlock_trials());
     let secured = tls::start();
     trials.extend(secured.trials());
+    let acl = acl::start();
+    trials.extend(acl.trials());
     run_main(trials, move || {
         drop(single);
         drop(masters);
         drop(secured);
+        drop(acl);
     });
 }
 

@@ -72,12 +72,17 @@ impl RedisBackend {
         Self::connect(RedisConfig::from_url(url)?).await
     }
 
-    /// Connects, authenticates and reads `maxmemory-policy` (a policy other than
+    /// Connects, authenticates, reads `maxmemory-policy` (a policy other than
     /// `noeviction`, or one that cannot be read, is logged as a warning and kept in
-    /// [`eviction_policy`](Self::eviction_policy)).
+    /// [`eviction_policy`](Self::eviction_policy)) and checks that the user may run
+    /// every command fencelock needs on keys under its prefix (one read-only script,
+    /// Redis ≥ 7; see [`ACL_COMMANDS`](crate::ACL_COMMANDS)).
     ///
     /// # Errors
     ///
+    /// [`ErrorKind::PermissionDenied`](lock_core::ErrorKind::PermissionDenied) when
+    /// the (ACL) user may not run a needed command or touch the prefix's keys, naming
+    /// the refused commands and keys;
     /// [`ErrorKind::Unavailable`](lock_core::ErrorKind::Unavailable) when the server
     /// does not answer within the connect timeout;
     /// [`ErrorKind::Unauthenticated`](lock_core::ErrorKind::Unauthenticated) when it

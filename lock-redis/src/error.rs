@@ -18,7 +18,7 @@ pub(crate) fn map(err: redis::RedisError, what: impl fmt::Display) -> Error {
             " (redis refused the credentials: check the url's user and password)"
         }
         ErrorKind::PermissionDenied => {
-            " (the redis acl user may not run this: it needs EVALSHA, EVAL, SCRIPT, BLPOP, DEL, SCAN and the lock keys)"
+            " (the redis acl user may not run this: see the rights listed in the README's Security section)"
         }
         _ => "",
     };
@@ -33,12 +33,21 @@ pub(crate) fn timed_out(what: impl fmt::Display, after: Duration) -> Error {
     )
 }
 
+/// How Redis 7 words an ACL refusal inside a script (`ERR The user executing the
+/// script can't run this command or subcommand` / `… can't access at least one of
+/// the keys …`).
+const SCRIPT_REFUSED: &str = "The user executing the script can't";
+
 /// The kind of a redis-rs error.
 pub(crate) fn kind_of(err: &redis::RedisError) -> ErrorKind {
     if let Some(code) = err.code() {
         return match code {
             "WRONGPASS" | "NOAUTH" => ErrorKind::Unauthenticated,
             "NOPERM" => ErrorKind::PermissionDenied,
+            // A command refused inside a script comes back as a plain `ERR`.
+            _ if err.detail().is_some_and(|d| d.starts_with(SCRIPT_REFUSED)) => {
+                ErrorKind::PermissionDenied
+            }
             // Still loading its data, busy with a script, a replica that lost its
             // master or refuses writes: try again later (or elsewhere).
             "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "READONLY" | "CLUSTERDOWN" => {
@@ -75,6 +84,12 @@ mod tests {
         let err = map(auth, "connecting to redis at h:1");
         assert!(err.message().contains("credentials"), "{err}");
         assert!(std::error::Error::source(&err).is_some());
+        let in_script = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "The user executing the script can't run this command or subcommand script: 1f, on @user_script:1.".to_owned(),
+        ));
+        assert_eq!(kind_of(&in_script), ErrorKind::PermissionDenied);
         assert_eq!(
             timed_out("x", Duration::from_secs(1)).kind(),
             ErrorKind::Timeout

@@ -16,6 +16,12 @@
 //! See [`RedisConfig`] for the keys and their defaults. Unknown parameters are
 //! rejected; the password never appears in `Debug` output or error messages.
 //!
+//! An ACL user (`redis://user@host:port?prefix=P&password_file=…`) needs the key
+//! pattern `~P*` and the commands of [`ACL_COMMANDS`], nothing else; connecting
+//! checks them (Redis ≥ 7) and fails with
+//! [`ErrorKind::PermissionDenied`](lock_core::ErrorKind::PermissionDenied) naming what
+//! is refused. A right taken away later fails the next request the same way.
+//!
 //! `rediss://host:port[?ca=…&cert=…&key=…]` speaks TLS to the server's `tls-port`
 //! (rustls); `redlock://…?tls=true` does so to every master. A refused handshake is
 //! [`ErrorKind::Unauthenticated`](lock_core::ErrorKind::Unauthenticated) with a message
@@ -112,6 +118,7 @@ mod error;
 mod held;
 mod lock;
 mod redlock;
+mod rights;
 mod scripts;
 mod session;
 mod tls;
@@ -126,4 +133,5 @@ pub use redlock::{
     RedlockBackend, RedlockConfig, RedlockHeldLock, RedlockLease, REDLOCK_CAPABILITIES,
     REDLOCK_SCHEME,
 };
+pub use rights::ACL_COMMANDS;
 pub use session::RedisLease;

@@ -214,6 +214,12 @@ async fn wait_for_turn(
                     backoff.reset();
                 }
                 Ok(false) => backoff.reset(),
+                // A user that may not `BLPOP` (or no longer may log in) would
+                // only poll: say so instead.
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    return Err(crate::rights::explain(conn, e).await)
+                }
+                Err(e) if e.kind() == ErrorKind::Unauthenticated => return Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "wait for a wake-up failed; re-checking");
                     tokio::time::sleep(backoff.next_delay()).await;

@@ -146,6 +146,8 @@ pub(crate) struct Scripts {
     pub(crate) release: redis::Script,
     pub(crate) renew: redis::Script,
     pub(crate) inspect: redis::Script,
+    /// The connect-time check of the user's rights (see `rights`).
+    pub(crate) probe: redis::Script,
 }
 
 impl Scripts {
@@ -157,6 +159,7 @@ impl Scripts {
             release: with_common(RELEASE),
             renew: redis::Script::new(RENEW),
             inspect: redis::Script::new(INSPECT),
+            probe: crate::rights::probe_script(),
         }
     }
 }

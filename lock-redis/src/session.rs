@@ -54,11 +54,15 @@ pub(crate) fn retry_backoff() -> Backoff {
 }
 
 impl Conn {
-    /// Connects to the server, authenticates, and reads `maxmemory-policy`, all
-    /// within the connect timeout.
+    /// Connects to the server, authenticates, reads `maxmemory-policy` and checks
+    /// the user's rights (see `rights`).
     pub(crate) async fn connect(config: RedisConfig) -> Result<Conn> {
         config.validate()?;
         let (host, port) = config.host_port()?;
+        // redis-rs pipelines `CLIENT SETINFO` (result ignored) into the handshake:
+        // it makes the handshake a round trip, which the TLS refusal and port
+        // mix-up reports rely on. A least-privilege user may not run it (Redis ≥
+        // 7.2 logs the refusal in its ACL LOG; harmless).
         let mut redis_info = redis::RedisConnectionInfo::default().set_db(config.db());
         if let Some(user) = config.user() {
             redis_info = redis_info.set_username(user);
@@ -140,6 +144,7 @@ impl Conn {
             wakeups: AtomicU64::new(0),
         };
         conn.eviction_policy = conn.read_eviction_policy().await?;
+        crate::rights::check(&conn).await?;
         match conn.eviction_policy.as_deref() {
             Some("noeviction") => {}
             Some(policy) => tracing::warn!(
@@ -241,6 +246,9 @@ impl Conn {
                 Ok(Err(e)) => error::map(e, what()),
                 Err(_) => error::timed_out(what(), limit),
             };
+            if err.kind() == ErrorKind::PermissionDenied {
+                return Err(crate::rights::explain(self, err).await);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if err.kind() != ErrorKind::Unavailable || left <= backoff.current() {
                 return Err(err);

@@ -31,6 +31,11 @@ pub struct RedisOptions {
     pub replica_of: Option<String>,
     /// Serve TLS only: the port becomes the `tls-port` and the plain port is off.
     pub tls: Option<RedisTls>,
+    /// ACL users, one `user` config line each without the word `user` (e.g.
+    /// `locker on >pw ~fl:* -@all +evalsha`), rules separated by spaces. The
+    /// default user stays as it is (no password unless [`password`](Self::password)),
+    /// so [`RedisServer::command`] keeps its rights.
+    pub acl_users: Vec<String>,
 }
 
 /// TLS settings of a server started with [`RedisOptions::tls`].
@@ -161,6 +166,26 @@ impl RedisServer {
         request.push_str("\r\nQUIT\r\n");
         tcp_exchange(addr, request.as_bytes())
     }
+
+    /// Runs one command as the ACL user `user` (`AUTH user password` first), the
+    /// arguments sent as they are (spaces allowed), and returns the raw replies
+    /// (the `AUTH` reply first).
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer within a second.
+    pub fn command_as(&self, user: &str, password: &str, args: &[&str]) -> io::Result<String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let resp = |args: &[&str]| {
+            let mut out = format!("*{}\r\n", args.len());
+            for a in args {
+                out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            out
+        };
+        let request = resp(&["AUTH", user, password]) + &resp(args) + &resp(&["QUIT"]);
+        tcp_exchange(addr, request.as_bytes())
+    }
 }
 
 fn wait_ready(process: &mut ServerProcess, port: u16, options: &RedisOptions) -> io::Result<()> {
@@ -223,6 +248,9 @@ fn spawn(
         ]);
     if let Some(pw) = &options.password {
         command.args(["--requirepass", pw]);
+    }
+    for user in &options.acl_users {
+        command.arg("--user").args(user.split_whitespace());
     }
     if let Some(master) = &options.replica_of {
         let (host, mport) = master.rsplit_once(':').unwrap_or((master, "6379"));

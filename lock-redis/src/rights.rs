@@ -1,0 +1,161 @@
+//! The ACL rights fencelock needs, checked at connect with one read-only script
+//! (`redis.acl_check_cmd`, Redis ≥ 7) so that a user missing one fails the connect
+//! with [`ErrorKind::PermissionDenied`] naming the refused command and key, instead
+//! of the first acquire (or, worse, a release with a waiter) failing half-way.
+//!
+//! The same check names the refused right when a request is refused later (the
+//! user's rights were changed after connect): a command refused inside a script
+//! comes back as a bare "can't run this command" that names neither.
+
+use crate::session::Conn;
+use lock_core::{Error, ErrorKind, Result};
+
+/// The commands a Redis 7 ACL user of fencelock needs, in `ACL SETUSER` syntax:
+/// every command `redis://` and `redlock://` clients send, top level and inside
+/// their scripts (scripts run with the caller's rights, command by command and key
+/// by key). Give them with the key pattern `~<prefix>*` and nothing else:
+///
+/// ```text
+/// ACL SETUSER locker on >PASSWORD resetkeys ~fl:* resetchannels -@all <ACL_COMMANDS>
+/// ```
+///
+/// `+scan` is needed only by `list` (a user without it may lock; connecting logs a
+/// warning). `SCAN` is not limited by key patterns: it shows the user the *names*
+/// of other keys. With a database other than 0 (`/db` in the URL) add `+select`.
+/// `CONFIG GET` is not in the list on purpose (it would show the whole
+/// configuration): without it the connect cannot read `maxmemory-policy` and logs a
+/// warning; check `noeviction` on the server yourself.
+pub const ACL_COMMANDS: &str = "+ping +evalsha +script|load +time +blpop +set +get +del +exists +pttl +pexpire +hget +hmget +hset +zadd +zrem +zrank +zscore +zrange +zcount +zremrangebyscore +rpush +scan";
+
+/// Answers `{refused, optional refused}` (each a list of `COMMAND key …` lines), or
+/// nil when the server has no `redis.acl_check_cmd` (Redis < 7: nothing checked).
+/// `ARGV[1]` is the key prefix. Read only: it checks, it runs nothing.
+const PROBE: &str = r"
+if not redis.acl_check_cmd then return false end
+local p = ARGV[1]
+local b = p .. '{fencelock-probe}:'
+local e, q, t, w, l, lock, wq = b .. 'e:x', b .. 'q', b .. 't', b .. 'w:x', p .. 'lease:x', b .. 'lock', b .. 'wq'
+local need = {
+  {'SCRIPT', 'LOAD', 'return 1'}, {'PING'}, {'TIME'},
+  {'SET', l, '1', 'PX', '1000'}, {'PEXPIRE', l, '1000'}, {'EXISTS', l}, {'DEL', l},
+  {'EXISTS', e}, {'PTTL', e}, {'PEXPIRE', e, '1000'}, {'HGET', e, 't'}, {'HMGET', e, 't'},
+  {'HSET', e, 't', '1'}, {'DEL', e},
+  {'ZRANGE', q, '0', '0'}, {'ZRANK', q, 'x'}, {'ZSCORE', q, 'x'}, {'ZADD', q, '1', 'x'},
+  {'ZREM', q, 'x'},
+  {'GET', t}, {'SET', t, '1', 'PX', '1000'},
+  {'BLPOP', w, '1'}, {'RPUSH', w, '1'}, {'PEXPIRE', w, '1000'}, {'DEL', w},
+  {'HGET', lock, 'i'}, {'HSET', lock, 'i', 'x'}, {'DEL', lock},
+  {'ZADD', wq, '1', 'x'}, {'ZREMRANGEBYSCORE', wq, '-inf', '1'}, {'ZCOUNT', wq, '1', '+inf'},
+}
+local optional = { {'SCAN', '0', 'MATCH', p .. '*'} }
+local function refused(list)
+  local out = {}
+  for _, c in ipairs(list) do
+    if not redis.acl_check_cmd(unpack(c)) then table.insert(out, table.concat(c, ' ')) end
+  end
+  return out
+end
+return {refused(need), refused(optional)}
+";
+
+/// The probe script.
+pub(crate) fn probe_script() -> redis::Script {
+    redis::Script::new(PROBE)
+}
+
+/// What the probe found: `None` when the server cannot tell (Redis < 7).
+async fn probe(conn: &Conn) -> Result<Option<(Vec<String>, Vec<String>)>> {
+    let mut c = conn.manager();
+    let prefix = conn.config.prefix().to_owned();
+    conn.once("checking the redis user's rights", async move {
+        let mut inv = conn.scripts.probe.prepare_invoke();
+        inv.arg(prefix);
+        inv.invoke_async(&mut c).await
+    })
+    .await
+}
+
+/// Who the connection authenticates as, for messages.
+fn user(conn: &Conn) -> String {
+    match conn.config.user() {
+        Some(u) => format!("redis user {u:?}"),
+        None => "the redis default user".to_owned(),
+    }
+}
+
+/// The error naming `refused` (lines of the probe): the refused commands, then the
+/// keys they were checked on.
+fn denied(conn: &Conn, refused: &[String]) -> Error {
+    let mut commands: Vec<&str> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    for line in refused {
+        let mut words = line.split(' ');
+        let command = words.next().unwrap_or_default();
+        if !commands.contains(&command) {
+            commands.push(command);
+        }
+        let key = words.find(|w| w.starts_with(conn.config.prefix()));
+        if let Some(key) = key.filter(|k| !keys.contains(k)) {
+            keys.push(key);
+        }
+    }
+    let on = if keys.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", keys.join(", "))
+    };
+    Error::new(
+        ErrorKind::PermissionDenied,
+        format!(
+            "{} may not run what fencelock needs: {} refused{on} (give it the key pattern ~{}* and the commands of lock_redis::ACL_COMMANDS, listed in the README's Security section)",
+            user(conn),
+            commands.join(", "),
+            conn.config.prefix(),
+        ),
+    )
+}
+
+/// Checks at connect that the user may run every command fencelock sends on keys
+/// under its prefix: `PermissionDenied` naming the refused ones. A user that may
+/// not `SCAN` only gets a warning (`list` fails then). Servers without
+/// `redis.acl_check_cmd` (Redis < 7) are not checked.
+pub(crate) async fn check(conn: &Conn) -> Result<()> {
+    let Some((refused, optional)) = probe(conn).await? else {
+        tracing::debug!(
+            address = conn.config.address(),
+            "redis has no redis.acl_check_cmd (< 7): the user's rights are not checked at connect"
+        );
+        return Ok(());
+    };
+    if !refused.is_empty() {
+        return Err(denied(conn, &refused));
+    }
+    if !optional.is_empty() {
+        tracing::warn!(
+            address = conn.config.address(),
+            refused = optional.join(", "),
+            "the redis user may lock but not list locks (list fails with PermissionDenied): grant +scan"
+        );
+    }
+    Ok(())
+}
+
+/// `err` (a `PermissionDenied` met on a request) with the rights the user lacks now
+/// appended, when the probe can name them.
+pub(crate) async fn explain(conn: &Conn, err: Error) -> Error {
+    match probe(conn).await {
+        Ok(Some((refused, optional))) => {
+            let all: Vec<String> = refused.into_iter().chain(optional).collect();
+            if all.is_empty() {
+                return err;
+            }
+            let named = denied(conn, &all);
+            Error::new(
+                ErrorKind::PermissionDenied,
+                format!("{}; {}", err.message(), named.message()),
+            )
+            .with_source(err)
+        }
+        _ => err,
+    }
+}
