@@ -155,6 +155,11 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             a_release_wakes_exactly_one_waiter,
         ),
         trial(
+            "a_permit_release_wakes_the_first_waiter_not_a_herd",
+            &h,
+            a_permit_release_wakes_the_first_waiter_not_a_herd,
+        ),
+        trial(
             "one_lease_serves_many_locks",
             &h,
             one_lease_serves_many_locks,
@@ -759,6 +764,69 @@ async fn a_release_wakes_exactly_one_waiter(_h: Arc<EtcdHarness>, ctx: Ctx) -> T
     for w in waiters {
         w.await??;
     }
+    Ok(())
+}
+
+/// A semaphore of 2 with 6 queued waiters, the newest permit released each time while
+/// the oldest keeps its own: each release grants the next waiter in order, and the watch
+/// events all clients receive stay within 3 per hand-off (the release waking the
+/// first waiter, the new holder's grant signal waking the one behind it, and that
+/// signal replayed to the new holder's own-key watch), where waking every waiter
+/// would cost 6 + 5 + … per round.
+async fn a_permit_release_wakes_the_first_waiter_not_a_herd(
+    _h: Arc<EtcdHarness>,
+    ctx: Ctx,
+) -> TestResult {
+    let holder = client(&ctx).await?;
+    let mut backends = vec![backend(&holder)?];
+    let sem = holder.semaphore("herd-sem", 2).await?;
+    let (a, b) = (sem.acquire().await?, sem.acquire().await?);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..6 {
+        let c = client(&ctx).await?;
+        backends.push(backend(&c)?);
+        let tx = tx.clone();
+        waiters.push(tokio::spawn(async move {
+            let permit = c.semaphore("herd-sem", 2).await?.acquire().await?;
+            let _ = tx.send((i, permit));
+            Ok::<_, fencelock::Error>(c)
+        }));
+        wait_for_waiters(&holder, "herd-sem", i + 1).await?;
+    }
+    let events = |bs: &[EtcdBackend]| {
+        bs.iter()
+            .map(EtcdBackend::watch_events_delivered)
+            .sum::<u64>()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = events(&backends);
+    // The newest permit is released each time while `a`, ahead of all, keeps its
+    // permit: every hand-off is out of queue order.
+    let mut held = vec![a, b];
+    for expect in 0..6 {
+        held.pop().ok_or("no permit held")?.release().await?;
+        let (i, permit) = within(Duration::from_secs(5), "next waiter", rx.recv())
+            .await?
+            .ok_or("waiter died")?;
+        assert_eq!(i, expect, "served out of order");
+        held.push(permit);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delivered = events(&backends) - before;
+    eprintln!("{delivered} watch events for 6 permit hand-offs");
+    assert!(
+        delivered <= 18,
+        "{delivered} watch events for 6 permit hand-offs: a herd"
+    );
+    for p in held {
+        p.release().await?;
+    }
+    for w in waiters {
+        w.await??.close().await?;
+    }
+    holder.close().await?;
     Ok(())
 }
 

@@ -131,6 +131,21 @@ pub(crate) fn closed_at_once(err: &Error) -> bool {
         }
         source = e.source();
     }
+    // Some layers do not expose their cause through `source()` (a gRPC status
+    // carrying a transport error whose io error is a bare `ConnectionReset`); their
+    // `Debug` still names it.
+    let debug = format!("{err:?}").to_lowercase();
+    if [
+        "connectionreset",
+        "brokenpipe",
+        "connectionaborted",
+        "unexpectedeof",
+    ]
+    .iter()
+    .any(|m| debug.contains(m))
+    {
+        return err.is_retryable();
+    }
     false
 }
 
