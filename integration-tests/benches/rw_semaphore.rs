@@ -148,41 +148,49 @@ fn main() {
     ));
     if EtcdCluster::available() {
         let etcd = EtcdCluster::start(1).expect("etcd starts");
-        rt.block_on(async {
-            let backend = fencelock::etcd::EtcdBackend::from_url(&etcd.url("bench"))
-                .await
-                .expect("connect");
-            let client = LockClient::new(backend.clone());
-            let count = move || backend.watch_events_delivered();
-            bench(
-                "etcd (1 member, loopback)",
-                client.clone(),
-                span,
-                Some(Box::new(count)),
-            )
-            .await;
-            let _ = client.close().await;
-        });
+        let backend = rt
+            .block_on(fencelock::etcd::EtcdBackend::from_url(&etcd.url("bench")))
+            .expect("connect");
+        let client = LockClient::new(backend.clone());
+        let count = move || backend.watch_events_delivered();
+        on_server(
+            &rt,
+            "etcd (1 member, loopback)",
+            client,
+            span,
+            Box::new(count),
+        );
     } else {
         println!("etcd: not installed, skipped");
     }
     if ZkEnsemble::available() {
         let zk = ZkEnsemble::start(1).expect("ZooKeeper starts");
-        rt.block_on(async {
-            let client = fencelock::connect(&zk.url("/bench"))
-                .await
-                .expect("connect");
-            let count = fencelock::zk::predecessor_wakeups;
-            bench(
-                "zk (1 server, loopback)",
-                client.clone(),
-                span,
-                Some(Box::new(count)),
-            )
-            .await;
-            let _ = client.close().await;
-        });
+        let client = rt
+            .block_on(fencelock::connect(&zk.url("/bench")))
+            .expect("connect");
+        let count = fencelock::zk::predecessor_wakeups;
+        on_server(
+            &rt,
+            "zk (1 server, loopback)",
+            client,
+            span,
+            Box::new(count),
+        );
     } else {
         println!("zk: not installed, skipped");
     }
+}
+
+/// Runs [`bench`] on a server backend's client, counting wake-ups with `count`.
+fn on_server(
+    rt: &tokio::runtime::Runtime,
+    label: &str,
+    client: LockClient,
+    span: Duration,
+    count: Box<dyn Fn() -> u64>,
+) {
+    rt.block_on(async {
+        bench(label, client.clone(), span, Some(count)).await;
+        let _ = client.close().await;
+    });
 }

@@ -720,6 +720,14 @@ async fn fenced_txn_commits_only_while_held(h: Arc<EtcdHarness>, ctx: Ctx) -> Te
     Ok(())
 }
 
+/// The watch events every client of `backends` has received so far.
+fn watch_events(backends: &[EtcdBackend]) -> u64 {
+    backends
+        .iter()
+        .map(EtcdBackend::watch_events_delivered)
+        .sum()
+}
+
 async fn a_release_wakes_exactly_one_waiter(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
     let holder = client(&ctx).await?;
     let mut waiters = Vec::new();
@@ -737,13 +745,8 @@ async fn a_release_wakes_exactly_one_waiter(_h: Arc<EtcdHarness>, ctx: Ctx) -> T
         }));
         wait_for_waiters(&holder, "herd", i + 1).await?;
     }
-    let events = |bs: &[EtcdBackend]| {
-        bs.iter()
-            .map(EtcdBackend::watch_events_delivered)
-            .sum::<u64>()
-    };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = events(&backends);
+    let before = watch_events(&backends);
     first.release().await?;
     for expect in 0..6 {
         let (i, guard) = within(Duration::from_secs(5), "next waiter", rx.recv())
@@ -754,7 +757,7 @@ async fn a_release_wakes_exactly_one_waiter(_h: Arc<EtcdHarness>, ctx: Ctx) -> T
         guard.release().await?;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let delivered = events(&backends) - before;
+    let delivered = watch_events(&backends) - before;
     eprintln!("{delivered} watch events for 6 releases");
     // One wake-up per release handed to a waiter (the last release has nobody to wake).
     assert!(
@@ -794,13 +797,8 @@ async fn a_permit_release_wakes_the_first_waiter_not_a_herd(
         }));
         wait_for_waiters(&holder, "herd-sem", i + 1).await?;
     }
-    let events = |bs: &[EtcdBackend]| {
-        bs.iter()
-            .map(EtcdBackend::watch_events_delivered)
-            .sum::<u64>()
-    };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = events(&backends);
+    let before = watch_events(&backends);
     // The newest permit is released each time while `a`, ahead of all, keeps its
     // permit: every hand-off is out of queue order.
     let mut held = vec![a, b];
@@ -814,7 +812,7 @@ async fn a_permit_release_wakes_the_first_waiter_not_a_herd(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let delivered = events(&backends) - before;
+    let delivered = watch_events(&backends) - before;
     eprintln!("{delivered} watch events for 6 permit hand-offs");
     assert!(
         delivered <= 18,
