@@ -25,7 +25,7 @@ use std::{
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     thread,
@@ -48,6 +48,7 @@ pub struct FaultProxy {
     stalled: Arc<AtomicBool>,
     replies_dropped: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -69,11 +70,13 @@ impl FaultProxy {
             stalled: Arc::default(),
             replies_dropped: Arc::default(),
             closed: Arc::default(),
+            open: Arc::default(),
         });
         let faults = Faults {
             stalled: proxy.stalled.clone(),
             replies_dropped: proxy.replies_dropped.clone(),
             closed: proxy.closed.clone(),
+            open: proxy.open.clone(),
         };
         thread::Builder::new()
             .name(format!("zk-proxy-{}", proxy.port))
@@ -84,6 +87,12 @@ impl FaultProxy {
     /// The loopback port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many client connections the proxy forwards right now (one per ZooKeeper
+    /// session of the client behind it).
+    pub fn connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Drops every byte in both directions from now on (existing and new
@@ -113,6 +122,17 @@ struct Faults {
     stalled: Arc<AtomicBool>,
     replies_dropped: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
+}
+
+/// One forwarded connection, counted in [`FaultProxy::connections`] until both of its
+/// pumps have ended.
+struct Forwarded(Arc<AtomicUsize>);
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn accept_loop(listener: TcpListener, target: SocketAddr, faults: Faults) {
@@ -126,14 +146,19 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, faults: Faults) {
             continue;
         };
         let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+        faults.open.fetch_add(1, Ordering::SeqCst);
+        let forwarded = Arc::new(Forwarded(faults.open.clone()));
         for (from, to, reply) in [(&inbound, &outbound, false), (&outbound, &inbound, true)] {
             let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
                 continue;
             };
-            let faults = faults.clone();
+            let (faults, forwarded) = (faults.clone(), forwarded.clone());
             let _ = thread::Builder::new()
                 .name("zk-proxy-pump".into())
-                .spawn(move || pump(from, to, &faults, reply));
+                .spawn(move || {
+                    pump(from, to, &faults, reply);
+                    drop(forwarded);
+                });
         }
     }
 }
@@ -321,6 +346,17 @@ impl ZkHarness {
             proxy.set_replies_dropped(dropped);
         }
         Ok(())
+    }
+
+    /// How many connections (sessions) the client that owns `lease` has open, over
+    /// all its proxies.
+    ///
+    /// # Errors
+    ///
+    /// When no client of `namespace` has `lease` open.
+    pub fn connections(&self, namespace: &str, lease: LeaseId) -> fencelock::Result<usize> {
+        let (_, proxies) = self.owner_of(namespace, lease)?;
+        Ok(proxies.iter().map(|p| p.connections()).sum())
     }
 
     /// Black-holes (or forwards again) the traffic of the client that owns `lease`:

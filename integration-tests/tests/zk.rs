@@ -170,6 +170,11 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             read_only_creates_nothing,
         ),
         trial(
+            "locking_client_keeps_one_session_per_lease",
+            &h,
+            one_session_per_lease,
+        ),
+        trial(
             "deleted_lock_directory_requeues_waiters",
             &h,
             deleted_lock_dir,
@@ -285,6 +290,45 @@ async fn read_only_creates_nothing(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
         "no chroot after acquire"
     );
     assert_eq!(client.list("").await?.len(), 1);
+    guard.release().await?;
+    Ok(())
+}
+
+/// A client that only takes locks keeps one session (one connection through its
+/// proxy) per lease: the backend's own session for `inspect`/`list` is opened on the
+/// first such call, not by `connect` (issue 11: every fencelock client used to keep
+/// an idle second session).
+async fn one_session_per_lease(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    let client = ctx.client().await?;
+    let guard = client.acquire("one").await?;
+    let lease = guard.lease().id();
+    let other = client.lease().await?;
+    let second = other.lock("two")?.acquire().await?;
+    // The session `connect` checked the servers with closes in the background.
+    let settled = within(Duration::from_secs(5), "connect's session closed", async {
+        while h.connections(ctx.ns(), lease)? != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, fencelock::Error>(())
+    })
+    .await;
+    let open = h.connections(ctx.ns(), lease)?;
+    assert!(
+        settled.is_ok(),
+        "{open} sessions for 2 leases after 5 s: an idle extra session"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.connections(ctx.ns(), lease)?,
+        2,
+        "a session opened meanwhile"
+    );
+    // `inspect` opens the backend's own session, and keeps it.
+    assert!(client.inspect("one").await?.is_some());
+    assert!(client.inspect("two").await?.is_some());
+    assert_eq!(h.connections(ctx.ns(), lease)?, 3);
+    second.release().await?;
+    other.close().await?;
     guard.release().await?;
     Ok(())
 }

@@ -6,6 +6,19 @@
 //! `etcd` (from `FENCELOCK_ETCD_BIN` or `PATH`) on free loopback ports in a temp
 //! dir (under `FENCELOCK_BENCH_DIR` if set, e.g. `/dev/shm` to take disk fsync
 //! noise out) and kills it at the end. Run: `cargo bench -p lock-etcd --bench etcd_cycle`.
+//!
+//! Last, crash takeover (issue 11): a holder process (this binary re-executed with
+//! `FENCELOCK_BENCH_ROLE`) takes the lock and is SIGKILLed at a random moment
+//! 0.5–2.5 s after the grant; a waiter in this process measures the time from the kill
+//! until it holds the lock, and a raw watcher when the holder's key is deleted. In the
+//! same kill a raw holder process (a raw lease kept alive every third of its TTL, as
+//! clientv3 does, and one key on it) dies and the raw watcher times its key's
+//! deletion. Kills, TTL and "only this section": see `benches/support/crash.rs`
+//! (`FENCELOCK_BENCH_CRASH_KILLS`, `FENCELOCK_BENCH_CRASH_TTL_MS`,
+//! `FENCELOCK_BENCH_ONLY=crash`).
+
+#[path = "../../benches/support/crash.rs"]
+mod crash;
 
 use etcd_client::{Client, Compare, CompareOp, EventType, LockOptions, PutOptions, Txn, TxnOp};
 use lock_core::LockClient;
@@ -239,8 +252,235 @@ async fn raw_handoffs(a: &Client, b: &Client, lease: i64, n: usize) -> Vec<Durat
     out
 }
 
+const CRASH_PREFIX: &str = "/bench-crash";
+const CRASH_LOCK: &str = "crash";
+const CRASH_RAW_KEY: &str = "/bench-crash-raw/key";
+
+/// Holder side of the crash bench (this binary re-executed with `FENCELOCK_BENCH_ROLE`):
+/// takes the lock (or puts the raw key on a raw lease), prints `held <granted TTL ms>
+/// <keep-alive interval ms>` and keeps the lease alive until it is killed.
+async fn crash_holder(role: &str) {
+    let endpoint = std::env::var("FENCELOCK_BENCH_ETCD").expect("FENCELOCK_BENCH_ETCD");
+    let ttl = crash::ttl();
+    match role {
+        "etcd-fencelock" => {
+            let config = EtcdConfig::new([endpoint.as_str()]).with_prefix(CRASH_PREFIX);
+            let client = LockClient::new(EtcdBackend::connect(config).await.expect("connect"));
+            let lease = client.lease_with_ttl(ttl).await.expect("lease");
+            let _guard = lease
+                .lock(CRASH_LOCK)
+                .expect("name")
+                .acquire()
+                .await
+                .expect("acquire");
+            // fencelock renews every sixth of the granted TTL.
+            let granted = lease.ttl();
+            crash::report_held(&format!(
+                "{} {}",
+                granted.as_millis(),
+                (granted / 6).as_millis()
+            ));
+            std::future::pending::<()>().await;
+        }
+        "etcd-raw" => {
+            // A raw lease kept alive the way etcd's own clientv3 does: every third of
+            // the TTL.
+            let mut client = Client::connect([endpoint.as_str()], None)
+                .await
+                .expect("raw client");
+            let secs = ttl.as_secs().max(1) as i64;
+            let grant = client.lease_grant(secs, None).await.expect("lease");
+            client
+                .put(
+                    CRASH_RAW_KEY,
+                    "x",
+                    Some(PutOptions::new().with_lease(grant.id())),
+                )
+                .await
+                .expect("put");
+            let every = Duration::from_secs(grant.ttl() as u64) / 3;
+            crash::report_held(&format!("{} {}", grant.ttl() * 1000, every.as_millis()));
+            let (mut keeper, mut replies) = client
+                .lease_keep_alive(grant.id())
+                .await
+                .expect("keep-alive");
+            loop {
+                tokio::time::sleep(every).await;
+                keeper.keep_alive().await.expect("keep-alive");
+                let _ = replies.message().await;
+            }
+        }
+        other => panic!("unknown {} {other:?}", crash::ROLE),
+    }
+}
+
+/// Crash takeover: a fencelock holder process and a raw holder process (raw lease +
+/// key), both SIGKILLed at the same random moment after the grant; a fencelock waiter
+/// and raw watchers in this process. Returns the report's lines.
+async fn crash_takeover(endpoint: &str) -> Vec<String> {
+    let (ttl, kills) = (crash::ttl(), crash::kills());
+    let config = EtcdConfig::new([endpoint]).with_prefix(CRASH_PREFIX);
+    let client = LockClient::new(EtcdBackend::connect(config).await.expect("connect"));
+    let lease = client.lease_with_ttl(ttl).await.expect("lease");
+    let lock = lease.lock(CRASH_LOCK).expect("name");
+    let watcher = Client::connect([endpoint], None)
+        .await
+        .expect("raw watcher");
+    let env = [
+        ("FENCELOCK_BENCH_ETCD", endpoint.to_owned()),
+        (crash::TTL_MS, ttl.as_millis().to_string()),
+    ];
+    let mut rng = crash::Rng::seeded();
+    let (mut held, mut deleted, mut raw_deleted) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut granted_ttl, mut raw_ttl, mut renew, mut raw_renew) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let limit = ttl * 3;
+    for _ in 0..kills {
+        let mut fl = crash::Holder::spawn("etcd-fencelock", &env).expect("holder");
+        let mut rw = crash::Holder::spawn("etcd-raw", &env).expect("raw holder");
+        let fields = tokio::task::block_in_place(|| fl.held(Duration::from_secs(30)))
+            .expect("fencelock holder");
+        let granted = Instant::now();
+        let raw_fields =
+            tokio::task::block_in_place(|| rw.held(Duration::from_secs(30))).expect("raw holder");
+        let field = |f: &[String], i: usize| {
+            Duration::from_millis(f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0))
+        };
+        granted_ttl.push(field(&fields, 0));
+        renew.push(field(&fields, 1));
+        raw_ttl.push(field(&raw_fields, 0));
+        raw_renew.push(field(&raw_fields, 1));
+        let waiter = tokio::spawn({
+            let lock = lock.clone();
+            async move {
+                let guard = lock.acquire().await.expect("waiter");
+                (Instant::now(), guard)
+            }
+        });
+        while client
+            .inspect(CRASH_LOCK)
+            .await
+            .expect("inspect")
+            .is_none_or(|info| info.waiters == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // From here on the first delete under the lock's prefix is the holder's key.
+        let mut fl_events = watcher
+            .watch_client()
+            .watch(
+                format!("{CRASH_PREFIX}/"),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await
+            .expect("watch");
+        let mut rw_events = watcher
+            .watch_client()
+            .watch(CRASH_RAW_KEY, None)
+            .await
+            .expect("watch");
+        let fl_gone = tokio::spawn(async move {
+            next_event(&mut fl_events, EventType::Delete).await;
+            Instant::now()
+        });
+        let rw_gone = tokio::spawn(async move {
+            next_event(&mut rw_events, EventType::Delete).await;
+            Instant::now()
+        });
+        tokio::time::sleep_until(
+            (granted + rng.between(Duration::from_millis(500), Duration::from_millis(2500))).into(),
+        )
+        .await;
+        let fl_killed = fl.kill();
+        let rw_killed = rw.kill();
+        let (acquired, guard) = tokio::time::timeout(limit, waiter)
+            .await
+            .expect("takeover within 3 TTL")
+            .expect("waiter");
+        let fl_gone = tokio::time::timeout(limit, fl_gone)
+            .await
+            .expect("delete")
+            .expect("watch");
+        let rw_gone = tokio::time::timeout(limit, rw_gone)
+            .await
+            .expect("delete")
+            .expect("watch");
+        held.push(acquired - fl_killed);
+        deleted.push(fl_gone - fl_killed);
+        raw_deleted.push(rw_gone - rw_killed);
+        guard.release().await.expect("release");
+        drop((fl, rw));
+    }
+    let median = |v: &[Duration]| crash::summary(v).0;
+    let (granted, raw_granted) = (median(&granted_ttl), median(&raw_ttl));
+    let after: Vec<Duration> = held
+        .iter()
+        .zip(&deleted)
+        .map(|(h, d)| h.saturating_sub(*d))
+        .collect();
+    let worst = crash::summary(&held).2;
+    let mut out = vec![
+        format!(
+            "\ncrash takeover: {kills} kills, holder SIGKILLed 0.5–2.5 s after the grant, requested TTL {} ms; median (min–max)\n",
+            ttl.as_millis()
+        ),
+        "| crash takeover | fencelock | raw lease + key (etcd-client) |".into(),
+        "|---|---|---|".into(),
+    ];
+    let mut row = |what: &str, a: String, b: String| out.push(format!("| {what} | {a} | {b} |"));
+    row(
+        "granted TTL",
+        format!("{} ms", granted.as_millis()),
+        format!("{} ms", raw_granted.as_millis()),
+    );
+    row(
+        "holder's keep-alive interval",
+        format!("{} ms", median(&renew).as_millis()),
+        format!("{} ms", median(&raw_renew).as_millis()),
+    );
+    row(
+        "kill → holder's key deleted (a raw watcher notified)",
+        crash::seconds(&deleted),
+        crash::seconds(&raw_deleted),
+    );
+    row(
+        "key deleted → fencelock waiter holds the lock",
+        crash::seconds(&after),
+        "—".into(),
+    );
+    row(
+        "**kill → takeover** (fencelock: waiter holds; raw: watcher notified)",
+        crash::seconds(&held),
+        crash::seconds(&raw_deleted),
+    );
+    row(
+        "takeover − granted TTL",
+        crash::beyond(&held, granted),
+        crash::beyond(&raw_deleted, raw_granted),
+    );
+    row(
+        "target: ≤ granted TTL + 0.5 s",
+        format!(
+            "max {:.2} s ≤ {:.2} s: {}",
+            worst.as_secs_f64(),
+            (granted + Duration::from_millis(500)).as_secs_f64(),
+            if worst <= granted + Duration::from_millis(500) {
+                "met"
+            } else {
+                "MISSED"
+            }
+        ),
+        "—".into(),
+    );
+    lease.close().await.ok();
+    out
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
+    if let Some(role) = crash::role() {
+        return crash_holder(&role).await;
+    }
     let server = server();
     let endpoint = server.endpoint.clone();
     let started = Instant::now();
@@ -254,6 +494,13 @@ async fn main() {
             Err(e) => panic!("etcd at {endpoint} did not come up: {e}"),
         }
     };
+    if crash::only_crash() {
+        for line in crash_takeover(&endpoint).await {
+            println!("{line}");
+        }
+        drop(server);
+        return;
+    }
     let raw = Client::connect([endpoint.as_str()], None)
         .await
         .expect("raw client");
@@ -456,5 +703,8 @@ async fn main() {
     );
     stop.store(true, Ordering::Relaxed);
     lease.close().await.ok();
+    for line in crash_takeover(&endpoint).await {
+        println!("{line}");
+    }
     drop(server);
 }

@@ -301,6 +301,20 @@ impl LeaseShared {
 /// last tenth of the TTL before its deadline without a confirmed renewal (the rule on
 /// [`lock_core::LockState`]).
 ///
+/// # Crash takeover
+///
+/// A holder that dies (SIGKILL, power loss) stops renewing; etcd revokes the lease
+/// once the granted TTL has run from the last keep-alive it received (its lessor looks
+/// for expired leases every 500 ms), deleting the lock key, and the next waiter's
+/// watch fires. Keep-alives go every sixth of the TTL, so from the crash the takeover
+/// takes between 5/6 × TTL and TTL + 0.5 s. Measured by
+/// `cargo bench -p lock-etcd --bench etcd_cycle` (TTL 5 s, 10 kills at random moments
+/// 0.5–2.5 s after the grant, two runs): medians 4.92 and 4.86 s from the kill
+/// (4.34–5.29 s overall), less than 20 ms of it after the key's deletion; a raw lease
+/// renewed every third of its TTL (as clientv3 does) and killed at the same moment:
+/// 4.74 and 4.69 s (3.68–5.28 s), sooner on average only because its last renewal was
+/// older. For a faster takeover lower the TTL.
+///
 /// # Non-guarantees
 ///
 /// - A stalled or cut-off **leader** costs an election first: the cluster cannot

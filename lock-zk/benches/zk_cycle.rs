@@ -12,9 +12,25 @@
 //!    fairness, predecessor-watch wake-ups per release; target 1), and the raw
 //!    handoff it cannot beat (one session deletes a node another watches) with the
 //!    ratio of the two;
-//! 3. one session acquires 1000 distinct locks concurrently, then releases them.
+//! 3. one session acquires 1000 distinct locks concurrently, then releases them;
+//! 4. crash takeover (issue 11): a holder process (this binary re-executed with
+//!    `FENCELOCK_BENCH_ROLE`) takes the lock and is SIGKILLed at a random moment
+//!    0.5–2.5 s after the grant; a waiter in this process measures the time from the
+//!    kill until it holds the lock. In the same kill a raw holder process (one
+//!    zookeeper-client session, same requested timeout, one ephemeral node) is
+//!    killed and a raw watcher times its node's deletion. The server's `cons` shows
+//!    each holder session's negotiated timeout, packet rate and last packet, and how
+//!    many sessions each holder process opened. Kills, TTL and "only this section":
+//!    see `benches/support/crash.rs` (`FENCELOCK_BENCH_CRASH_KILLS`,
+//!    `FENCELOCK_BENCH_CRASH_TTL_MS`, `FENCELOCK_BENCH_ONLY=crash`). The started
+//!    server uses `tickTime=2000` and answers `cons`; with `FENCELOCK_BENCH_ZK` the
+//!    target row still assumes a 2 s tick, and the `cons` rows are `n/a` unless the
+//!    server whitelists `cons`.
 
-use lock_core::LockClient;
+#[path = "../../benches/support/crash.rs"]
+mod crash;
+
+use lock_core::{LockClient, LockName};
 use lock_zk::{ZkBackend, ZkConfig};
 use std::{
     io::{Read, Write},
@@ -55,7 +71,7 @@ fn start_server() -> BenchResult<(Server, String)> {
     std::fs::write(
         dir.join("zoo.cfg"),
         format!(
-            "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nforceSync=no\nmaxClientCnxns=0\n",
+            "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nforceSync=no\nmaxClientCnxns=0\n4lw.commands.whitelist=srvr,cons\n",
             dir.join("data").display()
         ),
     )?;
@@ -325,9 +341,351 @@ async fn many_locks(hosts: &str, rows: &mut Vec<(String, String)>) -> BenchResul
     Ok(())
 }
 
+/// The tickTime of the server [`start_server`] starts.
+const TICK: Duration = Duration::from_secs(2);
+const CRASH_CHROOT: &str = "/bench-crash";
+const CRASH_LOCK: &str = "crash";
+const CRASH_RAW_NODE: &str = "/bench-crash-raw";
+
+/// Holder side of the crash bench (this binary re-executed with `FENCELOCK_BENCH_ROLE`):
+/// takes the lock (or creates the raw node), prints `held <negotiated ms> <session id
+/// hex>` and keeps the session alive until it is killed.
+async fn crash_holder(role: &str) -> BenchResult {
+    let hosts = std::env::var("FENCELOCK_BENCH_ZK")?;
+    let ttl = crash::ttl();
+    match role {
+        "zk-fencelock" => {
+            let config = ZkConfig::new(hosts.split(','))
+                .with_chroot(CRASH_CHROOT)?
+                .with_session_timeout(ttl);
+            let client = LockClient::new(ZkBackend::connect(config).await?);
+            let lease = client.lease_with_ttl(ttl).await?;
+            let _guard = lease.lock(CRASH_LOCK)?.acquire().await?;
+            crash::report_held(&format!("{} {}", lease.ttl().as_millis(), lease.id()));
+            std::future::pending::<()>().await;
+        }
+        "zk-raw" => {
+            let client = Client::connector()
+                .with_session_timeout(ttl)
+                .connect(&hosts)
+                .await?;
+            let node = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+            client.create(CRASH_RAW_NODE, b"", &node).await?;
+            crash::report_held(&format!(
+                "{} {:x}",
+                client.session_timeout().as_millis(),
+                client.session_id().0 as u64
+            ));
+            std::future::pending::<()>().await;
+        }
+        other => return Err(format!("unknown {} {other:?}", crash::ROLE).into()),
+    }
+    Ok(())
+}
+
+/// One connection in the server's `cons` listing.
+#[derive(Debug, Clone)]
+struct Cnxn {
+    sid: String,
+    /// The negotiated session timeout (`to`), ms.
+    timeout: i64,
+    /// Packets received on this connection.
+    received: i64,
+    /// When the server last answered it, ms on the server's monotonic clock.
+    last_response: i64,
+}
+
+/// The server's `cons` four-letter command (whitelisted in the bench's zoo.cfg); `None`
+/// when the server does not answer it.
+fn cons(hosts: &str) -> Option<Vec<Cnxn>> {
+    let host = hosts.split(',').next()?;
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"cons").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let field = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("{key}="))? + key.len() + 1;
+        let rest = &line[start..];
+        let end = rest.find([',', ')']).unwrap_or(rest.len());
+        Some(rest[..end].to_owned())
+    };
+    let num = |line: &str, key: &str| field(line, key).and_then(|v| v.parse::<i64>().ok());
+    let cnxns = answer
+        .lines()
+        .filter_map(|line| {
+            Some(Cnxn {
+                sid: field(line, "sid")?.trim_start_matches("0x").to_owned(),
+                timeout: num(line, "to")?,
+                received: num(line, "recved")?,
+                last_response: num(line, "lresp")?,
+            })
+        })
+        .collect::<Vec<_>>();
+    (!cnxns.is_empty()).then_some(cnxns)
+}
+
+/// A `cons` listing taken right after a request of `probe` (a session of this process)
+/// was answered: the moment of that answer anchors the server's `lresp` clock.
+struct Snapshot {
+    at: Instant,
+    anchor: i64,
+    cnxns: Vec<Cnxn>,
+}
+
+async fn snapshot(hosts: &str, probe: &Client) -> Option<Snapshot> {
+    probe.check_stat("/").await.ok()?;
+    let at = Instant::now();
+    let sid = format!("{:x}", probe.session_id().0 as u64);
+    let cnxns = tokio::task::block_in_place(|| cons(hosts))?;
+    let anchor = cnxns.iter().find(|c| c.sid == sid)?.last_response;
+    Some(Snapshot { at, anchor, cnxns })
+}
+
+impl Snapshot {
+    fn get(&self, sid: &str) -> Option<&Cnxn> {
+        self.cnxns.iter().find(|c| c.sid == sid)
+    }
+
+    /// When the server last answered session `sid`, on this process's clock.
+    fn last_response(&self, sid: &str) -> Option<Instant> {
+        let behind = self.anchor - self.get(sid)?.last_response;
+        self.at.checked_sub(ms(behind))
+    }
+}
+
+#[derive(Default)]
+struct Side {
+    /// kill → node deleted (a raw watcher's notification).
+    deleted: Vec<Duration>,
+    /// kill → the waiter holds the lock (fencelock only).
+    held: Vec<Duration>,
+    /// kill − the holder session's last packet (server `cons`).
+    last_packet: Vec<Duration>,
+    /// The holder session's last packet → node deleted: the server's expiry.
+    expiry: Vec<Duration>,
+    /// The session's mean interval between packets (server `cons`).
+    packet_interval: Vec<Duration>,
+    negotiated: Vec<Duration>,
+    sessions: Vec<usize>,
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(v.max(0) as u64)
+}
+
+async fn crash_takeover(hosts: &str, out: &mut Vec<String>) -> BenchResult {
+    let (ttl, kills) = (crash::ttl(), crash::kills());
+    let raw = Client::connect(hosts).await?;
+    let config = ZkConfig::new(hosts.split(','))
+        .with_chroot(CRASH_CHROOT)?
+        .with_session_timeout(ttl);
+    let client = LockClient::new(ZkBackend::connect(config).await?);
+    let lease = client.lease_with_ttl(ttl).await?;
+    let lock = lease.lock(CRASH_LOCK)?;
+    let name = LockName::new(CRASH_LOCK)?;
+    let env = [
+        ("FENCELOCK_BENCH_ZK", hosts.to_owned()),
+        (crash::TTL_MS, ttl.as_millis().to_string()),
+    ];
+    // Opens this client's own session for `inspect` now, so that the sessions new in
+    // a kill's first `cons` listing are the two holder processes' alone.
+    client.inspect(name.clone()).await?;
+    let mut rng = crash::Rng::seeded();
+    let (mut ours, mut theirs) = (Side::default(), Side::default());
+    let limit = ttl * 3 + TICK;
+    for _ in 0..kills {
+        let before: Vec<String> = snapshot(hosts, &raw)
+            .await
+            .map(|s| s.cnxns.into_iter().map(|c| c.sid).collect())
+            .unwrap_or_default();
+        let mut fl = crash::Holder::spawn("zk-fencelock", &env)?;
+        let mut rw = crash::Holder::spawn("zk-raw", &env)?;
+        let fl_fields = tokio::task::block_in_place(|| fl.held(Duration::from_secs(30)))?;
+        let granted = Instant::now();
+        let rw_fields = tokio::task::block_in_place(|| rw.held(Duration::from_secs(30)))?;
+        let first = snapshot(hosts, &raw).await;
+        // The waiter queues behind the holder.
+        let waiter = tokio::spawn({
+            let lock = lock.clone();
+            async move {
+                let guard = lock.acquire().await?;
+                Ok::<_, lock_core::Error>((Instant::now(), guard))
+            }
+        });
+        let queued = Instant::now();
+        while client
+            .inspect(name.clone())
+            .await?
+            .is_none_or(|info| info.waiters == 0)
+        {
+            if queued.elapsed() > Duration::from_secs(10) {
+                return Err("the waiter did not queue within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Raw watchers: the raw node, and the lock directory (whose next change is
+        // the deletion of the fencelock holder's node: the waiter is queued already).
+        let (stat, raw_watch) = raw.check_and_watch_stat(CRASH_RAW_NODE).await?;
+        assert!(stat.is_some(), "the raw holder's node exists");
+        let raw_deleted = tokio::spawn(async move {
+            raw_watch.changed().await;
+            Instant::now()
+        });
+        let dirs = raw.list_children(CRASH_CHROOT).await?;
+        let dir = format!(
+            "{CRASH_CHROOT}/{}",
+            dirs.first().ok_or("no lock directory")?
+        );
+        let (_, dir_watch) = raw.list_and_watch_children(&dir).await?;
+        let fl_deleted = tokio::spawn(async move {
+            dir_watch.changed().await;
+            Instant::now()
+        });
+        tokio::time::sleep_until(
+            (granted + rng.between(Duration::from_millis(500), Duration::from_millis(2500))).into(),
+        )
+        .await;
+        let last = snapshot(hosts, &raw).await;
+        let fl_killed = fl.kill();
+        let rw_killed = rw.kill();
+        let (acquired, guard) = tokio::time::timeout(limit, waiter).await???;
+        let fl_gone = tokio::time::timeout(limit, fl_deleted).await??;
+        let rw_gone = tokio::time::timeout(limit, raw_deleted).await??;
+        ours.held.push(acquired - fl_killed);
+        ours.deleted.push(fl_gone - fl_killed);
+        theirs.deleted.push(rw_gone - rw_killed);
+        for (side, fields, killed, gone) in [
+            (&mut ours, &fl_fields, fl_killed, fl_gone),
+            (&mut theirs, &rw_fields, rw_killed, rw_gone),
+        ] {
+            let negotiated: i64 = fields.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            side.negotiated.push(ms(negotiated));
+            let sid = fields.get(1).cloned().unwrap_or_default();
+            let (Some(first), Some(last)) = (&first, &last) else {
+                continue;
+            };
+            if let Some(packet) = last.last_response(&sid) {
+                side.last_packet
+                    .push(killed.saturating_duration_since(packet));
+                side.expiry.push(gone.saturating_duration_since(packet));
+            }
+            if let (Some(a), Some(b)) = (first.get(&sid), last.get(&sid)) {
+                let packets = (b.received - a.received).max(1) as u32;
+                side.packet_interval.push((last.at - first.at) / packets);
+                assert_eq!(b.timeout, negotiated, "cons shows the negotiated timeout");
+            }
+            let new = last
+                .cnxns
+                .iter()
+                .filter(|c| !before.contains(&c.sid))
+                .count();
+            side.sessions.push(new);
+        }
+        guard.release().await?;
+        drop((fl, rw));
+    }
+    // Sessions per holder process: the new connections minus the other holder's one.
+    let per_process = |v: &[usize]| -> String {
+        v.iter()
+            .map(|n| n.saturating_sub(1))
+            .max()
+            .map_or("n/a".into(), |n| n.to_string())
+    };
+    let median = |v: &[Duration]| crash::summary(v).0;
+    let negotiated = median(&ours.negotiated);
+    let after_expiry: Vec<Duration> = ours
+        .held
+        .iter()
+        .zip(&ours.deleted)
+        .map(|(h, d)| h.saturating_sub(*d))
+        .collect();
+    let worst = crash::summary(&ours.held).2;
+    out.push(format!(
+        "\ncrash takeover: {kills} kills, holder SIGKILLed 0.5–2.5 s after the grant, requested session timeout {} ms, tickTime {} ms; median (min–max)\n",
+        ttl.as_millis(),
+        TICK.as_millis()
+    ));
+    out.push("| crash takeover | fencelock | raw ephemeral node (zookeeper-client) |".into());
+    out.push("|---|---|---|".into());
+    let mut row = |what: &str, a: String, b: String| out.push(format!("| {what} | {a} | {b} |"));
+    row(
+        "negotiated session timeout (holder's session)",
+        format!("{} ms", negotiated.as_millis()),
+        format!("{} ms", median(&theirs.negotiated).as_millis()),
+    );
+    row(
+        "sessions the holder process keeps open",
+        per_process(&ours.sessions),
+        "1".into(),
+    );
+    row(
+        "holder session's interval between packets from the grant to the kill (server `cons`)",
+        crash::seconds(&ours.packet_interval),
+        crash::seconds(&theirs.packet_interval),
+    );
+    row(
+        "kill − holder session's last packet (server `cons` `lresp`)",
+        crash::seconds(&ours.last_packet),
+        crash::seconds(&theirs.last_packet),
+    );
+    row(
+        "holder session's last packet → node deleted (server expiry; in (timeout, timeout + tick])",
+        crash::seconds(&ours.expiry),
+        crash::seconds(&theirs.expiry),
+    );
+    row(
+        "kill → holder's node deleted (a raw watcher notified)",
+        crash::seconds(&ours.deleted),
+        crash::seconds(&theirs.deleted),
+    );
+    row(
+        "node deleted → fencelock waiter holds the lock",
+        crash::seconds(&after_expiry),
+        "—".into(),
+    );
+    row(
+        "**kill → takeover** (fencelock: waiter holds; raw: watcher notified)",
+        crash::seconds(&ours.held),
+        crash::seconds(&theirs.deleted),
+    );
+    row(
+        "takeover − negotiated timeout",
+        crash::beyond(&ours.held, negotiated),
+        crash::beyond(&theirs.deleted, median(&theirs.negotiated)),
+    );
+    row(
+        "target: ≤ negotiated timeout + one tick; fencelock median ≤ raw median + 0.1 s",
+        format!(
+            "max {:.2} s ≤ {:.2} s: {}",
+            worst.as_secs_f64(),
+            (negotiated + TICK).as_secs_f64(),
+            if worst <= negotiated + TICK {
+                "met"
+            } else {
+                "MISSED"
+            }
+        ),
+        if median(&ours.held) <= median(&theirs.deleted) + Duration::from_millis(100) {
+            "met".into()
+        } else {
+            "MISSED".into()
+        },
+    );
+    client.close().await?;
+    Ok(())
+}
+
 fn main() -> BenchResult {
     if std::env::args().any(|a| a == "--list") {
         return Ok(()); // `cargo test --benches` probes with --list; nothing to list
+    }
+    if let Some(role) = crash::role() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        return rt.block_on(crash_holder(&role));
     }
     let (server, hosts) = match std::env::var("FENCELOCK_BENCH_ZK") {
         Ok(hosts) => (None, hosts),
@@ -341,14 +699,21 @@ fn main() -> BenchResult {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
+    let mut crash_rows = Vec::new();
     rt.block_on(async {
-        uncontended(&hosts, &mut rows).await?;
-        contended(&hosts, &mut rows).await?;
-        many_locks(&hosts, &mut rows).await
+        if !crash::only_crash() {
+            uncontended(&hosts, &mut rows).await?;
+            contended(&hosts, &mut rows).await?;
+            many_locks(&hosts, &mut rows).await?;
+        }
+        crash_takeover(&hosts, &mut crash_rows).await
     })?;
     println!("zookeeper at {hosts}\n\n| benchmark | result |\n|---|---|");
     for (name, value) in rows {
         println!("| {name} | {value} |");
+    }
+    for line in crash_rows {
+        println!("{line}");
     }
     drop(rt);
     drop(server);

@@ -36,8 +36,10 @@ const INSPECT_RETRIES: usize = 5;
 
 struct Inner {
     config: ZkConfig,
-    /// The backend's own session (under the chroot) for `inspect`, `list` and the
-    /// fault controls; reopened if it ends.
+    /// The backend's own session (under the chroot) for `inspect`, `list`,
+    /// `watch_changes` and the fault controls: opened on first use (not by
+    /// [`ZkBackend::connect`]), reopened if it ends. Locks never use it: each lease is
+    /// its own session.
     admin: tokio::sync::Mutex<Option<Client>>,
     /// Every lease granted, for [`ZkBackend::expire_session`] and [`Backend::close`].
     sessions: Mutex<Vec<Weak<Session>>>,
@@ -48,9 +50,15 @@ struct Inner {
 /// facade's `fencelock::connect("zk://…")` does both). Cheap to clone.
 ///
 /// Each [lease](lock_core::Lease) it grants is a **new ZooKeeper session** with its own
-/// connection, whose timeout is the requested TTL as clamped by the server. The
-/// backend keeps one more session of its own for `inspect` and `list`. Background
-/// tasks run on the tokio runtime the backend and its leases were created on.
+/// connection, whose timeout is the requested TTL as clamped by the server. Taking,
+/// holding and releasing locks needs nothing else: a process that only locks keeps
+/// exactly one session per lease. The read-only and operator calls
+/// ([`inspect`](Backend::inspect), [`list`](Backend::list),
+/// [`watch_changes`](Backend::watch_changes), [`delete_holder`](Self::delete_holder),
+/// [`nodes`](Self::nodes)) go through one more session of the backend's own, opened
+/// on the first such call and kept (reopened if it ends): they must work without any
+/// lease, and must not die with one. Background tasks run on the tokio runtime the
+/// backend and its leases were created on.
 ///
 /// # Examples
 ///
@@ -87,8 +95,11 @@ impl ZkBackend {
 
     /// Connects with `config`.
     ///
-    /// Connecting creates nothing on the server: the chroot (persistent nodes) is
-    /// created, if missing, when the first lease is granted (the first acquisition).
+    /// Connecting opens a session to check that a server answers and accepts the
+    /// credentials, and closes it again: a backend keeps no session of its own until
+    /// the first `inspect`, `list`, `watch_changes` or fault control needs one (see
+    /// [`ZkBackend`]). It creates nothing on the server: the chroot (persistent nodes)
+    /// is created, if missing, when the first lease is granted (the first acquisition).
     /// Read-only use ([`inspect`](Backend::inspect), [`list`](Backend::list), the
     /// CLI's `status` and `list`) never creates it, and reports no locks while it is
     /// missing.
@@ -102,11 +113,14 @@ impl ZkBackend {
     /// Cancel safe, as [`from_url`](Self::from_url).
     pub async fn connect(config: ZkConfig) -> Result<ZkBackend> {
         config.validate()?;
-        let admin = open_admin(&config).await?;
+        // Only the check: an idle session per client would cost the servers a
+        // connection and pings for nothing (issue 11). Dropping the client closes the
+        // session in the background.
+        drop(open_admin(&config).await?);
         Ok(ZkBackend {
             inner: Arc::new(Inner {
                 config,
-                admin: tokio::sync::Mutex::new(Some(admin)),
+                admin: tokio::sync::Mutex::new(None),
                 sessions: Mutex::new(Vec::new()),
             }),
         })

@@ -275,6 +275,11 @@ impl ZkConfig {
 
     /// Sets the session timeout requested for each lease (its TTL). The server clamps
     /// it to `[2, 20] × tickTime`; leases report the negotiated value.
+    ///
+    /// It is also what a holder's crash costs the next waiter: between 0.9 ×
+    /// the negotiated timeout and the timeout plus one `tickTime` (the server expires
+    /// sessions on tick boundaries; see "Crash takeover" on
+    /// [`ZkLease`](crate::ZkLease)).
     #[must_use]
     pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
