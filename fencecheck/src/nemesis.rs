@@ -52,11 +52,20 @@ pub enum FaultKind {
     SlowLink,
     /// Kill every member, start them all again with their data.
     ClusterRestart,
+    /// Redis master/replica failover: promote the replica (`REPLICAOF NO ONE`), let
+    /// the clients go on with the old master for 1.5 x TTL (the promoted replica
+    /// misses every write of that time, and the entries it has expire), then switch
+    /// every client's proxy to it, kill the old master and bring it back empty as
+    /// the new replica. Locks granted by the old master are lost; their holders may
+    /// believe they hold until their next renewal (lock-redis's documented
+    /// non-guarantee): the overlap is reported apart, the fence must still reject
+    /// every stale access.
+    Failover,
 }
 
 impl FaultKind {
     /// Every kind, in display order.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -75,6 +84,7 @@ impl FaultKind {
         FaultKind::LinkFlap,
         FaultKind::SlowLink,
         FaultKind::ClusterRestart,
+        FaultKind::Failover,
     ];
 
     /// The kebab-case name.
@@ -98,6 +108,7 @@ impl FaultKind {
             FaultKind::LinkFlap => "link-flap",
             FaultKind::SlowLink => "slow-link",
             FaultKind::ClusterRestart => "cluster-restart",
+            FaultKind::Failover => "failover",
         }
     }
 
@@ -128,6 +139,7 @@ impl FaultKind {
                 | FaultKind::LinkFlap
                 | FaultKind::SlowLink
                 | FaultKind::ClusterRestart
+                | FaultKind::Failover
         )
     }
 
@@ -229,7 +241,9 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
         ],
         // One Redis server without persistence: holder faults, operator deletes, the
         // server paused for a TTL, and the server killed and restarted empty (every
-        // entry lost: the fence must reject the old holder). Three independent
+        // entry lost: the fence must reject the old holder); with `failover`, a
+        // replica that the master is failed over to (locks granted by the old
+        // master lost, their holders believing until their next renewal). Three independent
         // masters: the holder faults. A master restarted empty at once breaks
         // Redlock's exclusion (it needs a delayed restart; the checker's S2 sees the
         // second grant), so that fault is not in its list.
@@ -241,6 +255,7 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             Delete,
             LeaderKill,
             LeaderPause,
+            Failover,
         ],
         "redlock" => vec![Kill, Pause, Partition, Delete],
         // Members in network namespaces: the faults of one member of a healthy

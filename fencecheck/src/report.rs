@@ -162,6 +162,16 @@ impl Report {
             "forced-revocation overlaps",
             overlap_summary(&o.forced_overlaps_ms),
         );
+        if o.faults.contains_key("failover") {
+            row(
+                "failover overlaps",
+                format!(
+                    "{}; unfenced lost in failovers: {}",
+                    overlap_summary(&o.failover_overlaps_ms),
+                    o.failover_unfenced_lost
+                ),
+            );
+        }
         row(
             "unfenced lost updates (control)",
             o.unfenced_lost_updates.to_string(),

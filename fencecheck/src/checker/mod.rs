@@ -113,6 +113,15 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
     /// Overlaps that started at a forced server-side revocation (ms each).
     pub forced_overlaps_ms: Vec<f64>,
+    /// Overlaps that started at a Redis failover (ms each): a holder granted by the
+    /// old master still believed it held while the promoted replica granted the lock
+    /// again (lock-redis's documented non-guarantee); allowed, reported apart.
+    #[serde(default)]
+    pub failover_overlaps_ms: Vec<f64>,
+    /// Unfenced counter updates lost within a failover's window (its span plus
+    /// TTL + 1 s): what the failover costs a resource without a fence.
+    #[serde(default)]
+    pub failover_unfenced_lost: usize,
     /// Unfenced counter updates lost (the positive control).
     pub unfenced_lost_updates: usize,
     /// Register accesses rejected as stale.
@@ -188,12 +197,25 @@ pub fn check(input: &Input) -> Outcome {
     safety::server_truth(input, &grants, &mut violations);
     out.stale_accepted = safety::fence_integrity(input, &grants, &mut violations);
     let before = violations.len();
-    out.forced_overlaps_ms = safety::belief_overlap(input, &grants, &mut violations);
+    (out.forced_overlaps_ms, out.failover_overlaps_ms) =
+        safety::belief_overlap(input, &grants, &mut violations);
     safety::over_limit(input, &grants, &mut violations);
     out.policy_overlaps = violations.len() - before;
     let (fenced_lost, unfenced_lost) = safety::lost_updates(&input.register, &mut violations);
     let _ = fenced_lost;
     out.unfenced_lost_updates = unfenced_lost;
+    out.failover_unfenced_lost = input
+        .register
+        .iter()
+        .filter(|e| e.u_written.is_some_and(|u| u != e.u_before + 1))
+        .filter(|e| {
+            input.faults.iter().any(|f| {
+                f.kind == FaultKind::Failover
+                    && e.t >= f.t
+                    && e.t <= f.end + input.granted_ttl_ns + 1_000_000_000
+            })
+        })
+        .count();
     safety::leaks(input, &mut violations);
     safety::observed_order(input, &mut violations);
     for class in ["S1", "S2", "S3", "S4", "S5", "S6", "S7"] {
