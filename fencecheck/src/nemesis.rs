@@ -52,7 +52,8 @@ pub enum FaultKind {
     SlowLink,
     /// Kill every member, start them all again with their data.
     ClusterRestart,
-    /// Redis master/replica failover: promote the replica (`REPLICAOF NO ONE`), let
+    /// Redis master/replica failover (`redis`; `redlock`: the first master):
+    /// promote the replica (`REPLICAOF NO ONE`), let
     /// the clients go on with the old master for 1.5 x TTL (the promoted replica
     /// misses every write of that time, and the entries it has expire), then switch
     /// every client's proxy to it, kill the old master and bring it back empty as
@@ -244,9 +245,11 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
         // entry lost: the fence must reject the old holder); with `failover`, a
         // replica that the master is failed over to (locks granted by the old
         // master lost, their holders believing until their next renewal). Three independent
-        // masters: the holder faults. A master restarted empty at once breaks
-        // Redlock's exclusion (it needs a delayed restart; the checker's S2 sees the
-        // second grant), so that fault is not in its list.
+        // masters: the holder faults, and with `failover` the first master failed over
+        // to its replica (a lock held on all three keeps a majority). A master
+        // restarted empty at once breaks Redlock's exclusion (it needs a delayed
+        // restart; the checker's S2 sees the second grant), so that fault is not in
+        // its list.
         "redis" => vec![
             Kill,
             Pause,
@@ -257,7 +260,7 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             LeaderPause,
             Failover,
         ],
-        "redlock" => vec![Kill, Pause, Partition, Delete],
+        "redlock" => vec![Kill, Pause, Partition, Delete, Failover],
         // Members in network namespaces: the faults of one member of a healthy
         // cluster, a stalled leader, a whole-cluster restart, and a holder paused
         // past its TTL (so the unfenced control has a stale holder to lose updates to).

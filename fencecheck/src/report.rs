@@ -162,13 +162,16 @@ impl Report {
             "forced-revocation overlaps",
             overlap_summary(&o.forced_overlaps_ms),
         );
-        if o.faults.contains_key("failover") {
+        if o.faults.contains_key("failover")
+            || !o.data_loss_overlaps_ms.is_empty()
+            || o.data_loss_unfenced_lost > 0
+        {
             row(
-                "failover overlaps",
+                "data-loss overlaps",
                 format!(
-                    "{}; unfenced lost in failovers: {}",
-                    overlap_summary(&o.failover_overlaps_ms),
-                    o.failover_unfenced_lost
+                    "{}; unfenced lost in their windows: {}",
+                    overlap_summary(&o.data_loss_overlaps_ms),
+                    o.data_loss_unfenced_lost
                 ),
             );
         }

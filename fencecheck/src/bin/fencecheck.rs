@@ -40,7 +40,8 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// memory, etcd, etcd3, zk, zk3, redis (one server; with the failover fault a
-    /// master and its replica) or redlock (three masters); etcd3-net and zk3-net run
+    /// master and its replica) or redlock (three masters, the first with a replica
+    /// for the failover fault); etcd3-net and zk3-net run
     /// the 3 members in network namespaces of their own (root only) for the member
     /// faults.
     #[arg(long, default_value = "memory")]
@@ -60,7 +61,8 @@ struct RunArgs {
     /// follower-isolate, leader-partition, link-flap, slow-link, cluster-restart,
     /// failover). redis: kill, pause, partition, partition-short, delete, leader-kill
     /// (server killed, restarted empty), leader-pause, failover (to a replica that
-    /// missed the last 1.5 x TTL of writes); redlock: kill, pause, partition, delete.
+    /// missed the last 1.5 x TTL of writes); redlock: kill, pause, partition, delete,
+    /// failover (of the first master).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     faults: Vec<String>,
     /// Keep going until every fault type ran this often.

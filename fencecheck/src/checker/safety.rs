@@ -1,7 +1,7 @@
 //! Safety properties S1-S7.
 
 use super::{Grant, Input, Violation};
-use crate::{nemesis::FaultKind, register::RegEntry};
+use crate::register::RegEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 const MS: u64 = 1_000_000;
@@ -72,16 +72,17 @@ pub(super) fn token_order(grants: &[Grant], out: &mut Vec<Violation>) {
 }
 
 /// When a forced revocation hit grant `g` (if one did): a revocation that took its
-/// token, or the first failover after it whose old master had granted it. A
-/// failover's `token` is the old master's counter read after the clients were cut
-/// off (the highest token it granted: a grant of the promoted replica has a higher
-/// one, as lock-redis's server-time floor promises on one clock, and S1 checks);
-/// without it, every grant made before the cut-off counts.
+/// token, or the first data loss after it ([`super::loses_data`]: a failover, or on
+/// servers without persistence a restart) that took its entry. A failover's `token`
+/// is the old master's counter read after the clients were cut off (the highest
+/// token it granted: a grant of the promoted replica has a higher one, as
+/// lock-redis's server-time floor promises on one clock, and S1 checks); without
+/// it (Redlock, restarts), every grant made before the fault counts.
 fn forced_at(input: &Input, g: &Grant) -> Option<u64> {
     forced_by(input, g).map(|(t, _)| t)
 }
 
-/// As [`forced_at`], with whether it was a failover.
+/// As [`forced_at`], with whether it was a data loss.
 fn forced_by(input: &Input, g: &Grant) -> Option<(u64, bool)> {
     input
         .faults
@@ -89,7 +90,7 @@ fn forced_by(input: &Input, g: &Grant) -> Option<(u64, bool)> {
         .filter_map(|f| {
             if f.kind.is_forced_revocation() && f.token == Some(g.token) {
                 Some((f.t, false))
-            } else if f.kind == FaultKind::Failover
+            } else if super::loses_data(input, f)
                 && f.token.map_or(g.ok < f.t, |last| g.token <= last)
             {
                 Some((f.t, true))
@@ -233,13 +234,13 @@ pub(super) fn fence_integrity(input: &Input, grants: &[Grant], out: &mut Vec<Vio
 /// S4: belief intervals of different grants on one name (one slot of a semaphore)
 /// never overlap by more than 1 ms, unless both are reads; overlaps starting at a
 /// forced revocation of the earlier grant are returned (in ms) instead: (operator
-/// revocations, failovers).
+/// revocations, data losses).
 pub(super) fn belief_overlap(
     input: &Input,
     grants: &[Grant],
     out: &mut Vec<Violation>,
 ) -> (Vec<f64>, Vec<f64>) {
-    let (mut forced, mut failover) = (Vec::new(), Vec::new());
+    let (mut forced, mut data_loss) = (Vec::new(), Vec::new());
     for (name, mut gs) in by_name(grants) {
         gs.sort_by_key(|g| g.ok);
         for (i, a) in gs.iter().enumerate() {
@@ -262,7 +263,7 @@ pub(super) fn belief_overlap(
                         continue;
                     }
                     Some((f, true)) if start >= f => {
-                        failover.push(ms);
+                        data_loss.push(ms);
                         continue;
                     }
                     _ => {}
@@ -279,7 +280,7 @@ pub(super) fn belief_overlap(
             }
         }
     }
-    (forced, failover)
+    (forced, data_loss)
 }
 
 /// S4 for a semaphore: more than `limit` permits believed at once for over 1 ms

@@ -414,12 +414,12 @@ fn failover_register(fenced: bool) -> Vec<crate::register::RegEntry> {
 fn failover_overlaps_are_reported_apart_and_the_fence_still_decides() {
     let out = check(&failover_overlap());
     assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
-    assert_eq!(out.failover_overlaps_ms.len(), 1);
+    assert_eq!(out.data_loss_overlaps_ms.len(), 1);
     assert!(out.forced_overlaps_ms.is_empty());
     assert_eq!(out.stale_accepted, 0);
     assert_eq!(out.stale_rejected, 1);
     assert_eq!(out.unfenced_lost_updates, 1);
-    assert_eq!(out.failover_unfenced_lost, 1);
+    assert_eq!(out.data_loss_unfenced_lost, 1);
     // The same history without the failover is an overlap (S4) and a server view
     // naming another owner (S2).
     let mut input = failover_overlap();
@@ -438,6 +438,27 @@ fn a_failover_excuses_only_grants_of_the_old_master() {
     // Counter unread: grants made before the cut-off count as the old master's.
     input.faults[0].token = None;
     assert_eq!(check(&input).safety["S4"], 0);
+    input.faults[0].t = 5 * MS;
+    assert!(check(&input).safety["S4"] >= 1);
+}
+
+#[test]
+fn an_empty_restart_is_a_data_loss_only_on_servers_without_persistence() {
+    // The server is killed at 45 ms and comes back empty: holder 1's entry is gone.
+    let mut input = failover_overlap();
+    input.faults[0].kind = FaultKind::LeaderKill;
+    input.faults[0].token = None;
+    // etcd and ZooKeeper restart with their data: the overlap is a violation.
+    let out = check(&input);
+    assert!(out.safety["S4"] >= 1, "{:#?}", out.violations);
+    // Redis without persistence: lock-redis's exclusion holds only while the
+    // server keeps its data; the fence still decides.
+    input.restart_loses_data = true;
+    let out = check(&input);
+    assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
+    assert_eq!(out.data_loss_overlaps_ms.len(), 1);
+    assert_eq!(out.stale_accepted, 0);
+    // A grant made after the restart is not excused.
     input.faults[0].t = 5 * MS;
     assert!(check(&input).safety["S4"] >= 1);
 }

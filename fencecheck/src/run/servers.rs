@@ -29,11 +29,15 @@ pub(super) enum Servers {
 /// The Redis servers of a run.
 #[cfg(feature = "redis")]
 pub(super) struct RedisSet {
-    /// Every server; for `redis`, the master and (with a replica) its replica.
+    /// Every server: the master(s) clients use and, for the failover fault, a
+    /// replica of the first.
     nodes: Vec<RedisServer>,
-    /// The index of the master clients use (`redis`).
-    master: usize,
-    /// Independent masters, all used (`redlock`).
+    /// The node behind each endpoint clients use (one for `redis`, three for
+    /// `redlock`), in URL order.
+    slots: Vec<usize>,
+    /// The replica: (the endpoint whose master it follows, its node).
+    replica: Option<(usize, usize)>,
+    /// Independent masters (`redlock`).
     redlock: bool,
 }
 
@@ -41,16 +45,7 @@ pub(super) struct RedisSet {
 impl RedisSet {
     /// The servers clients use: the master, or every Redlock master.
     fn used(&self) -> Vec<&RedisServer> {
-        if self.redlock {
-            self.nodes.iter().collect()
-        } else {
-            vec![&self.nodes[self.master]]
-        }
-    }
-
-    /// The replica's index, if there is one.
-    fn replica(&self) -> Option<usize> {
-        (!self.redlock && self.nodes.len() > 1).then_some(1 - self.master)
+        self.slots.iter().map(|&i| &self.nodes[i]).collect()
     }
 }
 
@@ -64,7 +59,7 @@ impl Servers {
     /// a quarter of the TTL so the requested session timeout is within its clamp
     /// (in namespaces a sixth, with `syncLimit` 2, so that a cut-off leader is
     /// noticed within about a third of the TTL).
-    /// With `replica` (`redis` only) the master gets a replica, for the failover fault.
+    /// With `replica` the (first) master gets a replica, for the failover fault.
     pub(super) fn start(backend: &str, ttl: Duration, replica: bool) -> io::Result<Servers> {
         let n = if backend.contains('3') { 3 } else { 1 };
         let net = backend.ends_with("-net");
@@ -79,19 +74,24 @@ impl Servers {
             return blocking(|| {
                 let redlock = backend == "redlock";
                 let mut nodes = RedisServer::start_masters(if redlock { 3 } else { 1 })?;
-                if replica && !redlock {
-                    let replica = RedisServer::start(RedisOptions {
+                let slots: Vec<usize> = (0..nodes.len()).collect();
+                let mut set = RedisSet {
+                    slots,
+                    replica: None,
+                    redlock,
+                    nodes: Vec::new(),
+                };
+                if replica {
+                    let node = RedisServer::start(RedisOptions {
                         replica_of: Some(nodes[0].address()),
                         ..RedisOptions::default()
                     })?;
-                    replica.wait_replica_in_sync(Duration::from_secs(30))?;
-                    nodes.push(replica);
+                    node.wait_replica_in_sync(Duration::from_secs(30))?;
+                    set.replica = Some((0, nodes.len()));
+                    nodes.push(node);
                 }
-                Ok(Servers::Redis(RedisSet {
-                    nodes,
-                    master: 0,
-                    redlock,
-                }))
+                set.nodes = nodes;
+                Ok(Servers::Redis(set))
             });
             #[cfg(not(feature = "redis"))]
             return Err(missing("redis"));
@@ -204,7 +204,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.leader(),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => Some(r.master),
+            Servers::Redis(r) => Some(r.slots[0]),
         })
     }
 
@@ -311,11 +311,12 @@ impl Servers {
         }
     }
 
-    /// Whether the master has a replica to fail over to (`redis` with `failover`).
+    /// Whether a master has a replica to fail over to (`redis`, `redlock` with
+    /// `failover`).
     pub(super) fn has_replica(&self) -> bool {
         match self {
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r.replica().is_some(),
+            Servers::Redis(r) => r.replica.is_some(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -323,16 +324,16 @@ impl Servers {
 
     /// Failover, first step: promotes the replica (`REPLICAOF NO ONE`). Clients still
     /// use the old master, so from here on the promoted replica misses every write.
-    /// Returns (old master, promoted replica).
-    pub(super) fn promote_replica(&mut self) -> io::Result<(usize, usize)> {
+    /// Returns (the endpoint failed over, old master, promoted replica).
+    pub(super) fn promote_replica(&mut self) -> io::Result<(usize, usize, usize)> {
         match self {
             #[cfg(feature = "redis")]
             Servers::Redis(r) => {
-                let replica = r
-                    .replica()
+                let (slot, replica) = r
+                    .replica
                     .ok_or_else(|| io::Error::other("no replica to fail over to"))?;
                 blocking(|| r.nodes[replica].promote())?;
-                Ok((r.master, replica))
+                Ok((slot, r.slots[slot], replica))
             }
             #[allow(unreachable_patterns)]
             _ => Err(io::Error::other("failover needs redis with a replica")),
@@ -363,19 +364,26 @@ impl Servers {
         }
     }
 
-    /// Failover, last step (after the clients were switched to `new_master`): kills
-    /// the old master and starts it again, empty, as the new master's replica.
-    pub(super) fn demote_old_master(&mut self, old: usize, new_master: usize) -> io::Result<()> {
+    /// Failover, last step (after the clients of endpoint `slot` were switched to
+    /// `new_master`): kills the old master and starts it again, empty, as the new
+    /// master's replica.
+    pub(super) fn demote_old_master(
+        &mut self,
+        slot: usize,
+        old: usize,
+        new_master: usize,
+    ) -> io::Result<()> {
         match self {
             #[cfg(feature = "redis")]
             Servers::Redis(r) => {
-                r.master = new_master;
+                r.slots[slot] = new_master;
+                r.replica = Some((slot, old));
                 let address = r.nodes[new_master].address();
                 blocking(|| r.nodes[old].restart_as_replica_of(&address))
             }
             #[allow(unreachable_patterns)]
             _ => {
-                let _ = (old, new_master);
+                let _ = (slot, old, new_master);
                 Err(io::Error::other("failover needs redis with a replica"))
             }
         }
