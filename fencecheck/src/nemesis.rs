@@ -52,11 +52,21 @@ pub enum FaultKind {
     SlowLink,
     /// Kill every member, start them all again with their data.
     ClusterRestart,
+    /// Redis master/replica failover (`redis`; `redlock`: the first master):
+    /// promote the replica (`REPLICAOF NO ONE`), let
+    /// the clients go on with the old master for 1.5 x TTL (the promoted replica
+    /// misses every write of that time, and the entries it has expire), then switch
+    /// every client's proxy to it, kill the old master and bring it back empty as
+    /// the new replica. Locks granted by the old master are lost; their holders may
+    /// believe they hold until their next renewal (lock-redis's documented
+    /// non-guarantee): the overlap is reported apart, the fence must still reject
+    /// every stale access.
+    Failover,
 }
 
 impl FaultKind {
     /// Every kind, in display order.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -75,6 +85,7 @@ impl FaultKind {
         FaultKind::LinkFlap,
         FaultKind::SlowLink,
         FaultKind::ClusterRestart,
+        FaultKind::Failover,
     ];
 
     /// The kebab-case name.
@@ -98,6 +109,7 @@ impl FaultKind {
             FaultKind::LinkFlap => "link-flap",
             FaultKind::SlowLink => "slow-link",
             FaultKind::ClusterRestart => "cluster-restart",
+            FaultKind::Failover => "failover",
         }
     }
 
@@ -128,6 +140,7 @@ impl FaultKind {
                 | FaultKind::LinkFlap
                 | FaultKind::SlowLink
                 | FaultKind::ClusterRestart
+                | FaultKind::Failover
         )
     }
 
@@ -229,10 +242,14 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
         ],
         // One Redis server without persistence: holder faults, operator deletes, the
         // server paused for a TTL, and the server killed and restarted empty (every
-        // entry lost: the fence must reject the old holder). Three independent
-        // masters: the holder faults. A master restarted empty at once breaks
-        // Redlock's exclusion (it needs a delayed restart; the checker's S2 sees the
-        // second grant), so that fault is not in its list.
+        // entry lost: the fence must reject the old holder); with `failover`, a
+        // replica that the master is failed over to (locks granted by the old
+        // master lost, their holders believing until their next renewal). Three independent
+        // masters: the holder faults, and with `failover` the first master failed over
+        // to its replica (a lock held on all three keeps a majority). A master
+        // restarted empty at once breaks Redlock's exclusion (it needs a delayed
+        // restart; the checker's S2 sees the second grant), so that fault is not in
+        // its list.
         "redis" => vec![
             Kill,
             Pause,
@@ -241,8 +258,9 @@ pub fn supported(backend: &str) -> Vec<FaultKind> {
             Delete,
             LeaderKill,
             LeaderPause,
+            Failover,
         ],
-        "redlock" => vec![Kill, Pause, Partition, Delete],
+        "redlock" => vec![Kill, Pause, Partition, Delete, Failover],
         // Members in network namespaces: the faults of one member of a healthy
         // cluster, a stalled leader, a whole-cluster restart, and a holder paused
         // past its TTL (so the unfenced control has a stale holder to lose updates to).

@@ -5,7 +5,8 @@
 //! Faults: **blackhole** (nothing moves in either direction; bytes wait in the kernel
 //! buffers as in a real partition with retransmission, and flow again on heal),
 //! **reset** (every open connection is closed with RST), **latency** (each chunk is
-//! delayed).
+//! delayed). **Retarget** points the proxy at another server and resets every open
+//! connection, so that clients reconnect there (a failover as clients see it).
 
 use std::{
     io,
@@ -37,6 +38,7 @@ pub enum Mode {
 /// One proxied endpoint, listening on `127.0.0.1:0`. Dropping it closes everything.
 pub struct Proxy {
     addr: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
     mode: watch::Sender<Mode>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     task: JoinHandle<()>,
@@ -63,10 +65,13 @@ impl Proxy {
         let (mode, rx) = watch::channel(Mode::Pass);
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let list = conns.clone();
+        let target = Arc::new(Mutex::new(target));
+        let upstream = target.clone();
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let rx = rx.clone();
-                let Ok(outbound) = TcpStream::connect(target).await else {
+                let to = *upstream.lock().unwrap_or_else(|e| e.into_inner());
+                let Ok(outbound) = TcpStream::connect(to).await else {
                     continue;
                 };
                 for s in [&inbound, &outbound] {
@@ -82,6 +87,7 @@ impl Proxy {
         });
         Ok(Proxy {
             addr,
+            target,
             mode,
             conns,
             task,
@@ -96,6 +102,18 @@ impl Proxy {
     /// Sets the traffic mode.
     pub fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
+    }
+
+    /// Points new connections at `target` and closes every open one with RST, so
+    /// that no client keeps talking to the old server through this proxy.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
+        self.reset();
+    }
+
+    /// The server new connections go to.
+    pub fn target(&self) -> SocketAddr {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes every open connection with RST (new ones are accepted).
@@ -161,11 +179,24 @@ mod tests {
     use super::*;
 
     async fn echo_server() -> SocketAddr {
+        serve(None).await
+    }
+
+    /// A server that greets every connection with `tag` and then echoes.
+    async fn tag_server(tag: u8) -> SocketAddr {
+        serve(Some(tag)).await
+    }
+
+    /// An echo server, greeting every connection with `tag` first if given.
+    async fn serve(tag: Option<u8>) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
+                    if let Some(tag) = tag {
+                        let _ = s.write_all(&[tag]).await;
+                    }
                     let mut buf = [0u8; 64];
                     while let Ok(n) = s.read(&mut buf).await {
                         if n == 0 || s.write_all(&buf[..n]).await.is_err() {
@@ -198,5 +229,27 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(after, Ok(0) | Err(_)), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn retarget_resets_and_sends_new_connections_to_the_new_server() {
+        let (first, second) = (tag_server(b'1').await, tag_server(b'2').await);
+        let proxy = Proxy::start(first).await.unwrap();
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buf = [0u8; 1];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"1");
+        proxy.retarget(second);
+        assert_eq!(proxy.target(), second);
+        let after = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(
+            matches!(after, Ok(0) | Err(_)),
+            "old connection kept: {after:?}"
+        );
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"2", "a new connection reached the old server");
     }
 }

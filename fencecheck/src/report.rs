@@ -162,6 +162,19 @@ impl Report {
             "forced-revocation overlaps",
             overlap_summary(&o.forced_overlaps_ms),
         );
+        if o.faults.contains_key("failover")
+            || !o.data_loss_overlaps_ms.is_empty()
+            || o.data_loss_unfenced_lost > 0
+        {
+            row(
+                "data-loss overlaps",
+                format!(
+                    "{}; unfenced lost in their windows: {}",
+                    overlap_summary(&o.data_loss_overlaps_ms),
+                    o.data_loss_unfenced_lost
+                ),
+            );
+        }
         row(
             "unfenced lost updates (control)",
             o.unfenced_lost_updates.to_string(),

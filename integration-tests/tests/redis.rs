@@ -280,23 +280,12 @@ async fn restarted_empty(server: Shared) -> TestResult {
 
 async fn failover() -> TestResult {
     let master = RedisServer::start(RedisOptions::default())?;
-    let replica = RedisServer::start(RedisOptions {
+    let mut replica = RedisServer::start(RedisOptions {
         replica_of: Some(master.address()),
         ..RedisOptions::default()
     })?;
     // Wait for the initial sync; take a lock once so the replica has a counter.
-    within(Duration::from_secs(10), "replica in sync", async {
-        loop {
-            let info = replica
-                .command(&["INFO", "replication"])
-                .unwrap_or_default();
-            if info.contains("master_link_status:up") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await?;
+    replica.wait_replica_in_sync(Duration::from_secs(10))?;
     let a = client_of(&master.address(), "5s").await?;
     a.acquire("f").await?.release().await?;
     within(Duration::from_secs(5), "counter replicated", async {
@@ -311,7 +300,7 @@ async fn failover() -> TestResult {
     .await?;
     // The replica stops receiving writes (it lags from here on) and is promoted, as
     // a failover would; the old master still takes writes from client a.
-    replica.command(&["REPLICAOF", "NO", "ONE"])?;
+    replica.promote()?;
     let held = a.acquire("f").await?;
     let b = client_of(&replica.address(), "5s").await?;
     let second = within(

@@ -70,9 +70,13 @@
 //! # Non-guarantees
 //!
 //! - **Failover loses locks.** Replication is asynchronous: a replica promoted before
-//!   it received an entry lets a second client acquire while the first still
-//!   believes it holds (the first learns at its next renewal). Only the resource's
-//!   check of the token protects data.
+//!   it received an entry (or its latest renewals, so that the entry expired there)
+//!   lets a second client acquire while the first still believes it holds. The first
+//!   learns at its next renewal that reaches the new master, within a third of the TTL
+//!   once its connection goes there; a client still connected to the old master keeps
+//!   renewing there. Only the resource's check of the token protects data.
+//!   fencecheck's `failover` fault runs exactly this (overlaps of up to a few hundred
+//!   ms at a 2 s TTL, every stale write refused by the fence, tokens still increasing).
 //! - **Tokens after a counter loss depend on the server clock.** A server restarted
 //!   without persistence, or a promoted replica that missed the last counter
 //!   write, hands out server time in µs, which is above every earlier token unless

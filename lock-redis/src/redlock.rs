@@ -324,7 +324,8 @@ impl Nodes {
 /// - Safety needs bounded clock drift and process pauses, and masters that either
 ///   persist every write (`appendfsync always`) or wait a TTL before rejoining after
 ///   a crash ("delayed restart"): a master restarted empty at once can grant the
-///   lock a second time. Only the resource's token check makes that harmless.
+///   lock a second time. A master failed over to a replica that missed the entry
+///   is such a master too. Only the resource's token check makes that harmless.
 /// - Each master's `maxmemory-policy` is read at connect and a policy other than
 ///   `noeviction` is logged as a warning, but not exposed on this type.
 #[derive(Clone)]

@@ -39,8 +39,11 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// memory, etcd, etcd3, zk or zk3; etcd3-net and zk3-net run the 3 members in
-    /// network namespaces of their own (root only) for the member faults.
+    /// memory, etcd, etcd3, zk, zk3, redis (one server; with the failover fault a
+    /// master and its replica) or redlock (three masters, the first with a replica
+    /// for the failover fault); etcd3-net and zk3-net run
+    /// the 3 members in network namespaces of their own (root only) for the member
+    /// faults.
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Minimum duration of the workload.
@@ -55,7 +58,11 @@ struct RunArgs {
     /// Faults, comma separated: `all` (every one the backend supports), `none`, or
     /// names (kill, pause, partition, partition-short, reset, latency, leader-kill,
     /// leader-pause, follower-kill, revoke, delete, expire, follower-pause,
-    /// follower-isolate, leader-partition, link-flap, slow-link, cluster-restart).
+    /// follower-isolate, leader-partition, link-flap, slow-link, cluster-restart,
+    /// failover). redis: kill, pause, partition, partition-short, delete, leader-kill
+    /// (server killed, restarted empty), leader-pause, failover (to a replica that
+    /// missed the last 1.5 x TTL of writes); redlock: kill, pause, partition, delete,
+    /// failover (of the first master).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     faults: Vec<String>,
     /// Keep going until every fault type ran this often.

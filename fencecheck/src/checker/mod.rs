@@ -44,6 +44,19 @@ pub struct Input {
     pub unqueued: bool,
     /// A semaphore run's limit: more permits believed at once is a policy overlap.
     pub limit: Option<usize>,
+    /// The servers keep no data across a restart (Redis without persistence): a
+    /// leader-kill or cluster-restart loses every entry, like a failover.
+    pub restart_loses_data: bool,
+}
+
+/// Whether `f` lost the server's entries: a failover (to a replica that missed the
+/// latest writes), or a restart of servers without persistence. The holders it
+/// took the lock from may believe they hold until their next renewal: lock-redis
+/// promises exclusion only while the server keeps its data.
+pub(crate) fn loses_data(input: &Input, f: &FaultRecord) -> bool {
+    f.kind == FaultKind::Failover
+        || (input.restart_loses_data
+            && matches!(f.kind, FaultKind::LeaderKill | FaultKind::ClusterRestart))
 }
 
 /// One violated property.
@@ -113,6 +126,16 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
     /// Overlaps that started at a forced server-side revocation (ms each).
     pub forced_overlaps_ms: Vec<f64>,
+    /// Overlaps that started at a data loss (ms each): a failover or an empty
+    /// restart took a holder's entry while it still believed it held, and the
+    /// server granted the lock again (lock-redis's documented non-guarantee);
+    /// allowed, reported apart.
+    #[serde(default)]
+    pub data_loss_overlaps_ms: Vec<f64>,
+    /// Unfenced counter updates lost within a data loss's window (its span plus
+    /// TTL + 1 s): what it costs a resource without a fence.
+    #[serde(default)]
+    pub data_loss_unfenced_lost: usize,
     /// Unfenced counter updates lost (the positive control).
     pub unfenced_lost_updates: usize,
     /// Register accesses rejected as stale.
@@ -188,12 +211,25 @@ pub fn check(input: &Input) -> Outcome {
     safety::server_truth(input, &grants, &mut violations);
     out.stale_accepted = safety::fence_integrity(input, &grants, &mut violations);
     let before = violations.len();
-    out.forced_overlaps_ms = safety::belief_overlap(input, &grants, &mut violations);
+    (out.forced_overlaps_ms, out.data_loss_overlaps_ms) =
+        safety::belief_overlap(input, &grants, &mut violations);
     safety::over_limit(input, &grants, &mut violations);
     out.policy_overlaps = violations.len() - before;
     let (fenced_lost, unfenced_lost) = safety::lost_updates(&input.register, &mut violations);
     let _ = fenced_lost;
     out.unfenced_lost_updates = unfenced_lost;
+    out.data_loss_unfenced_lost = input
+        .register
+        .iter()
+        .filter(|e| e.u_written.is_some_and(|u| u != e.u_before + 1))
+        .filter(|e| {
+            input.faults.iter().any(|f| {
+                loses_data(input, f)
+                    && e.t >= f.t
+                    && e.t <= f.end + input.granted_ttl_ns + 1_000_000_000
+            })
+        })
+        .count();
     safety::leaks(input, &mut violations);
     safety::observed_order(input, &mut violations);
     for class in ["S1", "S2", "S3", "S4", "S5", "S6", "S7"] {

@@ -71,13 +71,33 @@ pub(super) fn token_order(grants: &[Grant], out: &mut Vec<Violation>) {
     }
 }
 
-/// When a forced revocation hit the grant with `token` (if one did).
-fn forced_at(input: &Input, token: u64) -> Option<u64> {
+/// When a forced revocation hit grant `g` (if one did): a revocation that took its
+/// token, or the first data loss after it ([`super::loses_data`]: a failover, or on
+/// servers without persistence a restart) that took its entry. A failover's `token`
+/// is the old master's counter read after the clients were cut off (the highest
+/// token it granted: a grant of the promoted replica has a higher one, as
+/// lock-redis's server-time floor promises on one clock, and S1 checks); without
+/// it (Redlock, restarts), every grant made before the fault counts.
+fn forced_at(input: &Input, g: &Grant) -> Option<u64> {
+    forced_by(input, g).map(|(t, _)| t)
+}
+
+/// As [`forced_at`], with whether it was a data loss.
+fn forced_by(input: &Input, g: &Grant) -> Option<(u64, bool)> {
     input
         .faults
         .iter()
-        .filter(|f| f.kind.is_forced_revocation() && f.token == Some(token))
-        .map(|f| f.t)
+        .filter_map(|f| {
+            if f.kind.is_forced_revocation() && f.token == Some(g.token) {
+                Some((f.t, false))
+            } else if super::loses_data(input, f)
+                && f.token.map_or(g.ok < f.t, |last| g.token <= last)
+            {
+                Some((f.t, true))
+            } else {
+                None
+            }
+        })
         .min()
 }
 
@@ -115,7 +135,7 @@ pub(super) fn server_truth(input: &Input, grants: &[Grant], out: &mut Vec<Violat
         let Some(list) = snaps.get(g.name.as_str()) else {
             continue;
         };
-        let forced = forced_at(input, g.token);
+        let forced = forced_at(input, g);
         let from = list.partition_point(|s| s.start < g.ok.saturating_add(tol));
         for s in &list[from..] {
             if s.end >= g.belief_end {
@@ -213,13 +233,14 @@ pub(super) fn fence_integrity(input: &Input, grants: &[Grant], out: &mut Vec<Vio
 
 /// S4: belief intervals of different grants on one name (one slot of a semaphore)
 /// never overlap by more than 1 ms, unless both are reads; overlaps starting at a
-/// forced revocation are returned (in ms) instead.
+/// forced revocation of the earlier grant are returned (in ms) instead: (operator
+/// revocations, data losses).
 pub(super) fn belief_overlap(
     input: &Input,
     grants: &[Grant],
     out: &mut Vec<Violation>,
-) -> Vec<f64> {
-    let mut forced = Vec::new();
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut forced, mut data_loss) = (Vec::new(), Vec::new());
     for (name, mut gs) in by_name(grants) {
         gs.sort_by_key(|g| g.ok);
         for (i, a) in gs.iter().enumerate() {
@@ -236,9 +257,16 @@ pub(super) fn belief_overlap(
                     continue;
                 }
                 let ms = (end - start) as f64 / 1e6;
-                if forced_at(input, a.token).is_some_and(|f| start >= f) {
-                    forced.push(ms);
-                    continue;
+                match forced_by(input, a) {
+                    Some((f, false)) if start >= f => {
+                        forced.push(ms);
+                        continue;
+                    }
+                    Some((f, true)) if start >= f => {
+                        data_loss.push(ms);
+                        continue;
+                    }
+                    _ => {}
                 }
                 violation(
                     out,
@@ -252,7 +280,7 @@ pub(super) fn belief_overlap(
             }
         }
     }
-    forced
+    (forced, data_loss)
 }
 
 /// S4 for a semaphore: more than `limit` permits believed at once for over 1 ms
@@ -292,7 +320,7 @@ pub(super) fn over_limit(input: &Input, grants: &[Grant], out: &mut Vec<Violatio
             .collect();
         if held
             .iter()
-            .any(|g| forced_at(input, g.token).is_some_and(|f| f <= since))
+            .any(|g| forced_at(input, g).is_some_and(|f| f <= since))
         {
             continue;
         }

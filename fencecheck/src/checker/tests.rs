@@ -378,6 +378,114 @@ fn s4_reports_forced_revocation_overlaps_apart() {
     assert_eq!(out.forced_overlaps_ms.len(), 1);
 }
 
+/// Holder 1 (token 5, granted by the old master) believes it holds until its
+/// release at 100 ms; a failover cuts the clients off the old master at 45 ms and
+/// the promoted replica grants holder 2 (token 7) at 50 ms. Holder 1 writes after
+/// holder 2 did: the fenced register rejects it, the unfenced counter loses an update.
+fn failover_overlap() -> Input {
+    let mut input = clean();
+    input.events.retain(|e| e.holder != 2);
+    cycle(&mut input.events, 2, 2, 40, 50, 7, 200);
+    input.truth = truth(&[(10, Some(5)), (60, Some(7)), (150, Some(7))]);
+    input.register = failover_register(true);
+    input.faults.push(FaultRecord {
+        kind: FaultKind::Failover,
+        t: 45 * MS,
+        end: 46 * MS,
+        target: None,
+        token: Some(5),
+        detail: String::new(),
+    });
+    input
+}
+
+/// The register log of [`failover_overlap`]: holder 2 reads and writes, then holder
+/// 1 writes what it read before (refused by a `fenced` register).
+fn failover_register(fenced: bool) -> Vec<crate::register::RegEntry> {
+    let mut reg = RegisterState::new(fenced);
+    access(&mut reg, 20, 1, 1, "read", 5, 0);
+    access(&mut reg, 55, 2, 2, "read", 7, 0);
+    access(&mut reg, 60, 2, 2, "write", 7, 1);
+    access(&mut reg, 70, 1, 1, "write", 5, 1);
+    reg.log().to_vec()
+}
+
+#[test]
+fn failover_overlaps_are_reported_apart_and_the_fence_still_decides() {
+    let out = check(&failover_overlap());
+    assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
+    assert_eq!(out.data_loss_overlaps_ms.len(), 1);
+    assert!(out.forced_overlaps_ms.is_empty());
+    assert_eq!(out.stale_accepted, 0);
+    assert_eq!(out.stale_rejected, 1);
+    assert_eq!(out.unfenced_lost_updates, 1);
+    assert_eq!(out.data_loss_unfenced_lost, 1);
+    // The same history without the failover is an overlap (S4) and a server view
+    // naming another owner (S2).
+    let mut input = failover_overlap();
+    input.faults.clear();
+    let out = check(&input);
+    assert!(out.safety["S4"] >= 1, "{:#?}", out.violations);
+    assert!(out.safety["S2"] >= 1, "{:#?}", out.violations);
+}
+
+#[test]
+fn a_failover_excuses_only_grants_of_the_old_master() {
+    // The old master's last token was 4: holder 1's token 5 came from the new one.
+    let mut input = failover_overlap();
+    input.faults[0].token = Some(4);
+    assert!(check(&input).safety["S4"] >= 1);
+    // Counter unread: grants made before the cut-off count as the old master's.
+    input.faults[0].token = None;
+    assert_eq!(check(&input).safety["S4"], 0);
+    input.faults[0].t = 5 * MS;
+    assert!(check(&input).safety["S4"] >= 1);
+}
+
+#[test]
+fn an_empty_restart_is_a_data_loss_only_on_servers_without_persistence() {
+    // The server is killed at 45 ms and comes back empty: holder 1's entry is gone.
+    let mut input = failover_overlap();
+    input.faults[0].kind = FaultKind::LeaderKill;
+    input.faults[0].token = None;
+    // etcd and ZooKeeper restart with their data: the overlap is a violation.
+    let out = check(&input);
+    assert!(out.safety["S4"] >= 1, "{:#?}", out.violations);
+    // Redis without persistence: lock-redis's exclusion holds only while the
+    // server keeps its data; the fence still decides.
+    input.restart_loses_data = true;
+    let out = check(&input);
+    assert_eq!(out.safety_violations(), 0, "{:#?}", out.violations);
+    assert_eq!(out.data_loss_overlaps_ms.len(), 1);
+    assert_eq!(out.stale_accepted, 0);
+    // A grant made after the restart is not excused.
+    input.faults[0].t = 5 * MS;
+    assert!(check(&input).safety["S4"] >= 1);
+}
+
+#[test]
+fn a_failover_excuses_no_stale_access_and_no_token_going_back() {
+    // A register without a fence accepts holder 1's write after holder 2's: S3.
+    let mut input = failover_overlap();
+    input.register = failover_register(false);
+    let out = check(&input);
+    assert!(out.stale_accepted >= 1, "{:#?}", out.violations);
+    assert!(out.safety["S3"] >= 1);
+    // On one clock the promoted replica's server-time floor puts its tokens above
+    // the old master's: a token going back across a failover is S1.
+    let mut input = failover_overlap();
+    for e in &mut input.events {
+        if let Op::AcquireOk { token, .. } = &mut e.op {
+            if *token == 7 {
+                *token = 4;
+            }
+        }
+    }
+    input.truth.clear();
+    input.register.clear();
+    assert!(check(&input).safety["S1"] >= 1);
+}
+
 #[test]
 fn s4_ends_a_belief_at_the_local_deadline() {
     let mut input = clean();

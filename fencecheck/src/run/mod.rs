@@ -289,6 +289,8 @@ pub(crate) fn finish(cfg: &RunConfig, mut c: Collected) -> io::Result<Report> {
         granted_ttl_ns: granted_ms * 1_000_000,
         // Redlock has no queue: its release hand-off is reported, not enforced.
         unqueued: !crate::nemesis::queued(&cfg.backend),
+        // Redis runs without persistence: a restart loses every entry.
+        restart_loses_data: matches!(cfg.backend.as_str(), "redis" | "redlock"),
     };
     let outcome = checker::check(&input);
     let mut report = Report::new(c.info, outcome, &input);

@@ -54,6 +54,9 @@ struct Ctx<'a> {
     register: Register,
     root: String,
     next_id: u32,
+    /// The proxies of the run's own connection (truth poller, operator faults, leak
+    /// check) when the servers can fail over: switched with the holders'.
+    front: Vec<Proxy>,
 }
 
 impl Ctx<'_> {
@@ -225,6 +228,7 @@ async fn inject_member_fault(
             }
             rec.detail = format!("member {m}, {delay:?} per chunk each way");
         }
+        FaultKind::Failover => failover(ctx, slots, rec).await?,
         FaultKind::ClusterRestart => {
             rec.t = mono_ns();
             rec.detail = match servers.restart_all() {
@@ -258,6 +262,70 @@ async fn inject_member_fault(
         other => unreachable!("{other} does not hit members"),
     }
     rec.end = mono_ns();
+    Ok(())
+}
+
+/// The failover fault (a master with a replica: `redis`'s, `redlock`'s first):
+/// promote the replica, let the clients go on with the old master for 1.5 x TTL (the
+/// promoted replica misses every write of that time, and every entry it has
+/// expires), hold every client's traffic to that master, read its token counter
+/// (`redis`: the highest token it granted, `rec.token`), switch every proxy of that
+/// endpoint (holders' and the run's own) to the promoted replica, resetting their
+/// connections, then kill the old master and bring it back empty as the new replica.
+/// `rec.t` is the moment the clients were cut off the old master.
+async fn failover(ctx: &mut Ctx<'_>, slots: &[Slot], rec: &mut FaultRecord) -> io::Result<()> {
+    let ttl = ctx.cfg.ttl;
+    let (slot, old, new) = ctx.servers.promote_replica()?;
+    let promoted = mono_ns();
+    sleep(ttl + ttl / 2).await;
+    let proxies = || {
+        slots
+            .iter()
+            .map(|s| &s.proxies[slot])
+            .chain(ctx.front.get(slot))
+    };
+    for p in proxies() {
+        p.set(Mode::Blackhole);
+    }
+    rec.t = mono_ns();
+    // Requests already forwarded get their answers from the old master first.
+    sleep(Duration::from_millis(100)).await;
+    // The counter key of lock NAME under the run's prefix (`<prefix>{NAME}:t`).
+    // (Redlock's token is a quorum max-register: one master's counter bounds
+    // nothing, so the checker counts the grants made before the cut-off instead.)
+    let counter = format!("{}:{{{NAME}}}:t", ctx.root);
+    let redlock = ctx.cfg.backend == "redlock";
+    let last = if redlock {
+        Ok(None)
+    } else {
+        ctx.servers.get(old, &counter)
+    };
+    let target: SocketAddr = ctx
+        .servers
+        .address(new)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| io::Error::other("no address for the promoted replica"))?;
+    for p in proxies() {
+        p.retarget(target);
+        p.set(Mode::Pass);
+    }
+    let switched = mono_ns();
+    let demoted = ctx.servers.demote_old_master(slot, old, new);
+    rec.token = last.as_ref().ok().and_then(|t| t.as_deref()?.parse().ok());
+    rec.detail = format!(
+        "member {new} promoted {} ms before the switch; member {old} killed, {}; old master's last token {}",
+        (rec.t - promoted) / 1_000_000,
+        match demoted {
+            Ok(()) => format!("back as the replica after {} ms", (mono_ns() - switched) / 1_000_000),
+            Err(e) => format!("NOT back as the replica: {e}"),
+        },
+        match &last {
+            Ok(Some(t)) => t.clone(),
+            Ok(None) if redlock => "not read (Redlock)".into(),
+            Ok(None) => "none (no counter)".into(),
+            Err(e) => format!("unread: {e}"),
+        }
+    );
     Ok(())
 }
 
@@ -389,9 +457,25 @@ async fn inject(
 }
 
 pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
-    let servers = Servers::start(&cfg.backend, cfg.ttl)?;
+    let servers = Servers::start(
+        &cfg.backend,
+        cfg.ttl,
+        cfg.faults.contains(&FaultKind::Failover),
+    )?;
     let root = format!("fc{}x{}", cfg.seed, std::process::id());
-    let direct = servers.url(&servers.endpoints(), &root, cfg.ttl);
+    // With a replica to fail over to, the run's own connection goes through proxies
+    // too, switched with the holders' (it must follow the master).
+    let front = if servers.has_replica() {
+        proxies_for(&servers.endpoints()).await?
+    } else {
+        Vec::new()
+    };
+    let direct = if front.is_empty() {
+        servers.url(&servers.endpoints(), &root, cfg.ttl)
+    } else {
+        let hosts: Vec<String> = front.iter().map(|p| p.addr().to_string()).collect();
+        servers.url(&hosts, &root, cfg.ttl)
+    };
     let admin = fencelock::connect(&direct)
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -401,6 +485,7 @@ pub(super) async fn run(cfg: &RunConfig) -> io::Result<Report> {
         register: Register::start_with(cfg.register).await?,
         root: root.clone(),
         next_id: 0,
+        front,
     };
     let (truth, poller) =
         truth::spawn_poller(admin.clone(), NAME.into(), Duration::from_millis(50));

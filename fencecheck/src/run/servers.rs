@@ -20,9 +20,33 @@ pub(super) enum Servers {
     Etcd(EtcdCluster),
     #[cfg(feature = "zk")]
     Zk(ZkEnsemble),
-    /// One server (`redis`) or independent masters (`redlock`), no persistence.
+    /// One server (`redis`), with a replica for the failover fault, or independent
+    /// masters (`redlock`), no persistence.
     #[cfg(feature = "redis")]
-    Redis(Vec<RedisServer>),
+    Redis(RedisSet),
+}
+
+/// The Redis servers of a run.
+#[cfg(feature = "redis")]
+pub(super) struct RedisSet {
+    /// Every server: the master(s) clients use and, for the failover fault, a
+    /// replica of the first.
+    nodes: Vec<RedisServer>,
+    /// The node behind each endpoint clients use (one for `redis`, three for
+    /// `redlock`), in URL order.
+    slots: Vec<usize>,
+    /// The replica: (the endpoint whose master it follows, its node).
+    replica: Option<(usize, usize)>,
+    /// Independent masters (`redlock`).
+    redlock: bool,
+}
+
+#[cfg(feature = "redis")]
+impl RedisSet {
+    /// The servers clients use: the master, or every Redlock master.
+    fn used(&self) -> Vec<&RedisServer> {
+        self.slots.iter().map(|&i| &self.nodes[i]).collect()
+    }
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -35,7 +59,8 @@ impl Servers {
     /// a quarter of the TTL so the requested session timeout is within its clamp
     /// (in namespaces a sixth, with `syncLimit` 2, so that a cut-off leader is
     /// noticed within about a third of the TTL).
-    pub(super) fn start(backend: &str, ttl: Duration) -> io::Result<Servers> {
+    /// With `replica` the (first) master gets a replica, for the failover fault.
+    pub(super) fn start(backend: &str, ttl: Duration, replica: bool) -> io::Result<Servers> {
         let n = if backend.contains('3') { 3 } else { 1 };
         let net = backend.ends_with("-net");
         let missing = |what: &str| {
@@ -47,12 +72,27 @@ impl Servers {
         if backend == "redis" || backend == "redlock" {
             #[cfg(feature = "redis")]
             return blocking(|| {
-                let n = if backend == "redlock" { 3 } else { 1 };
-                (0..n)
-                    .map(|_| RedisServer::start(RedisOptions::default()))
-                    .collect::<io::Result<Vec<_>>>()
-            })
-            .map(Servers::Redis);
+                let redlock = backend == "redlock";
+                let mut nodes = RedisServer::start_masters(if redlock { 3 } else { 1 })?;
+                let slots: Vec<usize> = (0..nodes.len()).collect();
+                let mut set = RedisSet {
+                    slots,
+                    replica: None,
+                    redlock,
+                    nodes: Vec::new(),
+                };
+                if replica {
+                    let node = RedisServer::start(RedisOptions {
+                        replica_of: Some(nodes[0].address()),
+                        ..RedisOptions::default()
+                    })?;
+                    node.wait_replica_in_sync(Duration::from_secs(30))?;
+                    set.replica = Some((0, nodes.len()));
+                    nodes.push(node);
+                }
+                set.nodes = nodes;
+                Ok(Servers::Redis(set))
+            });
             #[cfg(not(feature = "redis"))]
             return Err(missing("redis"));
         }
@@ -105,7 +145,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.connect_string().split(',').map(str::to_owned).collect(),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r.iter().map(RedisServer::address).collect(),
+            Servers::Redis(r) => r.used().into_iter().map(RedisServer::address).collect(),
         }
     }
 
@@ -123,14 +163,20 @@ impl Servers {
             #[cfg(feature = "redis")]
             Servers::Redis(r) => format!(
                 "{}://{}?prefix={root}:&ttl={ms}ms&request_timeout=1s",
-                if r.len() > 1 { "redlock" } else { "redis" },
+                if r.redlock { "redlock" } else { "redis" },
                 hosts.join(",")
             ),
         }
     }
 
+    /// Server processes (a Redis replica included).
     pub(super) fn size(&self) -> usize {
-        self.endpoints().len()
+        match self {
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r.nodes.len(),
+            #[allow(unreachable_patterns)]
+            _ => self.endpoints().len(),
+        }
     }
 
     pub(super) fn version(&self) -> String {
@@ -140,7 +186,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.version(),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r[0]
+            Servers::Redis(r) => r.nodes[0]
                 .command(&["INFO", "server"])
                 .ok()
                 .and_then(|i| {
@@ -158,7 +204,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.leader(),
             #[cfg(feature = "redis")]
-            Servers::Redis(_) => Some(0),
+            Servers::Redis(r) => Some(r.slots[0]),
         })
     }
 
@@ -169,7 +215,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.kill(i),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r[i].kill(),
+            Servers::Redis(r) => r.nodes[i].kill(),
         })
     }
 
@@ -180,7 +226,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.restart(i),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r[i].restart(),
+            Servers::Redis(r) => r.nodes[i].restart(),
         })
     }
 
@@ -195,9 +241,10 @@ impl Servers {
                 #[cfg(feature = "zk")]
                 Servers::Zk(z) => z.all_serving(),
                 #[cfg(feature = "redis")]
-                Servers::Redis(r) => r
-                    .iter()
-                    .all(|s| s.command(&["PING"]).is_ok_and(|p| p.contains("PONG"))),
+                Servers::Redis(r) => r.nodes.iter().all(|s| {
+                    s.command(&["PING"]).is_ok_and(|p| p.contains("PONG"))
+                        && (!s.is_replica() || s.replica_in_sync())
+                }),
             });
             if ready {
                 return Some(start.elapsed());
@@ -217,7 +264,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.restart_all(),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r.iter_mut().try_for_each(RedisServer::restart),
+            Servers::Redis(r) => r.nodes.iter_mut().try_for_each(RedisServer::restart),
         })
     }
 
@@ -249,7 +296,7 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.pause(i),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r[i].pause(),
+            Servers::Redis(r) => r.nodes[i].pause(),
         }
     }
 
@@ -260,7 +307,85 @@ impl Servers {
             #[cfg(feature = "zk")]
             Servers::Zk(z) => z.resume(i),
             #[cfg(feature = "redis")]
-            Servers::Redis(r) => r[i].resume(),
+            Servers::Redis(r) => r.nodes[i].resume(),
+        }
+    }
+
+    /// Whether a master has a replica to fail over to (`redis`, `redlock` with
+    /// `failover`).
+    pub(super) fn has_replica(&self) -> bool {
+        match self {
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r.replica.is_some(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Failover, first step: promotes the replica (`REPLICAOF NO ONE`). Clients still
+    /// use the old master, so from here on the promoted replica misses every write.
+    /// Returns (the endpoint failed over, old master, promoted replica).
+    pub(super) fn promote_replica(&mut self) -> io::Result<(usize, usize, usize)> {
+        match self {
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => {
+                let (slot, replica) = r
+                    .replica
+                    .ok_or_else(|| io::Error::other("no replica to fail over to"))?;
+                blocking(|| r.nodes[replica].promote())?;
+                Ok((slot, r.slots[slot], replica))
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(io::Error::other("failover needs redis with a replica")),
+        }
+    }
+
+    /// The value of string key `key` on member `i` (`redis`): read by the failover
+    /// before the switch.
+    pub(super) fn get(&self, i: usize, key: &str) -> io::Result<Option<String>> {
+        match self {
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => blocking(|| r.nodes[i].get(key)),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = (i, key);
+                Err(io::Error::other("get needs redis"))
+            }
+        }
+    }
+
+    /// `127.0.0.1:PORT` of member `i`.
+    pub(super) fn address(&self, i: usize) -> Option<String> {
+        match self {
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => r.nodes.get(i).map(RedisServer::address),
+            #[allow(unreachable_patterns)]
+            _ => self.endpoints().get(i).cloned(),
+        }
+    }
+
+    /// Failover, last step (after the clients of endpoint `slot` were switched to
+    /// `new_master`): kills the old master and starts it again, empty, as the new
+    /// master's replica.
+    pub(super) fn demote_old_master(
+        &mut self,
+        slot: usize,
+        old: usize,
+        new_master: usize,
+    ) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "redis")]
+            Servers::Redis(r) => {
+                r.slots[slot] = new_master;
+                r.replica = Some((slot, old));
+                let address = r.nodes[new_master].address();
+                blocking(|| r.nodes[old].restart_as_replica_of(&address))
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = (slot, old, new_master);
+                Err(io::Error::other("failover needs redis with a replica"))
+            }
         }
     }
 

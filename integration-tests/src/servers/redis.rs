@@ -140,6 +140,76 @@ impl RedisServer {
         wait_ready(&mut self.process, self.port, &self.options)
     }
 
+    /// Promotes a replica to master (`REPLICAOF NO ONE`): it stops following its
+    /// master at once, keeping the data it had received, and comes back as a master
+    /// from a later [`restart`](Self::restart).
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer `+OK`.
+    pub fn promote(&mut self) -> io::Result<()> {
+        let reply = self.command(&["REPLICAOF", "NO", "ONE"])?;
+        if !reply.starts_with("+OK") {
+            return Err(io::Error::other(format!(
+                "REPLICAOF NO ONE on {}: {reply:?}",
+                self.address()
+            )));
+        }
+        self.options.replica_of = None;
+        Ok(())
+    }
+
+    /// Kills the server and starts it again, empty, as a replica of `master`
+    /// (`host:port`), as an old master is brought back after a failover; later
+    /// [`restart`](Self::restart)s keep that role.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn restart_as_replica_of(&mut self, master: &str) -> io::Result<()> {
+        self.options.replica_of = Some(master.to_owned());
+        self.restart()
+    }
+
+    /// Whether this server is a replica (started or restarted as one and not
+    /// promoted since).
+    pub fn is_replica(&self) -> bool {
+        self.options.replica_of.is_some()
+    }
+
+    /// Whether this replica's link to its master is up (`master_link_status:up`):
+    /// the initial sync is done and writes stream in.
+    pub fn replica_in_sync(&self) -> bool {
+        self.command(&["INFO", "replication"])
+            .is_ok_and(|info| info.contains("master_link_status:up"))
+    }
+
+    /// Waits, at most `timeout`, until [`replica_in_sync`](Self::replica_in_sync).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::TimedOut`].
+    pub fn wait_replica_in_sync(&self, timeout: std::time::Duration) -> io::Result<()> {
+        wait_until("the replica's link to its master", timeout, || {
+            Ok(self.replica_in_sync().then_some(()))
+        })
+    }
+
+    /// The value of string key `key` (`None` when it does not exist).
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer within a second or answers an error.
+    pub fn get(&self, key: &str) -> io::Result<Option<String>> {
+        let reply = self.command(&["GET", key])?;
+        let mut lines = reply.split("\r\n");
+        match lines.next() {
+            Some(l) if l.starts_with("$-1") => Ok(None),
+            Some(l) if l.starts_with('$') => Ok(lines.next().map(str::to_owned)),
+            other => Err(io::Error::other(format!("GET {key}: {other:?}"))),
+        }
+    }
+
     /// Stops the process with `SIGSTOP`, as a hung server.
     pub fn pause(&self) {
         self.process.pause();
@@ -242,6 +312,9 @@ fn spawn(
         .arg("--dir")
         .arg(dir.path())
         .args(["--daemonize", "no", "--protected-mode", "no"])
+        // A replica's full sync starts at once (the default waits 5 s for more
+        // replicas to share one transfer).
+        .args(["--repl-diskless-sync-delay", "0"])
         .args([
             "--maxmemory-policy",
             options.maxmemory_policy.as_deref().unwrap_or("noeviction"),
