@@ -31,6 +31,8 @@ use std::{
 
 #[path = "etcd/fleet.rs"]
 mod fleet;
+#[path = "common/follow.rs"]
+mod follow;
 #[path = "common/observe.rs"]
 mod observe;
 #[path = "etcd/security.rs"]
@@ -220,7 +222,22 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             observability,
         ),
+        trial(
+            "election_followers_send_no_request_per_leader_change",
+            &h,
+            followers_send_no_request,
+        ),
     ]
+}
+
+/// Followers keep the election's state from their watch: no request per change.
+async fn followers_send_no_request(_: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    fn sent(client: &LockClient) -> u64 {
+        client
+            .backend::<EtcdBackend>()
+            .map_or(u64::MAX, EtcdBackend::requests_sent)
+    }
+    follow::followers_send_no_request_per_change(&ctx, sent, 0).await
 }
 
 async fn observability(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
@@ -966,6 +983,11 @@ fn member_trials(h: Arc<EtcdHarness>, single: &EtcdCluster) -> Vec<Trial> {
             "ttl_2_over_an_800ms_round_trip_stays_held",
             &h,
             move |_h, ctx| slow_link_stays_held(single, ctx),
+        ),
+        trial(
+            "election_followers_send_no_request_per_leader_change",
+            &h,
+            followers_send_no_request,
         ),
     ]
 }

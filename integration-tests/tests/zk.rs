@@ -27,6 +27,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 #[path = "zk/fleet.rs"]
 mod fleet;
+#[path = "common/follow.rs"]
+mod follow;
 #[path = "common/observe.rs"]
 mod observe;
 #[path = "zk/security.rs"]
@@ -118,6 +120,11 @@ where
 fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
     let mut trials = fleet::trials(h.clone());
     trials.extend([
+        trial(
+            "election_followers_read_only_the_heads_data_per_leader_change",
+            &h,
+            followers_read_only_the_head,
+        ),
         trial(
             "server_expired_session_loses_guard_and_next_waiter_gets_higher_token",
             &h,
@@ -1033,4 +1040,15 @@ async fn observability(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
         .cloned()
         .ok_or("not a zk client")?;
     observe::grant_release_and_forced_loss(&*h, ctx.ns(), "zk", || LockClient::new(zk)).await
+}
+
+/// Followers keep the election's children from their persistent watch and read only
+/// the head's data, once per new head or new value.
+async fn followers_read_only_the_head(_: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
+    fn sent(client: &LockClient) -> u64 {
+        client
+            .backend::<ZkBackend>()
+            .map_or(u64::MAX, ZkBackend::requests_sent)
+    }
+    follow::followers_send_no_request_per_change(&ctx, sent, 1).await
 }

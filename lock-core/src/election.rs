@@ -120,16 +120,31 @@ impl LockClient {
 ///   backend's [`Capabilities::fifo`](crate::Capabilities::fifo) says so.
 /// - **Nothing left behind**: a cancelled campaign removes its entry and revokes its
 ///   lease (in the background).
-/// - **Observing needs no lease** and follows the backend's watch (memory: store
-///   changes; etcd: a watch on the election's key range; ZooKeeper: a persistent
-///   watch on its node directory); followers are never polled.
+/// - **Observing needs no lease** and follows the backend's watch
+///   ([`Backend::watch_lock_info`](crate::backend::Backend::watch_lock_info));
+///   followers are never polled, and a follower sees a change within one watch
+///   event.
+/// - **Observing adds no request per change beyond the watch itself** on the
+///   backends whose watch carries the state:
+///   - *etcd*: one read of the election's key range at revision `R` and one prefix
+///     watch from `R + 1` when [`observe`](Self::observe) starts; then the
+///     contenders are kept locally, ordered by create revision, from the watch's
+///     events (which carry key, value and create revision): **0 requests** per
+///     change. After a broken stream or a compaction, one more read.
+///   - *ZooKeeper*: one persistent recursive watch on the election's directory and
+///     one `getChildren` at the start; then the children are kept locally from the
+///     events' paths (the sequence suffix orders them). A new head or a new value
+///     (proclaim) costs **one `getData`** of the head, the watch on the lowest node;
+///     a waiter joining or leaving, or the last leader leaving, costs **0**. After a
+///     reconnect, one `getChildren` and one `getData` again.
+///   - *memory*: the store is read in-process at each change.
+///   - A backend without its own (Redis) re-reads the head after each change
+///     signal: one read per follower per change.
 ///
 /// # Non-guarantees
 ///
 /// - `Held` is a belief with a deadline: a paused leader may still believe it leads
 ///   after its lease expired. Only a resource that checks the term can stop it.
-/// - [`observe`](Self::observe) re-reads the election's head once per watch event
-///   (one read per follower per change): the watch carries the signal, not the data.
 ///
 /// # Examples
 ///
@@ -241,12 +256,17 @@ impl Election {
     /// - **Latest wins**: each item was current when read; two items in a row differ.
     /// - The watch is in place before the first item is read, so a change after it is
     ///   seen within one watch event.
+    /// - The state comes from the watch itself (see [`Election`] for what one change
+    ///   costs on each backend): on etcd a follower sends no request per change, on
+    ///   ZooKeeper at most one `getData` of the head per new head or new value.
     ///
     /// # Non-guarantees
     ///
-    /// Changes that come and go between two reads (a term that starts and ends at
-    /// once, two quick proclaims) may be seen as one change: this is the latest state,
-    /// not a history. A stream that ends with an error must be opened again.
+    /// Changes that come and go faster than the follower reads its stream (a term
+    /// that starts and ends at once, two quick proclaims) may be seen as one change:
+    /// this is the latest state, not a history (on etcd each watch response is one
+    /// revision, so only changes within one revision merge). A stream that ends with
+    /// an error must be opened again.
     ///
     /// # Errors
     ///

@@ -34,9 +34,35 @@ pub type ChangeStream = BoxStream<'static, Result<()>>;
 /// per change, never the same twice in a row.
 pub type LockWatch<T> = BoxStream<'static, Result<T>>;
 
+/// What [`Backend::watch_lock_info`] yields: the lock's state now, then after each
+/// change (`None`: free). Repeats are allowed; the client drops them.
+pub type LockInfoWatch = LockWatch<Option<LockInfo>>;
+
+/// A [`LockInfoWatch`] for a backend that follows a lock itself: `first`, then what
+/// each `next(state)` yields (with the state to go on with); ends after the first
+/// error. The shape of every override of [`Backend::watch_lock_info`].
+pub fn follow_lock<S, F, Fut>(first: Option<LockInfo>, state: S, mut next: F) -> LockInfoWatch
+where
+    S: Send + 'static,
+    F: FnMut(S) -> Fut + Send + 'static,
+    Fut: Future<Output = (Result<Option<LockInfo>>, S)> + Send + 'static,
+{
+    let rest = futures::stream::unfold(Some(state), move |state| {
+        let step = state.map(&mut next);
+        async move {
+            let (item, state) = step?.await;
+            let go_on = item.is_ok();
+            Some((item, go_on.then_some(state)))
+        }
+    });
+    futures::stream::once(futures::future::ready(Ok(first)))
+        .chain(rest)
+        .boxed()
+}
+
 /// The snapshots `read` returns: first at once, then after each change signal when
 /// they differ from the last one yielded. Ends after the first error.
-fn snapshots<T, F, Fut>(changes: ChangeStream, read: F) -> LockWatch<T>
+pub(crate) fn snapshots<T, F, Fut>(changes: ChangeStream, read: F) -> LockWatch<T>
 where
     T: PartialEq + Clone + Send + 'static,
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -94,13 +120,44 @@ where
     .boxed()
 }
 
+/// `items` without repeats, ended after the first error.
+fn distinct<T>(items: LockWatch<T>) -> LockWatch<T>
+where
+    T: PartialEq + Clone + Send + 'static,
+{
+    let mut last: Option<T> = None;
+    let mut failed = false;
+    items
+        .take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            futures::future::ready(go)
+        })
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(now) if last.as_ref() == Some(&now) => None,
+                Ok(now) => {
+                    last = Some(now.clone());
+                    Some(Ok(now))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
 impl LockClient {
     /// Watches the lock `name`: yields who holds it now (`None`: free), then a new
     /// snapshot each time the holder, its token or the number of waiters changes.
     ///
     /// Driven by the backend's watch (memory: its store's changes; etcd: a watch on
     /// the lock's key range; ZooKeeper: a persistent recursive watch on the lock's
-    /// directory), not by polling.
+    /// directory), not by polling, through
+    /// [`Backend::watch_lock_info`](crate::backend::Backend::watch_lock_info): etcd
+    /// and ZooKeeper keep the lock's state from the watch's events, so a change
+    /// costs the watcher no request (ZooKeeper: one read of the holder's data when
+    /// the holder or its data changed); see [`Election`](crate::Election).
     ///
     /// # Guarantees
     ///
@@ -143,13 +200,7 @@ impl LockClient {
     {
         let name = name.into_lock_name()?;
         let backend: Arc<dyn Backend> = self.backend_arc();
-        let changes = backend
-            .watch_changes(&WatchScope::Lock(name.clone()))
-            .await?;
-        Ok(snapshots(changes, move || {
-            let (backend, name) = (backend.clone(), name.clone());
-            async move { backend.inspect(&name).await }
-        }))
+        Ok(distinct(backend.watch_lock_info(&name).await?))
     }
 
     /// Watches the held locks whose names start with `prefix` (`""`: all): yields

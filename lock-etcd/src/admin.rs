@@ -29,6 +29,17 @@ impl EtcdBackend {
         self.conn.watches.events_delivered()
     }
 
+    /// How many requests this backend sent to etcd so far: every attempt of a unary
+    /// request (reads, writes, transactions, lease grants and revocations), every
+    /// stream opened (watch and keep-alive streams) and every watch created or
+    /// cancelled on the shared watch stream; keep-alive messages on an open stream
+    /// are not counted. For tests and benchmarks (a follower of an election sends
+    /// none per leader change).
+    #[doc(hidden)]
+    pub fn requests_sent(&self) -> u64 {
+        self.conn.members.requests()
+    }
+
     /// **Test hook**: stops (or resumes) sending keep-alives for `lease`, as if the
     /// process were paused; the lease turns `Suspect`, then `Lost` at its local
     /// deadline, and etcd expires it after the TTL. Returns whether the lease is

@@ -8,7 +8,9 @@ use crate::{
 use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
 use lock_core::{
-    backend::{decide, Backend, ChangeStream, Claim, Decision, LeaseBackend, WatchScope},
+    backend::{
+        decide, Backend, ChangeStream, Claim, Decision, LeaseBackend, LockInfoWatch, WatchScope,
+    },
     Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
     TokenSource,
 };
@@ -211,7 +213,7 @@ fn holder(range: &str, kv: &::etcd_client::KeyValue) -> HolderInfo {
 
 /// The lock's view from its contenders in create-revision order (the first `count`
 /// of them read; the rest only counted): every entry [`decide`] grants is a holder.
-fn info(
+pub(crate) fn info(
     name: LockName,
     range: &str,
     contenders: &[&::etcd_client::KeyValue],
@@ -305,6 +307,11 @@ impl Backend for EtcdBackend {
             }
         };
         watch_lock::changes(self.conn.clone(), range).await
+    }
+
+    async fn watch_lock_info(self: Arc<Self>, name: &LockName) -> Result<LockInfoWatch> {
+        let range = self.lock_range(name);
+        watch_lock::lock_infos(self.conn.clone(), name.clone(), range).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::error;
 use etcd_client::{Client, ConnectOptions};
 use lock_core::{Error, ErrorKind, Result};
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 use tokio::time::Instant;
@@ -29,6 +29,8 @@ pub(crate) struct Members {
     endpoints: Vec<String>,
     clients: Vec<Client>,
     preferred: AtomicUsize,
+    /// Requests sent: see [`Members::requests`].
+    requests: AtomicU64,
 }
 
 impl Members {
@@ -80,6 +82,7 @@ impl Members {
             endpoints: names,
             clients,
             preferred: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -90,6 +93,7 @@ impl Members {
             endpoints: vec![endpoint.to_owned()],
             clients: vec![client],
             preferred: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -108,8 +112,25 @@ impl Members {
             .store(member % self.clients.len(), Ordering::Relaxed);
     }
 
+    /// The client of `member`, for one request (or one stream to open): counted in
+    /// [`requests`](Self::requests).
     pub(crate) fn client(&self, member: usize) -> Client {
+        self.count_request();
         self.clients[member % self.clients.len()].clone()
+    }
+
+    /// Counts a request sent on an open stream (a watch added to or cancelled on
+    /// the shared watch stream).
+    pub(crate) fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The requests sent so far: every attempt of a unary request (reads, writes,
+    /// transactions, lease grants and revocations), every stream opened (watch and
+    /// keep-alive streams) and every watch created or cancelled on an open stream.
+    /// Keep-alive messages on an open keep-alive stream are not counted.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub(crate) fn endpoint(&self, member: usize) -> &str {

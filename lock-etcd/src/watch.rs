@@ -206,6 +206,7 @@ impl State {
             .with_watch_id(id);
         self.subs.insert(id, tx);
         if let Some((sender, _)) = self.stream.as_mut() {
+            self.members.count_request();
             if sender.watch(key, Some(options)).await.is_err() {
                 self.reset("watch stream closed");
             }
@@ -243,6 +244,7 @@ impl State {
             return;
         }
         if let Some((sender, _)) = self.stream.as_mut() {
+            self.members.count_request();
             if sender.cancel(id).await.is_err() {
                 self.reset("watch stream closed");
             }

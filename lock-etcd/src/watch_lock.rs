@@ -1,28 +1,46 @@
-//! Change signals for [`LockClient::watch_lock`](lock_core::LockClient::watch_lock) and
-//! `watch_list`: one etcd watch, on a stream of its own, over the key range of the
-//! lock (or of every lock under a name prefix). Every event in the range (a key
-//! created by an acquire, deleted by a release or an expiry) is a signal; when the
-//! stream breaks it is opened again (on the member requests go to) and a signal is
-//! sent, since changes may have been missed meanwhile.
+//! Live views of locks on one etcd watch stream of their own, over the key range of
+//! the lock (or of every lock under a name prefix), opened again (on the member
+//! requests go to) when it breaks.
+//!
+//! - [`changes`]: change signals for `watch_list` (and the default `watch_lock`):
+//!   every event in the range is a signal, and so is a re-opened stream, since
+//!   changes may have been missed meanwhile.
+//! - [`lock_infos`]: the state of one lock kept from the watch itself, for
+//!   `watch_lock` and `Election::observe`: one read of the lock's range at revision
+//!   `R` (keys, values, create revisions), then a prefix watch from `R + 1` whose
+//!   events carry the same (a put: key, value, create revision, lease; a delete: the
+//!   key). The contenders (direct children of the range) are kept in a map ordered by
+//!   create revision and each event is applied to it, so a change costs the watcher
+//!   **no request**: the head, its value and the queue length come from the map.
+//!   When the stream breaks or etcd cancels the watch (compaction), the range is read
+//!   once more and the watch continues after that read's revision.
 
-use crate::{error, session::Conn};
-use etcd_client::{WatchOptions, WatchRequestSender, WatchResponseStream};
+use crate::{backend, error, queue, session::Conn};
+use etcd_client::{
+    EventType, GetOptions, KeyValue, WatchOptions, WatchRequestSender, WatchResponseStream,
+};
 use futures::StreamExt;
-use lock_core::{backend::ChangeStream, ErrorKind, Result};
-use std::sync::Arc;
+use lock_core::{
+    backend::{follow_lock, Backoff, ChangeStream, LockInfoWatch},
+    ErrorKind, LockInfo, LockName, Result,
+};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 type Stream = (WatchRequestSender, WatchResponseStream);
 
 /// Watches every key starting with `range`; returns once etcd confirmed the watch.
 pub(crate) async fn changes(conn: Arc<Conn>, range: String) -> Result<ChangeStream> {
-    let first = open(&conn, &range).await?;
+    let first = open(&conn, &range, 0).await?;
     let state = (conn, range, Some(first), crate::session::retry_backoff());
     Ok(
         futures::stream::unfold(state, |(conn, range, mut stream, mut backoff)| async move {
             loop {
                 let Some((_, responses)) = stream.as_mut() else {
                     tokio::time::sleep(backoff.next_delay()).await;
-                    match open(&conn, &range).await {
+                    match open(&conn, &range, 0).await {
                         Ok(opened) => {
                             backoff.reset();
                             // Changes may have happened while no watch was in place.
@@ -53,15 +71,19 @@ pub(crate) async fn changes(conn: Arc<Conn>, range: String) -> Result<ChangeStre
     )
 }
 
-/// Opens a watch stream on `range` and waits for etcd to confirm it.
-async fn open(conn: &Conn, range: &str) -> Result<Stream> {
+/// Opens a watch stream on `range` from revision `start` (0: from now on) and waits
+/// for etcd to confirm it.
+async fn open(conn: &Conn, range: &str, start: i64) -> Result<Stream> {
     let what = || format!("watching {range}");
     let member = conn.members.preferred();
     let limit = conn.members.attempt_limit(conn.config.request_timeout());
     let opened = tokio::time::timeout(limit, async {
         let mut client = conn.members.client(member).watch_client();
         let stream = client
-            .watch(range, Some(WatchOptions::new().with_prefix()))
+            .watch(
+                range,
+                Some(WatchOptions::new().with_prefix().with_start_revision(start)),
+            )
             .await
             .map_err(|e| error::map(e, what()))?;
         let (sender, mut responses) = stream.split();
@@ -93,4 +115,156 @@ async fn open(conn: &Conn, range: &str) -> Result<Stream> {
             Err(error::timed_out(what(), limit))
         }
     }
+}
+
+/// The contenders of one lock (direct children of its range), by create revision.
+#[derive(Default)]
+struct Contenders {
+    by_revision: BTreeMap<i64, KeyValue>,
+    revision_of: HashMap<Vec<u8>, i64>,
+}
+
+impl Contenders {
+    /// A key was written: a new contender, or a contender's new value.
+    fn put(&mut self, range: &str, kv: &KeyValue) {
+        if !queue::is_direct_child(range, kv.key()) {
+            return;
+        }
+        self.delete(kv.key());
+        self.revision_of
+            .insert(kv.key().to_vec(), kv.create_revision());
+        self.by_revision.insert(kv.create_revision(), kv.clone());
+    }
+
+    /// A key was deleted.
+    fn delete(&mut self, key: &[u8]) {
+        if let Some(revision) = self.revision_of.remove(key) {
+            self.by_revision.remove(&revision);
+        }
+    }
+
+    /// The lock's view, as `inspect` reads it.
+    fn info(&self, name: &LockName, range: &str) -> Option<LockInfo> {
+        let kvs: Vec<&KeyValue> = self.by_revision.values().collect();
+        let count = i64::try_from(kvs.len()).unwrap_or(i64::MAX);
+        backend::info(name.clone(), range, &kvs, count)
+    }
+}
+
+/// Reads the contenders of `range` at some revision `R` and opens a watch on it from
+/// `R + 1`: two requests.
+async fn follow(conn: &Conn, range: &str) -> Result<(Contenders, Stream)> {
+    let resp = conn
+        .call(&|| format!("reading lock range {range:?}"), |mut c| {
+            let range = range.to_owned();
+            async move { c.get(range, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut contenders = Contenders::default();
+    for kv in resp.kvs() {
+        contenders.put(range, kv);
+    }
+    let stream = open(conn, range, revision + 1).await?;
+    Ok((contenders, stream))
+}
+
+struct Follower {
+    conn: Arc<Conn>,
+    name: LockName,
+    range: String,
+    contenders: Contenders,
+    stream: Option<Stream>,
+    /// What was yielded last (`None`: nothing yet).
+    last: Option<Option<LockInfo>>,
+    backoff: Backoff,
+}
+
+impl Follower {
+    /// The current view if it differs from the last one yielded.
+    fn changed(&mut self) -> Option<Option<LockInfo>> {
+        let now = self.contenders.info(&self.name, &self.range);
+        (self.last.as_ref() != Some(&now)).then(|| {
+            self.last = Some(now.clone());
+            now
+        })
+    }
+
+    /// The next view that differs from the last one, or the error that ends the
+    /// stream.
+    async fn next(&mut self) -> Result<Option<LockInfo>> {
+        loop {
+            let Some((_, responses)) = self.stream.as_mut() else {
+                tokio::time::sleep(self.backoff.next_delay()).await;
+                match follow(&self.conn, &self.range).await {
+                    Ok((contenders, stream)) => {
+                        self.backoff.reset();
+                        (self.contenders, self.stream) = (contenders, Some(stream));
+                        if let Some(now) = self.changed() {
+                            return Ok(now);
+                        }
+                        continue;
+                    }
+                    Err(e) if e.is_retryable() || e.kind() == ErrorKind::Backend => {
+                        tracing::debug!(range = %self.range, error = %e, "re-reading the followed lock failed");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            match responses.next().await {
+                Some(Ok(r)) if r.canceled() => {
+                    tracing::debug!(
+                        range = %self.range,
+                        reason = r.cancel_reason(),
+                        compacted = r.compact_revision(),
+                        "lock watch cancelled by etcd; reading the range again"
+                    );
+                    self.stream = None;
+                }
+                Some(Ok(r)) => {
+                    for event in r.events() {
+                        match (event.event_type(), event.kv()) {
+                            (EventType::Put, Some(kv)) => self.contenders.put(&self.range, kv),
+                            (EventType::Delete, Some(kv)) => self.contenders.delete(kv.key()),
+                            // An event without its key: read the range again.
+                            (_, None) => self.stream = None,
+                        }
+                    }
+                    if let Some(now) = self.changed() {
+                        return Ok(now);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(range = %self.range, error = %e, "lock watch stream failed; re-opening");
+                    self.stream = None;
+                }
+                None => self.stream = None,
+            }
+        }
+    }
+}
+
+/// The state of lock `name` (range `range`) now, then after each change, kept from
+/// the watch's events (see the module docs); returns once etcd confirmed the watch.
+pub(crate) async fn lock_infos(
+    conn: Arc<Conn>,
+    name: LockName,
+    range: String,
+) -> Result<LockInfoWatch> {
+    let (contenders, stream) = follow(&conn, &range).await?;
+    let mut follower = Follower {
+        conn,
+        name,
+        range,
+        contenders,
+        stream: Some(stream),
+        last: None,
+        backoff: crate::session::retry_backoff(),
+    };
+    let first = follower.changed().unwrap_or(None);
+    Ok(follow_lock(first, follower, |mut f| async move {
+        let item = f.next().await;
+        (item, f)
+    }))
 }

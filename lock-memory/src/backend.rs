@@ -3,7 +3,7 @@
 use crate::{store::Store, MemoryConfig, MemoryLease};
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
+    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, LockInfoWatch, WatchScope},
     Capabilities, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
@@ -143,6 +143,10 @@ impl Backend for MemoryBackend {
 
     async fn watch_changes(&self, _scope: &WatchScope) -> Result<ChangeStream> {
         Ok(self.store.changes.stream())
+    }
+
+    async fn watch_lock_info(self: Arc<Self>, name: &LockName) -> Result<LockInfoWatch> {
+        Ok(crate::watch_lock::states(self.store.clone(), name.clone()))
     }
 
     async fn close(&self) -> Result<()> {

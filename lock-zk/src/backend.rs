@@ -8,17 +8,20 @@ use crate::{
 };
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, WatchScope},
+    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, LockInfoWatch, WatchScope},
     Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
     TokenSource,
 };
 use std::{
     any::Any,
     fmt,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::{Duration, UNIX_EPOCH},
 };
-use zookeeper_client::{Client, Error as ZkError};
+use zookeeper_client::{Client, Error as ZkError, Stat};
 
 /// The capabilities of the ZooKeeper backend.
 pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevision)
@@ -43,6 +46,8 @@ struct Inner {
     admin: tokio::sync::Mutex<Option<Client>>,
     /// Every lease granted, for [`ZkBackend::expire_session`] and [`Backend::close`].
     sessions: Mutex<Vec<Weak<Session>>>,
+    /// Requests sent on `admin` by reads and watches: see [`ZkBackend::requests_sent`].
+    requests: Arc<AtomicU64>,
 }
 
 /// The ZooKeeper lock service: connect with [`ZkBackend::from_url`] or
@@ -122,6 +127,7 @@ impl ZkBackend {
                 config,
                 admin: tokio::sync::Mutex::new(None),
                 sessions: Mutex::new(Vec::new()),
+                requests: Arc::default(),
             }),
         })
     }
@@ -129,6 +135,18 @@ impl ZkBackend {
     /// The configuration.
     pub fn config(&self) -> &ZkConfig {
         &self.inner.config
+    }
+
+    /// How many requests this backend sent on its own session for
+    /// [`inspect`](Backend::inspect), [`list`](Backend::list),
+    /// [`watch_changes`](Backend::watch_changes) and
+    /// [`watch_lock_info`](Backend::watch_lock_info) (every `getChildren`, `getData`
+    /// and watch set up): all that a follower of an election or a `status --watch`
+    /// sends. Requests of lease sessions (acquisitions, keep-alives) and of the fault
+    /// controls are not counted. For tests and benchmarks.
+    #[doc(hidden)]
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn admin(&self) -> Result<Client> {
@@ -156,11 +174,34 @@ async fn open_admin(config: &ZkConfig) -> Result<Client> {
     session::under_chroot(config, client, false).await
 }
 
-/// Reads the holder of `name` through `client`.
-async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
+/// The holder that lock node `node` of `kind` describes, from its data and stat.
+pub(crate) fn holder_info(kind: queue::NodeKind, data: &[u8], stat: &Stat) -> HolderInfo {
+    let (holder, at) = match queue::decode_data(data) {
+        (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
+        // Another client's node: name the client, take the time from the stat.
+        _ => (Some(queue::foreign_holder(kind, data)), None),
+    };
+    let at = at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)));
+    HolderInfo::new(
+        FencingToken::new(stat.czxid as u64),
+        LeaseId::new(stat.ephemeral_owner as u64),
+    )
+    .with_holder(holder)
+    .with_acquired_at(at)
+    .with_claim(kind.claim())
+}
+
+/// Reads the holder of `name` through `client`, counting each request in
+/// `requests`.
+async fn inspect(
+    client: &Client,
+    name: &LockName,
+    requests: &AtomicU64,
+) -> Result<Option<LockInfo>> {
     let dir = queue::dir_path(name);
     let what = || format!("inspecting lock {name}");
     for _ in 0..INSPECT_RETRIES {
+        requests.fetch_add(1, Ordering::Relaxed);
         let children = match client.list_children(&dir).await {
             Ok(children) => children,
             Err(ZkError::NoNode) => return Ok(None),
@@ -170,28 +211,13 @@ async fn inspect(client: &Client, name: &LockName) -> Result<Option<LockInfo>> {
         let (held, waiters) = queue::holders_and_waiters(&nodes);
         let mut holders = Vec::with_capacity(held);
         for &(node, kind) in &nodes[..held] {
+            requests.fetch_add(1, Ordering::Relaxed);
             let (data, stat) = match client.get_data(&format!("{dir}/{node}")).await {
                 Ok(read) => read,
                 Err(ZkError::NoNode) => break,
                 Err(e) => return Err(error::map(e, what())),
             };
-            let (holder, at) = match queue::decode_data(&data) {
-                (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
-                // Another client's node: name the client, take the time from the stat.
-                _ => (Some(queue::foreign_holder(kind, &data)), None),
-            };
-            let at = at.or_else(|| {
-                UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64))
-            });
-            holders.push(
-                HolderInfo::new(
-                    FencingToken::new(stat.czxid as u64),
-                    LeaseId::new(stat.ephemeral_owner as u64),
-                )
-                .with_holder(holder)
-                .with_acquired_at(at)
-                .with_claim(kind.claim()),
-            );
+            holders.push(holder_info(kind, &data, &stat));
         }
         if holders.len() < held {
             continue; // a holder left between the two reads
@@ -234,15 +260,22 @@ impl Backend for ZkBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
-        inspect(&self.admin().await?, name).await
+        inspect(&self.admin().await?, name, &self.inner.requests).await
     }
 
     async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         crate::watch_lock::changes(&self.admin().await?, scope).await
+    }
+
+    async fn watch_lock_info(self: Arc<Self>, name: &LockName) -> Result<LockInfoWatch> {
+        let client = self.admin().await?;
+        crate::watch_lock::lock_infos(client, name.clone(), self.inner.requests.clone()).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         let client = self.admin().await?;
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let dirs = match client.list_children("/").await {
             Ok(dirs) => dirs,
             // No chroot yet: nobody ever took a lock here.
@@ -255,7 +288,12 @@ impl Backend for ZkBackend {
             .filter(|n| n.as_str().starts_with(prefix))
             .collect();
         names.sort();
-        let infos = futures::future::join_all(names.iter().map(|n| inspect(&client, n))).await;
+        let infos = futures::future::join_all(
+            names
+                .iter()
+                .map(|n| inspect(&client, n, &self.inner.requests)),
+        )
+        .await;
         infos.into_iter().filter_map(Result::transpose).collect()
     }
 

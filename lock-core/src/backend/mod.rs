@@ -17,7 +17,7 @@ mod grant;
 mod kit;
 
 pub use crate::state::{local_deadline, suspect_window, Liveness};
-pub use crate::watch::{ChangeStream, WatchScope};
+pub use crate::watch::{follow_lock, ChangeStream, LockInfoWatch, WatchScope};
 pub use grant::{check_claim, decide, Claim, Decision};
 pub use kit::{lock_unpoisoned, spawn_or_expire, Backoff, Cleanup};
 
@@ -66,8 +66,8 @@ pub trait Backend: Send + Sync + Debug + 'static {
 
     /// Signals changes to the locks in `scope`: one `Ok(())` (or more) after each grant,
     /// release, expiry, and waiter joining or leaving, for
-    /// [`LockClient::watch_lock`](crate::LockClient::watch_lock) and
-    /// [`watch_list`](crate::LockClient::watch_list), which re-read on each signal. The
+    /// [`LockClient::watch_list`](crate::LockClient::watch_list) and the default
+    /// [`watch_lock_info`](Self::watch_lock_info), which re-read on each signal. The
     /// watch must be in place when this returns, so no change after it is missed; a
     /// spurious signal is harmless. The stream ends (or yields an error) when the
     /// backend can no longer watch.
@@ -81,6 +81,32 @@ pub trait Backend: Send + Sync + Debug + 'static {
             crate::ErrorKind::Unsupported,
             format!("the {} backend cannot watch {scope}", self.scheme()),
         ))
+    }
+
+    /// Follows lock `name`: yields its state now (`None`: free), then its state after
+    /// each change, for [`LockClient::watch_lock`](crate::LockClient::watch_lock) and
+    /// [`Election::observe`](crate::Election::observe), which drop repeats. The watch
+    /// must be in place before the first item is read, so no change after it is
+    /// missed. The stream ends after its first error.
+    ///
+    /// The default reads [`inspect`](Self::inspect) once after each signal of
+    /// [`watch_changes`](Self::watch_changes): one read per watcher per change. A
+    /// backend whose watch carries the data overrides it to keep the state from the
+    /// watch itself (etcd: the events of a prefix watch; ZooKeeper: the node paths of
+    /// a persistent recursive watch, with a read of the head's data only when the
+    /// head or its data changed; memory: the store), so that watchers add no request
+    /// per change.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`watch_changes`](Self::watch_changes) and of the first read.
+    async fn watch_lock_info(self: Arc<Self>, name: &LockName) -> Result<LockInfoWatch> {
+        let changes = self.watch_changes(&WatchScope::Lock(name.clone())).await?;
+        let name = name.clone();
+        Ok(crate::watch::snapshots(changes, move || {
+            let (backend, name) = (self.clone(), name.clone());
+            async move { backend.inspect(&name).await }
+        }))
     }
 
     /// Closes connections. Leases still open are revoked or left to expire.
