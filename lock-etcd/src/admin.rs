@@ -23,12 +23,6 @@ impl EtcdBackend {
             .collect()
     }
 
-    /// How many watch events this backend's watch stream delivered (a release
-    /// should cost one). For benchmarks.
-    pub fn watch_events_delivered(&self) -> u64 {
-        self.conn.watches.events_delivered()
-    }
-
     /// **Test hook**: stops (or resumes) sending keep-alives for `lease`, as if the
     /// process were paused; the lease turns `Suspect`, then `Lost` at its local
     /// deadline, and etcd expires it after the TTL. Returns whether the lease is

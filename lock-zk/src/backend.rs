@@ -15,7 +15,10 @@ use lock_core::{
 use std::{
     any::Any,
     fmt,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::{Duration, UNIX_EPOCH},
 };
 use zookeeper_client::{Client, Error as ZkError};
@@ -41,6 +44,8 @@ struct Inner {
     admin: tokio::sync::Mutex<Option<Client>>,
     /// Every lease granted, for [`ZkBackend::expire_session`] and [`Backend::close`].
     sessions: Mutex<Vec<Weak<Session>>>,
+    /// Waiters of this backend's sessions woken by a watch ([`Backend::waiter_wakeups`]).
+    wakeups: Arc<AtomicU64>,
 }
 
 /// The ZooKeeper lock service: connect with [`ZkBackend::from_url`] or
@@ -108,6 +113,7 @@ impl ZkBackend {
                 config,
                 admin: tokio::sync::Mutex::new(Some(admin)),
                 sessions: Mutex::new(Vec::new()),
+                wakeups: Arc::default(),
             }),
         })
     }
@@ -210,7 +216,7 @@ impl Backend for ZkBackend {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
-        let lease = ZkLease::grant(&self.inner.config, ttl).await?;
+        let lease = ZkLease::grant(&self.inner.config, ttl, self.inner.wakeups.clone()).await?;
         {
             let mut sessions = lock_unpoisoned(&self.inner.sessions);
             sessions.retain(|s| s.strong_count() > 0);
@@ -221,6 +227,13 @@ impl Backend for ZkBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
         inspect(&self.admin().await?, name).await
+    }
+
+    /// Counts the events of the watches a waiter set on the nodes ahead of it (a
+    /// deletion, a permit's grant signal, a session event), each of which makes it
+    /// read the queue again.
+    fn waiter_wakeups(&self) -> Option<u64> {
+        Some(self.inner.wakeups.load(Ordering::Relaxed))
     }
 
     async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
