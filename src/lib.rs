@@ -27,7 +27,8 @@
 //! # What you get
 //!
 //! - **Mutual exclusion** across processes and machines (etcd, ZooKeeper), FIFO
-//!   waiting, one wake-up per release.
+//!   waiting, one wake-up per release (counted in
+//!   [`LockStats::waiter_wakeups`](crate::LockStats::waiter_wakeups)).
 //! - **No deadlock on crash**: every lock hangs off a [`Lease`] that dies with its holder.
 //! - **Fencing tokens** ([`FencingToken`]) that grow with every new holder, and a
 //!   resource-side [`Fence`] (plus the SQL pattern in its docs).

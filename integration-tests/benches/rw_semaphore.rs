@@ -11,10 +11,10 @@
 //! - RW, 90 % reads: 8 sessions, each cycle a read with probability 0.9, else a write;
 //!   against 8 sessions cycling the mutex.
 //! - Semaphore, limit 4, 8 sessions: cycles/s against the mutex, and fairness as the
-//!   fewest and most cycles of one session; on etcd and ZooKeeper also the waiters'
-//!   watch wake-ups per release (each release should wake one waiter; a permit
-//!   granted after waiting also wakes the one behind it once, its hand-off signal;
-//!   on etcd the count is every watch event the client's stream delivered).
+//!   fewest and most cycles of one session, and the waiter wake-ups per release
+//!   (`LockStats::waiter_wakeups`: each release should wake one waiter; on etcd and
+//!   ZooKeeper a permit granted after waiting also wakes the one behind it once, its
+//!   hand-off signal).
 
 use fencelock::LockClient;
 use fencelock_integration_tests::servers::{etcd::EtcdCluster, ZkEnsemble};
@@ -89,10 +89,7 @@ fn rate(counts: &[u64], span: Duration) -> f64 {
     counts.iter().sum::<u64>() as f64 / span.as_secs_f64()
 }
 
-/// Counts the watch wake-ups of a backend's waiters, where it can.
-type Wakeups = Option<Box<dyn Fn() -> u64>>;
-
-async fn bench(label: &str, client: LockClient, span: Duration, wakeups: Wakeups) {
+async fn bench(label: &str, client: LockClient, span: Duration) {
     println!("{label}: cycles/s with 1 ms of work per grant, same run");
     for readers in [1, 4, 8] {
         let mutex = rate(
@@ -111,7 +108,7 @@ async fn bench(label: &str, client: LockClient, span: Duration, wakeups: Wakeups
         "  8 sessions, 90% reads: rw {mixed:>8.0}/s  mutex {mutex:>8.0}/s  ratio {:.2}x",
         mixed / mutex
     );
-    let wakeups_before = wakeups.as_ref().map(|w| w());
+    let wakeups_before = client.stats().waiter_wakeups;
     let per = cycles(&client, "s8", Mode::Permit(4), 8, span).await;
     let sem = rate(&per, span);
     let (min, max) = (
@@ -122,11 +119,11 @@ async fn bench(label: &str, client: LockClient, span: Duration, wakeups: Wakeups
         "  semaphore limit 4, 8 sessions: {sem:>8.0}/s  mutex {mutex:>8.0}/s  ratio {:.2}x  fairness min/max per session {min}/{max}",
         sem / mutex
     );
-    if let (Some(count), Some(before)) = (&wakeups, wakeups_before) {
-        let wakeups = count() - before;
+    if let (Some(after), Some(before)) = (client.stats().waiter_wakeups, wakeups_before) {
+        let wakeups = after - before;
         let releases = per.iter().sum::<u64>();
         println!(
-            "  semaphore limit 4, 8 sessions: watch wake-ups per release {:.2} ({wakeups} / {releases})",
+            "  semaphore limit 4, 8 sessions: waiter wake-ups per release {:.2} ({wakeups} / {releases})",
             wakeups as f64 / releases.max(1) as f64
         );
     }
@@ -144,22 +141,13 @@ fn main() {
         "memory",
         LockClient::new(fencelock::memory::MemoryBackend::new()),
         span,
-        None,
     ));
     if EtcdCluster::available() {
         let etcd = EtcdCluster::start(1).expect("etcd starts");
-        let backend = rt
-            .block_on(fencelock::etcd::EtcdBackend::from_url(&etcd.url("bench")))
+        let client = rt
+            .block_on(fencelock::connect(&etcd.url("bench")))
             .expect("connect");
-        let client = LockClient::new(backend.clone());
-        let count = move || backend.watch_events_delivered();
-        on_server(
-            &rt,
-            "etcd (1 member, loopback)",
-            client,
-            span,
-            Box::new(count),
-        );
+        on_server(&rt, "etcd (1 member, loopback)", client, span);
     } else {
         println!("etcd: not installed, skipped");
     }
@@ -168,29 +156,16 @@ fn main() {
         let client = rt
             .block_on(fencelock::connect(&zk.url("/bench")))
             .expect("connect");
-        let count = fencelock::zk::predecessor_wakeups;
-        on_server(
-            &rt,
-            "zk (1 server, loopback)",
-            client,
-            span,
-            Box::new(count),
-        );
+        on_server(&rt, "zk (1 server, loopback)", client, span);
     } else {
         println!("zk: not installed, skipped");
     }
 }
 
-/// Runs [`bench`] on a server backend's client, counting wake-ups with `count`.
-fn on_server(
-    rt: &tokio::runtime::Runtime,
-    label: &str,
-    client: LockClient,
-    span: Duration,
-    count: Box<dyn Fn() -> u64>,
-) {
+/// Runs [`bench`] on a server backend's client, then closes it.
+fn on_server(rt: &tokio::runtime::Runtime, label: &str, client: LockClient, span: Duration) {
     rt.block_on(async {
-        bench(label, client.clone(), span, Some(count)).await;
+        bench(label, client.clone(), span).await;
         let _ = client.close().await;
     });
 }

@@ -12,8 +12,10 @@ use std::{
     time::Duration,
 };
 
-/// One memory store per namespace; clients of a namespace share its store, as clients
-/// of one etcd cluster share the cluster.
+/// One named memory store per namespace (`memory://<namespace>`); clients of a
+/// namespace share its store, as clients of one etcd cluster share the cluster, and
+/// each client is its own backend, as each etcd client is its own connection (so its
+/// counters, such as the waiter wake-ups, are its own).
 #[derive(Debug, Default)]
 pub struct MemoryHarness {
     stores: Mutex<HashMap<String, MemoryBackend>>,
@@ -30,9 +32,15 @@ impl MemoryHarness {
             .lock()
             .expect("store map poisoned only by a panicking case")
             .entry(namespace.to_owned())
-            .or_default()
+            .or_insert_with(|| named(namespace))
             .clone()
     }
+}
+
+/// A new backend on the process-wide store named `namespace`.
+fn named(namespace: &str) -> MemoryBackend {
+    MemoryBackend::from_url(&format!("memory://{namespace}"))
+        .expect("a namespace is a valid memory store name")
 }
 
 fn unknown(lease: &Lease) -> Error {
@@ -53,9 +61,10 @@ impl Harness for MemoryHarness {
     }
 
     async fn client(&self, namespace: &str) -> fencelock::Result<LockClient> {
+        // The harness's own handle keeps the named store alive between clients.
+        self.store(namespace);
         Ok(LockClient::new(
-            self.store(namespace)
-                .with_default_ttl(Duration::from_secs(5)),
+            named(namespace).with_default_ttl(Duration::from_secs(5)),
         ))
     }
 

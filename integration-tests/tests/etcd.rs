@@ -1,7 +1,8 @@
 //! The conformance suite on a real single-member etcd, through the facade's erased
 //! handle, plus etcd-specific cases: operator revoke/delete, fail-fast waiters, leader
 //! kill in a 3-member cluster, a SIGSTOPped holder process, cancellation storms, bad
-//! endpoints, fenced transactions and herd-free wake-ups.
+//! endpoints and fenced transactions. (Herd-free wake-ups are conformance cases:
+//! `fifo::a_release_wakes_one_waiter_not_a_herd` and its rw and semaphore kin.)
 //!
 //! The binary re-executes itself as a lock holder child process when
 //! `FENCELOCK_ETCD_HOLDER` is set (see [`holder_child`]).
@@ -150,16 +151,6 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             "fenced_txn_commits_only_while_held",
             &h,
             fenced_txn_commits_only_while_held,
-        ),
-        trial(
-            "a_release_wakes_exactly_one_waiter",
-            &h,
-            a_release_wakes_exactly_one_waiter,
-        ),
-        trial(
-            "a_permit_release_wakes_the_first_waiter_not_a_herd",
-            &h,
-            a_permit_release_wakes_the_first_waiter_not_a_herd,
         ),
         trial(
             "one_lease_serves_many_locks",
@@ -734,114 +725,6 @@ async fn fenced_txn_commits_only_while_held(h: Arc<EtcdHarness>, ctx: Ctx) -> Te
     assert_eq!(deleted.outcomes(), [FencedOutcome::Deleted { count: 1 }]);
     next.release().await?;
     drop(guard);
-    Ok(())
-}
-
-/// The watch events every client of `backends` has received so far.
-fn watch_events(backends: &[EtcdBackend]) -> u64 {
-    backends
-        .iter()
-        .map(EtcdBackend::watch_events_delivered)
-        .sum()
-}
-
-async fn a_release_wakes_exactly_one_waiter(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    let holder = client(&ctx).await?;
-    let mut waiters = Vec::new();
-    let mut backends = vec![backend(&holder)?];
-    let first = holder.acquire("herd").await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for i in 0..6 {
-        let c = client(&ctx).await?;
-        backends.push(backend(&c)?);
-        let tx = tx.clone();
-        waiters.push(tokio::spawn(async move {
-            let guard = c.acquire("herd").await?;
-            let _ = tx.send((i, guard));
-            Ok::<_, fencelock::Error>(())
-        }));
-        wait_for_waiters(&holder, "herd", i + 1).await?;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = watch_events(&backends);
-    first.release().await?;
-    for expect in 0..6 {
-        let (i, guard) = within(Duration::from_secs(5), "next waiter", rx.recv())
-            .await?
-            .ok_or("waiter died")?;
-        assert_eq!(i, expect, "served out of order");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        guard.release().await?;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let delivered = watch_events(&backends) - before;
-    eprintln!("{delivered} watch events for 6 releases");
-    // One wake-up per release handed to a waiter (the last release has nobody to wake).
-    assert!(
-        delivered <= 6,
-        "{delivered} watch events for 6 releases: a herd"
-    );
-    for w in waiters {
-        w.await??;
-    }
-    Ok(())
-}
-
-/// A semaphore of 2 with 6 queued waiters, the newest permit released each time while
-/// the oldest keeps its own: each release grants the next waiter in order, and the watch
-/// events all clients receive stay within 3 per hand-off (the release waking the
-/// first waiter, the new holder's grant signal waking the one behind it, and that
-/// signal replayed to the new holder's own-key watch), where waking every waiter
-/// would cost 6 + 5 + … per round.
-async fn a_permit_release_wakes_the_first_waiter_not_a_herd(
-    _h: Arc<EtcdHarness>,
-    ctx: Ctx,
-) -> TestResult {
-    let holder = client(&ctx).await?;
-    let mut backends = vec![backend(&holder)?];
-    let sem = holder.semaphore("herd-sem", 2).await?;
-    let (a, b) = (sem.acquire().await?, sem.acquire().await?);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut waiters = Vec::new();
-    for i in 0..6 {
-        let c = client(&ctx).await?;
-        backends.push(backend(&c)?);
-        let tx = tx.clone();
-        waiters.push(tokio::spawn(async move {
-            let permit = c.semaphore("herd-sem", 2).await?.acquire().await?;
-            let _ = tx.send((i, permit));
-            Ok::<_, fencelock::Error>(c)
-        }));
-        wait_for_waiters(&holder, "herd-sem", i + 1).await?;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = watch_events(&backends);
-    // The newest permit is released each time while `a`, ahead of all, keeps its
-    // permit: every hand-off is out of queue order.
-    let mut held = vec![a, b];
-    for expect in 0..6 {
-        held.pop().ok_or("no permit held")?.release().await?;
-        let (i, permit) = within(Duration::from_secs(5), "next waiter", rx.recv())
-            .await?
-            .ok_or("waiter died")?;
-        assert_eq!(i, expect, "served out of order");
-        held.push(permit);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let delivered = watch_events(&backends) - before;
-    eprintln!("{delivered} watch events for 6 permit hand-offs");
-    assert!(
-        delivered <= 18,
-        "{delivered} watch events for 6 permit hand-offs: a herd"
-    );
-    for p in held {
-        p.release().await?;
-    }
-    for w in waiters {
-        w.await??.close().await?;
-    }
-    holder.close().await?;
     Ok(())
 }
 

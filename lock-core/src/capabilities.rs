@@ -54,7 +54,12 @@ impl fmt::Display for TokenSource {
 pub struct Capabilities {
     /// Waiters are granted the lock in the order they asked for it.
     pub fifo: bool,
-    /// A release wakes exactly one waiter (no thundering herd).
+    /// No thundering herd: a release wakes only the waiters it grants (one for a mutex,
+    /// a writer or a permit; the run of readers behind a writer), plus, for a
+    /// semaphore on a backend that needs it, the one waiter behind a new permit
+    /// holder (its grant signal, see [`decide`](crate::backend::decide)). A backend
+    /// that claims it counts its wake-ups in
+    /// [`Backend::waiter_wakeups`](crate::backend::Backend::waiter_wakeups).
     pub herd_free: bool,
     /// Where fencing tokens come from.
     pub token_source: TokenSource,

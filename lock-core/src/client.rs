@@ -84,7 +84,8 @@ impl LockClient {
 
     /// A snapshot of this client's counters: acquire outcomes, releases, losses, locks
     /// held now, acquires in flight, tokens issued and the rejections of fences from
-    /// [`fence`](Self::fence). Shared by all clones of the client and everything made
+    /// [`fence`](Self::fence), plus the backend's waiter wake-ups
+    /// ([`LockStats::waiter_wakeups`]). Shared by all clones of the client and everything made
     /// from it; needs no cargo feature. See [`stats`](crate::stats) for what each
     /// count means, and for the same numbers as metrics.
     ///
@@ -115,7 +116,10 @@ impl LockClient {
     /// # Ok(()) }
     /// ```
     pub fn stats(&self) -> LockStats {
-        self.inner.tel.snapshot()
+        LockStats {
+            waiter_wakeups: self.inner.backend.waiter_wakeups(),
+            ..self.inner.tel.snapshot()
+        }
     }
 
     /// A [`Fence`] whose rejections count in this client's [`stats`](Self::stats) and

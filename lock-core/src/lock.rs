@@ -19,7 +19,12 @@ use tracing::Instrument;
 /// - Mutual exclusion among holders whose guards are `Held`, as far as the backend
 ///   provides it (etcd and ZooKeeper: linearizable; memory: one process).
 /// - Waiters are served FIFO where [`Capabilities::fifo`](crate::Capabilities::fifo)
-///   says so, and a release wakes one waiter where `herd_free` says so.
+///   says so, and where [`herd_free`](crate::Capabilities::herd_free) says so a
+///   release wakes **one waiter**, the one it grants (each waiter watches only the
+///   entry just ahead of it): N releases with waiters cost about N wake-ups, where
+///   waking every waiter would cost one per waiter queued at each release. The
+///   backend counts them ([`LockStats::waiter_wakeups`](crate::LockStats::waiter_wakeups));
+///   the conformance suite checks the bound on every herd-free backend.
 /// - Every grant carries a [`FencingToken`] higher than every earlier grant's.
 /// - A waiter whose lease is lost fails at once with [`ErrorKind::LeaseLost`], and
 ///   success is never reported on a lease already past its local deadline.

@@ -20,8 +20,13 @@ use std::{future::Future, time::Duration};
 ///   for it, so a steady stream of readers cannot pass a writer.
 /// - Herd-free where [`Capabilities::herd_free`] says so: every waiter watches one
 ///   entry (the nearest earlier writer for a reader, the immediate predecessor for a
-///   writer) plus its own entry and lease; a release wakes only the waiters it grants
-///   (a writer's release may grant the run of readers behind it, all at once).
+///   writer) plus its own entry and lease; a release wakes only the waiters it grants.
+///   A writer's release grants the run of readers behind it, all at once, at **one
+///   wake-up per reader granted**, not one per waiter queued (readers behind the next
+///   writer wait for that writer and stay asleep); a reader's release wakes nobody
+///   unless it was the entry just ahead of a writer, which then wakes once. Counted
+///   in [`LockStats::waiter_wakeups`](crate::LockStats::waiter_wakeups) and checked by
+///   the conformance suite on every herd-free backend.
 /// - A plain mutex ([`Lock`], [`Claim::Exclusive`]) on the same name is an exclusive
 ///   holder: it excludes readers and writers, and a write lock excludes it.
 /// - **Fencing:** every grant's token comes from the same source as the mutex's (etcd

@@ -137,6 +137,14 @@ pub struct LockStats {
     /// Keep-alives that failed or went unanswered (a stalled lease counts one per
     /// missed renewal).
     pub keep_alive_failures: u64,
+    /// Waiters woken to re-check their turn, from the backend's diagnostic counter
+    /// ([`Backend::waiter_wakeups`](crate::backend::Backend::waiter_wakeups)); `None`
+    /// when the backend does not count. Unlike the other fields it is the backend's:
+    /// it counts since the backend was made, over every client sharing it (a backend
+    /// from `fencelock::connect` belongs to one client). A release on a
+    /// [herd-free](crate::Capabilities::herd_free) backend wakes only the waiters it
+    /// may grant: about one per grant, summed over the clients of the waiters.
+    pub waiter_wakeups: Option<u64>,
 }
 
 /// How an acquire call ended (in the order of the series handles).
@@ -415,6 +423,7 @@ impl Telemetry {
             fence_rejections: get(&self.fence_rejections),
             keep_alives: get(&self.keep_alives),
             keep_alive_failures: get(&self.keep_alive_failures),
+            waiter_wakeups: None,
         }
     }
 

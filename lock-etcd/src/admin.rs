@@ -23,12 +23,6 @@ impl EtcdBackend {
             .collect()
     }
 
-    /// How many watch events this backend's watch stream delivered (a release
-    /// should cost one). For benchmarks.
-    pub fn watch_events_delivered(&self) -> u64 {
-        self.conn.watches.events_delivered()
-    }
-
     /// How many requests this backend sent to etcd so far: every attempt of a unary
     /// request (reads, writes, transactions, lease grants and revocations), every
     /// stream opened (watch and keep-alive streams) and every watch created or

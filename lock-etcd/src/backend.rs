@@ -156,6 +156,7 @@ impl EtcdBackend {
             config,
             leases: Default::default(),
             granted: Default::default(),
+            wakeups: Default::default(),
         });
         let probe = conn.probe_members(deadline).await;
         match probe {
@@ -250,6 +251,13 @@ impl Backend for EtcdBackend {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
         Ok(Arc::new(self.conn.grant(ttl).await?))
+    }
+
+    /// Counts the times a waiter's wait for the keys ahead of it ended (a watch
+    /// event on one of them, a watch registered after a change, or a broken watch
+    /// stream), each followed by a new read of the queue.
+    fn waiter_wakeups(&self) -> Option<u64> {
+        Some(self.conn.wakeups.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {

@@ -700,6 +700,10 @@ async fn wait_for_turn(
                 },
             }
         };
+        // Woken (an event on a key ahead, a late registration that showed a change,
+        // or a broken watch): read the queue again.
+        conn.wakeups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if reset {
             own_watch = None;
             tokio::time::sleep(backoff.next_delay()).await;

@@ -16,7 +16,7 @@ use std::{
     fmt,
     future::Future,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, Weak,
     },
     time::Duration,
@@ -39,6 +39,8 @@ pub(crate) struct Conn {
     pub(crate) leases: Mutex<HashMap<i64, Weak<LeaseShared>>>,
     /// The most recent lease ids granted, for leak checks.
     pub(crate) granted: Mutex<VecDeque<LeaseId>>,
+    /// Waiters woken to read the queue again ([`Backend::waiter_wakeups`](lock_core::backend::Backend::waiter_wakeups)).
+    pub(crate) wakeups: AtomicU64,
 }
 
 impl fmt::Debug for Conn {

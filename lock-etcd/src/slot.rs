@@ -140,6 +140,7 @@ mod tests {
             config,
             leases: Default::default(),
             granted: Default::default(),
+            wakeups: Default::default(),
         });
         Arc::new(crate::session::LeaseShared {
             conn,

@@ -12,7 +12,7 @@ use etcd_client::{
 use futures::StreamExt;
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    sync::atomic::{AtomicI64, Ordering},
     sync::Arc,
     time::Duration,
 };
@@ -49,7 +49,6 @@ enum Command {
 pub(crate) struct WatchMux {
     tx: mpsc::UnboundedSender<Command>,
     next_id: AtomicI64,
-    events: Arc<AtomicU64>,
 }
 
 /// One watched key. Dropping it cancels the watch.
@@ -78,12 +77,10 @@ impl WatchMux {
     /// the first watch.
     pub(crate) fn start(members: Arc<Members>, request_timeout: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let events = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(members, request_timeout, rx, events.clone()));
+        tokio::spawn(run(members, request_timeout, rx));
         WatchMux {
             tx,
             next_id: AtomicI64::new(1),
-            events,
         }
     }
 
@@ -112,11 +109,6 @@ impl WatchMux {
         }
     }
 
-    /// How many watch events were delivered to subscribers so far.
-    pub(crate) fn events_delivered(&self) -> u64 {
-        self.events.load(Ordering::Relaxed)
-    }
-
     /// Stops the task; every subscriber gets `Reset`.
     pub(crate) fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -132,7 +124,6 @@ struct State {
     /// The member the stream is open on.
     member: usize,
     subs: HashMap<i64, mpsc::UnboundedSender<Signal>>,
-    events: Arc<AtomicU64>,
     failures: u32,
 }
 
@@ -143,7 +134,6 @@ async fn run(
     members: Arc<Members>,
     request_timeout: Duration,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    events: Arc<AtomicU64>,
 ) {
     let mut st = State {
         members,
@@ -151,7 +141,6 @@ async fn run(
         stream: None,
         member: 0,
         subs: HashMap::new(),
-        events,
         failures: 0,
     };
     let mut checks = tokio::time::interval(MEMBER_CHECK);
@@ -283,7 +272,6 @@ impl State {
                 },
                 (EventType::Put, None) => Signal::Reset,
             };
-            self.events.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(signal);
         }
     }

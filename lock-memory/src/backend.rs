@@ -9,7 +9,10 @@ use lock_core::{
 use std::{
     any::Any,
     collections::HashMap,
-    sync::{Arc, Mutex, OnceLock, Weak},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock, Weak,
+    },
     time::Duration,
 };
 
@@ -28,8 +31,11 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Counter)
 ///
 /// # Guarantees
 ///
-/// Within one process: mutual exclusion, FIFO order, one wake-up per release, strictly
-/// increasing tokens, every entry removed when its lease expires or is revoked.
+/// Within one process: mutual exclusion, FIFO order, strictly increasing tokens, every
+/// entry removed when its lease expires or is revoked. Herd-free: a release wakes only
+/// the waiters it grants (one for a mutex, a write lock or a permit; the run of
+/// readers behind a writer), by handing each its grant; [`Backend::waiter_wakeups`]
+/// counts them.
 ///
 /// # Non-guarantees
 ///
@@ -55,6 +61,10 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Counter)
 pub struct MemoryBackend {
     pub(crate) store: Arc<Store>,
     default_ttl: Duration,
+    /// Waiters on this backend's leases that were handed their grant
+    /// ([`Backend::waiter_wakeups`]); shared by clones, not by other backends on the
+    /// same named store.
+    wakeups: Arc<AtomicU64>,
 }
 
 impl Default for MemoryBackend {
@@ -95,6 +105,7 @@ impl MemoryBackend {
         MemoryBackend {
             store,
             default_ttl: config.default_ttl,
+            wakeups: Arc::default(),
         }
     }
 
@@ -130,7 +141,17 @@ impl Backend for MemoryBackend {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
-        Ok(Arc::new(MemoryLease::grant(&self.store, ttl)))
+        Ok(Arc::new(MemoryLease::grant(
+            &self.store,
+            ttl,
+            self.wakeups.clone(),
+        )))
+    }
+
+    /// A waiter is woken only by the grant a release hands it (the store decides
+    /// who is granted), so this counts grants that had to wait.
+    fn waiter_wakeups(&self) -> Option<u64> {
+        Some(self.wakeups.load(Ordering::Relaxed))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {

@@ -7,11 +7,18 @@ use lock_core::{
     backend::{check_claim, Claim, Cleanup, HeldLock, WaitMode},
     AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, LockName, LossCause, Result,
 };
-use std::{any::Any, sync::Arc};
+use std::{
+    any::Any,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 pub(crate) async fn acquire(
     store: &Arc<Store>,
     lease: u64,
+    wakeups: &AtomicU64,
     name: &LockName,
     claim: Claim,
     mode: WaitMode,
@@ -28,7 +35,9 @@ pub(crate) async fn acquire(
             let cleanup = Cleanup::new(|| {
                 store.remove(name, entry);
             });
-            let grant = rx.await.map_err(|_| {
+            let grant = rx.await;
+            wakeups.fetch_add(1, Ordering::Relaxed);
+            let grant = grant.map_err(|_| {
                 Error::new(
                     ErrorKind::LeaseLost,
                     format!(

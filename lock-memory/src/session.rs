@@ -10,7 +10,11 @@ use lock_core::{
     backend::{Claim, HeldLock, LeaseBackend, WaitMode},
     AcquireOptions, LeaseId, LockName, LossCause, Result,
 };
-use std::{any::Any, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
 
 /// A lease in a memory store, refreshed every third of its TTL by a background task
 /// (unless stalled by [`MemoryBackend::stall_lease`](crate::MemoryBackend::stall_lease)).
@@ -34,13 +38,15 @@ use std::{any::Any, sync::Arc, time::Duration};
 #[derive(Debug)]
 pub struct MemoryLease {
     store: Arc<Store>,
+    /// The granting backend's wake-up counter.
+    wakeups: Arc<AtomicU64>,
     id: u64,
     ttl: Duration,
     liveness: Liveness,
 }
 
 impl MemoryLease {
-    pub(crate) fn grant(store: &Arc<Store>, ttl: Duration) -> Self {
+    pub(crate) fn grant(store: &Arc<Store>, ttl: Duration, wakeups: Arc<AtomicU64>) -> Self {
         let (id, liveness) = store.grant_lease(ttl);
         let keeper = store.clone();
         let first = tokio::time::Instant::now() + ttl / 3;
@@ -57,6 +63,7 @@ impl MemoryLease {
         tracing::debug!(lease = %LeaseId::new(id), ?ttl, "memory lease granted");
         MemoryLease {
             store: store.clone(),
+            wakeups,
             id,
             ttl,
             liveness,
@@ -85,7 +92,16 @@ impl LeaseBackend for MemoryLease {
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
-        let held = acquire(&self.store, self.id, name, claim, mode, options).await?;
+        let held = acquire(
+            &self.store,
+            self.id,
+            &self.wakeups,
+            name,
+            claim,
+            mode,
+            options,
+        )
+        .await?;
         Ok(held.map(|h: MemoryHeldLock| Box::new(h) as Box<dyn HeldLock>))
     }
 

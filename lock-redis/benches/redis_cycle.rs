@@ -11,7 +11,7 @@
 //! without persistence and kills it at the end. Run:
 //! `cargo bench -p lock-redis --bench redis_cycle`.
 
-use lock_core::LockClient;
+use lock_core::{backend::Backend, LockClient};
 use lock_redis::{RedisBackend, RedisConfig, RedlockBackend};
 use std::{
     net::TcpListener,
@@ -178,7 +178,7 @@ async fn main() {
     let elapsed = started.elapsed();
     waits.sort();
     let total: u64 = per_session.iter().sum();
-    let wakeups: u64 = backends.iter().map(RedisBackend::wakeups).sum();
+    let wakeups: u64 = backends.iter().filter_map(|b| b.waiter_wakeups()).sum();
     let (min, max) = (
         *per_session.iter().min().unwrap_or(&0),
         *per_session.iter().max().unwrap_or(&0),

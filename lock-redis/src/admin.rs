@@ -117,12 +117,6 @@ impl RedisBackend {
             .collect()
     }
 
-    /// How many waiters of this backend were woken by a release's push (a release
-    /// with waiters should cost one). For benchmarks.
-    pub fn wakeups(&self) -> u64 {
-        self.conn.wakeups.load(Ordering::Relaxed)
-    }
-
     /// **Test hook**: stops (or resumes) renewing `lease`, as if the process were
     /// paused; the lease turns `Suspect`, then `Lost` at its local deadline, and
     /// its entries expire on the server after the TTL. Returns whether the lease is

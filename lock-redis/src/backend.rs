@@ -132,6 +132,12 @@ impl Backend for RedisBackend {
         crate::SCHEME
     }
 
+    /// Counts the `BLPOP`s of waiters that returned a wake-up a release pushed to
+    /// their own list; the re-checks after a `BLPOP` timed out are not counted.
+    fn waiter_wakeups(&self) -> Option<u64> {
+        Some(self.conn.wakeups.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
         Ok(Arc::new(session::grant(&self.conn, ttl).await?))
     }

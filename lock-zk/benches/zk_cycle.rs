@@ -242,7 +242,7 @@ async fn contended(hosts: &str, rows: &mut Vec<(String, String)>) -> BenchResult
             .await?;
     let client = LockClient::new(backend);
     let stop = Arc::new(AtomicBool::new(false));
-    let wakeups_before = lock_zk::predecessor_wakeups();
+    let wakeups_before = client.stats().waiter_wakeups.unwrap_or(0);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..SESSIONS {
@@ -269,7 +269,7 @@ async fn contended(hosts: &str, rows: &mut Vec<(String, String)>) -> BenchResult
         all.extend(waits);
     }
     let elapsed = started.elapsed();
-    let wakeups = lock_zk::predecessor_wakeups() - wakeups_before;
+    let wakeups = client.stats().waiter_wakeups.unwrap_or(0) - wakeups_before;
     all.sort_unstable();
     let cycles = all.len();
     let rate = cycles as f64 / elapsed.as_secs_f64();

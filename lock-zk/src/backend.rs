@@ -48,6 +48,8 @@ struct Inner {
     sessions: Mutex<Vec<Weak<Session>>>,
     /// Requests sent on `admin` by reads and watches: see [`ZkBackend::requests_sent`].
     requests: Arc<AtomicU64>,
+    /// Waiters of this backend's sessions woken by a watch ([`Backend::waiter_wakeups`]).
+    wakeups: Arc<AtomicU64>,
 }
 
 /// The ZooKeeper lock service: connect with [`ZkBackend::from_url`] or
@@ -128,6 +130,7 @@ impl ZkBackend {
                 admin: tokio::sync::Mutex::new(None),
                 sessions: Mutex::new(Vec::new()),
                 requests: Arc::default(),
+                wakeups: Arc::default(),
             }),
         })
     }
@@ -250,7 +253,7 @@ impl Backend for ZkBackend {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
-        let lease = ZkLease::grant(&self.inner.config, ttl).await?;
+        let lease = ZkLease::grant(&self.inner.config, ttl, self.inner.wakeups.clone()).await?;
         {
             let mut sessions = lock_unpoisoned(&self.inner.sessions);
             sessions.retain(|s| s.strong_count() > 0);
@@ -261,6 +264,13 @@ impl Backend for ZkBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
         inspect(&self.admin().await?, name, &self.inner.requests).await
+    }
+
+    /// Counts the events of the watches a waiter set on the nodes ahead of it (a
+    /// deletion, a permit's grant signal, a session event), each of which makes it
+    /// read the queue again.
+    fn waiter_wakeups(&self) -> Option<u64> {
+        Some(self.inner.wakeups.load(Ordering::Relaxed))
     }
 
     async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {

@@ -173,6 +173,4 @@ pub use config::{
 };
 pub use fenced::{fenced_write, FencedOp, FencedOutcome, FencedWrite};
 pub use held::ZkHeldLock;
-#[doc(hidden)]
-pub use lock::predecessor_wakeups;
 pub use session::ZkLease;

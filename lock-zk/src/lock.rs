@@ -15,22 +15,10 @@ use lock_core::{
 };
 use std::{
     fmt,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::{Duration, SystemTime},
 };
 use zookeeper_client::{Client, CreateMode, Error as ZkError, EventType, Stat, WatchedEvent};
-
-/// Wake-ups of waiters by their predecessor's watch (benchmarks divide it by releases).
-static WAKEUPS: AtomicU64 = AtomicU64::new(0);
-
-/// How many times a waiter was woken by its predecessor's watch in this process.
-#[doc(hidden)]
-pub fn predecessor_wakeups() -> u64 {
-    WAKEUPS.load(Ordering::Relaxed)
-}
 
 /// The future of the next event on a watched node.
 pub(crate) type NodeEvent = BoxFuture<'static, WatchedEvent>;
@@ -336,7 +324,7 @@ pub(crate) async fn acquire(
             }
             tokio::select! {
                 (ev, _, _) = futures::future::select_all(events) => {
-                    WAKEUPS.fetch_add(1, Ordering::Relaxed);
+                    session.wakeups.fetch_add(1, Ordering::Relaxed);
                     if ev.event_type == EventType::Session {
                         return Err(lost(name, format_args!("session {} while waiting", ev.session_state)));
                     }

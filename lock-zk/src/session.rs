@@ -31,7 +31,7 @@ use lock_core::{
 use std::{
     any::Any,
     fmt,
-    sync::{Arc, Mutex, Weak},
+    sync::{atomic::AtomicU64, Arc, Mutex, Weak},
     time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
@@ -171,6 +171,8 @@ pub(crate) struct Session {
     acl: ZkAcl,
     node_style: ZkNodeStyle,
     shutdown: watch::Sender<bool>,
+    /// The granting backend's count of waiter wake-ups.
+    pub(crate) wakeups: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -395,7 +397,11 @@ pub struct ZkLease {
 
 impl ZkLease {
     /// Opens a new session asking for `ttl` as its timeout.
-    pub(crate) async fn grant(config: &ZkConfig, ttl: Duration) -> Result<Self> {
+    pub(crate) async fn grant(
+        config: &ZkConfig,
+        ttl: Duration,
+        wakeups: Arc<AtomicU64>,
+    ) -> Result<Self> {
         let started = Instant::now();
         let client = connect(config, ttl, false, None).await?;
         let client = under_chroot(config, client, true).await?;
@@ -413,6 +419,7 @@ impl ZkLease {
             acl: config.acl(),
             node_style: config.node_style(),
             shutdown,
+            wakeups,
         });
         tokio::spawn(keep(
             Arc::downgrade(&session),

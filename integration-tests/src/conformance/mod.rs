@@ -1,5 +1,23 @@
 //! The conformance suite: every case is a plain `async fn(Ctx) -> TestResult`, one
 //! module per topic, run by every backend's runner through [`trials`].
+//!
+//! # Wake-ups per release
+//!
+//! Herd freedom is measured, not assumed: on every backend that claims
+//! [`herd_free`](Capabilities::herd_free), the cases
+//! `fifo::a_release_wakes_one_waiter_not_a_herd`,
+//! `rw::a_writers_release_wakes_only_the_readers_it_grants` and
+//! `semaphore::a_permit_release_wakes_the_next_waiter_not_a_herd` queue waiters on
+//! their own clients, release, and sum [`LockStats::waiter_wakeups`] over the case's
+//! clients only ([`Ctx::waiter_wakeups`]). Each asserts an explicit bound (about one
+//! wake-up per grant, two per permit hand-off with the grant signal) that is below
+//! what waking every queued waiter would cost (`check_wakeups` refuses a bound that
+//! is not), so a herd fails. A herd-free backend that does not count fails them, and
+//! `fifo::a_herd_free_backend_counts_its_wakeups` checks, on every backend, that the
+//! claim comes with the count; backends that do not claim it (Redlock) have the
+//! wake-up cases marked ignored, like any case whose capability is missing.
+//!
+//! [`LockStats::waiter_wakeups`]: fencelock::LockStats::waiter_wakeups
 
 mod bad_input;
 mod cancellation;
@@ -24,6 +42,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tokio::{sync::mpsc, task::JoinHandle};
 
 /// What a case gets: the harness and its own namespace.
 #[derive(Clone)]
@@ -64,6 +83,26 @@ impl Ctx {
         Ok(client)
     }
 
+    /// The waiter wake-ups ([`LockStats::waiter_wakeups`](fencelock::LockStats::waiter_wakeups))
+    /// summed over every client of this case so far: each client is its own backend,
+    /// so this counts this case's waiters and nobody else's. Fails when a client's
+    /// backend does not count: only cases gated on
+    /// [`herd_free`](Capabilities::herd_free) call it, and a backend that claims
+    /// herd freedom must report the count that proves it.
+    pub fn waiter_wakeups(&self) -> Result<u64, TestError> {
+        let clients = self.clients.lock().expect("not poisoned").clone();
+        let mut sum = 0;
+        for client in &clients {
+            sum += client.stats().waiter_wakeups.ok_or_else(|| {
+                format!(
+                    "{} claims herd_free but its backend counts no waiter wake-ups",
+                    self.harness.name()
+                )
+            })?;
+        }
+        Ok(sum)
+    }
+
     /// Closes every client and checks that nothing of the namespace is left on the
     /// server (polling briefly for background releases).
     pub async fn finish(self) -> TestResult {
@@ -94,6 +133,105 @@ pub async fn within<T>(
         .map_err(|_| format!("{what}: not within {limit:?}").into())
 }
 
+/// How many waiters the wake-up cases queue behind the holder.
+pub(crate) const HERD: usize = 8;
+
+/// The grants of [`queue_in_order`]'s acquisitions, as `(index, guard)`.
+pub(crate) type Granted<G> = mpsc::UnboundedReceiver<(usize, G)>;
+
+/// Starts `n` acquisitions of `name`, each with `acquire(index, client)` on a fresh
+/// client of the case, one after the other, each queued (as [`inspect`] on `probe`
+/// shows) before the next starts, so their queue order is their index, then leaves
+/// the last one time to set its watch. Each sends `(index, guard)` on the returned
+/// channel once granted.
+///
+/// [`inspect`]: LockClient::inspect
+pub(crate) async fn queue_in_order<G, F, Fut>(
+    ctx: &Ctx,
+    probe: &LockClient,
+    name: &str,
+    n: usize,
+    acquire: F,
+) -> Result<(Granted<G>, Vec<JoinHandle<fencelock::Result<()>>>), TestError>
+where
+    G: Send + 'static,
+    F: Fn(usize, LockClient) -> Fut,
+    Fut: Future<Output = fencelock::Result<G>> + Send + 'static,
+{
+    let queued = probe.inspect(name).await?.map_or(0, |i| i.waiters);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let acquiring = acquire(i, ctx.client().await?);
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let guard = acquiring.await?;
+            let _ = tx.send((i, guard));
+            Ok(())
+        }));
+        fifo::wait_for_waiters(probe, name, queued + i + 1).await?;
+    }
+    // A waiter shows as queued before its watch is set: give the last one time.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok((rx, tasks))
+}
+
+/// Waits for every task of [`queue_in_order`] to end, failing on its error.
+pub(crate) async fn waiters_finished(
+    waiters: Vec<JoinHandle<fencelock::Result<()>>>,
+) -> TestResult {
+    for w in waiters {
+        within(Duration::from_secs(10), "waiter finished", w).await???;
+    }
+    Ok(())
+}
+
+/// Receives the next grant of `granted`, which must be waiter `expect` (FIFO), then
+/// leaves a herd's needless wake-ups time to land; returns the guard and the wake-ups
+/// counted since `at` (a [`Ctx::waiter_wakeups`] reading before the release).
+pub(crate) async fn next_grant<G>(
+    ctx: &Ctx,
+    granted: &mut Granted<G>,
+    expect: usize,
+    at: u64,
+) -> Result<(G, u64), TestError> {
+    let (i, guard) = within(Duration::from_secs(10), "next waiter", granted.recv())
+        .await?
+        .ok_or("a waiter failed")?;
+    if i != expect {
+        return Err(format!("waiter {i} served before waiter {expect}: not FIFO").into());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok((guard, ctx.waiter_wakeups()? - at))
+}
+
+/// Fails when `woken` waiter wake-ups (what [`Ctx::waiter_wakeups`] counted over
+/// `what`) exceed `bound`. `herd` is what waking every queued waiter would cost
+/// instead; the bound must be below it, or the check could not catch a herd.
+pub(crate) fn check_wakeups(
+    ctx: &Ctx,
+    what: &str,
+    woken: u64,
+    bound: u64,
+    herd: u64,
+) -> TestResult {
+    assert!(
+        bound < herd,
+        "{what}: a bound of {bound} cannot catch a herd of {herd}"
+    );
+    eprintln!(
+        "{}: {what}: {woken} waiter wake-ups (bound {bound}, a herd {herd})",
+        ctx.harness().name()
+    );
+    if woken > bound {
+        return Err(format!(
+            "{what}: {woken} waiter wake-ups, more than {bound}: a herd (waking every queued waiter would cost {herd})"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 type CaseFn = fn(Ctx) -> BoxFuture<'static, TestResult>;
 
 struct Case {
@@ -120,6 +258,8 @@ const CASES: &[Case] = cases![
     exclusion::names_sharing_a_prefix_are_independent,
     fifo::waiters_are_served_in_arrival_order if |c: &Capabilities| c.fifo,
     fifo::try_acquire_does_not_jump_the_queue if |c: &Capabilities| c.fifo,
+    fifo::a_herd_free_backend_counts_its_wakeups,
+    fifo::a_release_wakes_one_waiter_not_a_herd if |c: &Capabilities| c.herd_free,
     try_timeout::try_acquire_returns_none_while_held,
     try_timeout::acquire_timeout_gives_timeout_and_leaves_no_waiter,
     cancellation::dropped_acquire_leaves_no_waiter,
@@ -150,6 +290,7 @@ const CASES: &[Case] = cases![
     rw::tokens_pass_the_mode_aware_fence if |c: &Capabilities| c.read_write_claims,
     rw::a_dead_readers_lease_frees_the_writer if |c: &Capabilities| c.read_write_claims,
     rw::random_cancellation_keeps_the_policy_and_leaves_nothing if |c: &Capabilities| c.read_write_claims,
+    rw::a_writers_release_wakes_only_the_readers_it_grants if |c: &Capabilities| c.herd_free && c.read_write_claims,
     semaphore::limit_is_never_exceeded_under_a_32_task_stress if |c: &Capabilities| c.shared_claims,
     semaphore::waiters_get_permits_in_arrival_order_one_per_release if |c: &Capabilities| c.shared_claims,
     semaphore::permits_freed_out_of_order_go_to_the_next_waiter if |c: &Capabilities| c.shared_claims,
@@ -157,6 +298,7 @@ const CASES: &[Case] = cases![
     semaphore::permits_return_after_their_lease_is_lost if |c: &Capabilities| c.shared_claims,
     semaphore::a_mutex_on_the_name_is_a_barrier if |c: &Capabilities| c.shared_claims,
     semaphore::random_cancellation_leaves_every_permit_free if |c: &Capabilities| c.shared_claims,
+    semaphore::a_permit_release_wakes_the_next_waiter_not_a_herd if |c: &Capabilities| c.herd_free && c.shared_claims,
     election::one_leader_at_a_time_and_terms_increase,
     election::observers_see_every_change_in_order if |c: &Capabilities| c.set_value,
     election::proclaim_after_loss_fails if |c: &Capabilities| c.set_value,

@@ -2,7 +2,7 @@
 //! starvation, a release wakes only what it grants, the mutex is a writer, fencing is
 //! mode-aware, cancellation leaves nothing.
 
-use super::{fifo::wait_for_waiters, within, Ctx};
+use super::{check_wakeups, fifo::wait_for_waiters, queue_in_order, waiters_finished, within, Ctx};
 use crate::TestResult;
 use fencelock::{backend::Claim, ErrorKind, Fence, LockClient, LockGuard, RwLock};
 use rand::{Rng, SeedableRng};
@@ -302,4 +302,93 @@ pub(super) async fn random_cancellation_keeps_the_policy_and_leaves_nothing(
     assert_eq!(info.holders.len(), 1, "{info:?}");
     guard.release().await?;
     Ok(())
+}
+
+/// W1 holds; R0..R3, W2, R5..R8 queue (9 waiters). W1's release grants the run of 4
+/// readers and wakes only them: at most 4 wake-ups (and a little slack), where waking
+/// every waiter costs 9 and waking every reader (a reader watching the *first* writer
+/// ahead, kazoo#649) costs 8. Then, the readers released in queue order, W2 wakes
+/// once (when the last reader ahead of it goes: it waits for the entry just ahead),
+/// and W2's release wakes the second run of 4.
+pub(super) async fn a_writers_release_wakes_only_the_readers_it_grants(ctx: Ctx) -> TestResult {
+    const WRITER: usize = 4;
+    const QUEUED: usize = 9;
+    let probe = ctx.client().await?;
+    let w1 = rw(&probe, "herd").await?.write().await?;
+    let (mut granted, waiters) = queue_in_order(&ctx, &probe, "herd", QUEUED, |i, c| async move {
+        let lock = c.rw_lock("herd").await?;
+        match i == WRITER {
+            true => lock.write().await,
+            false => lock.read().await,
+        }
+    })
+    .await?;
+    let limit = Duration::from_secs(10);
+    let mut readers = Vec::new();
+    let before = ctx.waiter_wakeups()?;
+    w1.release().await?;
+    for _ in 0..WRITER {
+        let (i, guard) = within(limit, "a reader after the writer", granted.recv())
+            .await?
+            .ok_or("a waiter failed")?;
+        assert!(
+            i < WRITER,
+            "waiter {i} granted by the first writer's release"
+        );
+        readers.push((i, guard));
+    }
+    // Released in queue order below: the second writer waits for the reader just
+    // ahead of it, so it wakes once, when the last of them goes.
+    readers.sort_by_key(|(i, _)| *i);
+    tokio::time::sleep(SETTLE).await;
+    assert!(
+        granted.try_recv().is_err(),
+        "granted past the second writer"
+    );
+    let woken = ctx.waiter_wakeups()? - before;
+    let (run, queued) = (WRITER as u64, QUEUED as u64);
+    // Waking every reader of the queue (those behind the second writer too) costs 8,
+    // every waiter 9: the bound catches both.
+    assert!(run + 2 < queued - 1, "the bound must catch a reader herd");
+    check_wakeups(
+        &ctx,
+        "a writer's release granting 4 readers of 9 waiters",
+        woken,
+        run + 2,
+        queued,
+    )?;
+    let before = ctx.waiter_wakeups()?;
+    for (_, r) in readers {
+        r.release().await?;
+    }
+    let (i, w2) = within(limit, "the second writer", granted.recv())
+        .await?
+        .ok_or("a waiter failed")?;
+    assert_eq!(i, WRITER, "the second writer after the readers");
+    tokio::time::sleep(SETTLE).await;
+    w2.release().await?;
+    let mut rest = Vec::new();
+    for _ in WRITER + 1..QUEUED {
+        let (i, guard) = within(limit, "a reader after the second writer", granted.recv())
+            .await?
+            .ok_or("a waiter failed")?;
+        assert!(i > WRITER, "{i} granted twice");
+        rest.push(guard);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let woken = ctx.waiter_wakeups()? - before;
+    // The second writer once, the second run of readers once each. Waking every
+    // waiter at each release instead: 5 waiters at each of the 4 reader releases,
+    // then 4 at the writer's.
+    check_wakeups(
+        &ctx,
+        "4 reader releases and a writer's release granting 4 readers",
+        woken,
+        1 + run + 2,
+        4 * (queued - run) + run,
+    )?;
+    for r in rest {
+        r.release().await?;
+    }
+    waiters_finished(waiters).await
 }

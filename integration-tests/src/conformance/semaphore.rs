@@ -2,7 +2,10 @@
 //! increasing per-slot tokens, permits back after lease loss, a limit disagreement
 //! refused, cancellation leaves nothing.
 
-use super::{fifo::wait_for_waiters, within, Ctx};
+use super::{
+    check_wakeups, fifo::wait_for_waiters, next_grant, queue_in_order, waiters_finished, within,
+    Ctx, HERD,
+};
 use crate::TestResult;
 use fencelock::{ErrorKind, Fence, LockClient, Permit, Semaphore};
 use rand::{Rng, SeedableRng};
@@ -285,4 +288,45 @@ pub(super) async fn random_cancellation_leaves_every_permit_free(ctx: Ctx) -> Te
     p1.release().await?;
     p2.release().await?;
     Ok(())
+}
+
+/// A semaphore of 2 permits with [`HERD`] waiters queued; the newest permit is
+/// released each time while the oldest keeps its own (every hand-off out of queue
+/// order). Each release wakes only the first waiter, and the new holder's grant
+/// signal (the semaphore hand-off rule of `lock_core::backend::decide`, etcd and
+/// ZooKeeper) wakes only the waiter behind it: at most 2 wake-ups per hand-off (and a
+/// little slack), where waking every queued waiter costs `HERD + (HERD - 1) + … + 1`.
+pub(super) async fn a_permit_release_wakes_the_next_waiter_not_a_herd(ctx: Ctx) -> TestResult {
+    const LIMIT: u32 = 2;
+    let probe = ctx.client().await?;
+    let s = sem(&probe, "herd", LIMIT).await?;
+    let mut held = vec![s.acquire().await?, s.acquire().await?];
+    let (mut granted, waiters) = queue_in_order(&ctx, &probe, "herd", HERD, |_, c| async move {
+        sem(&c, "herd", LIMIT).await?.acquire().await
+    })
+    .await?;
+    let before = ctx.waiter_wakeups()?;
+    let mut per_handoff = Vec::new();
+    for expect in 0..HERD {
+        let at = ctx.waiter_wakeups()?;
+        held.pop().ok_or("no permit held")?.release().await?;
+        // Also leaves time for the new holder's grant signal to wake the one behind.
+        let (permit, woken) = next_grant(&ctx, &mut granted, expect, at).await?;
+        held.push(permit);
+        per_handoff.push(woken);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let woken = ctx.waiter_wakeups()? - before;
+    let handoffs = HERD as u64;
+    check_wakeups(
+        &ctx,
+        &format!("{handoffs} permit hand-offs (per hand-off {per_handoff:?})"),
+        woken,
+        2 * handoffs + 1,
+        (1..=handoffs).sum(),
+    )?;
+    for p in held {
+        p.release().await?;
+    }
+    waiters_finished(waiters).await
 }

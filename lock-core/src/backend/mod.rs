@@ -109,6 +109,25 @@ pub trait Backend: Send + Sync + Debug + 'static {
         }))
     }
 
+    /// A diagnostic counter: how many times a waiter on a lease this backend (or a
+    /// clone of it) granted was **woken to re-check its turn**, since the backend was
+    /// made. One wake-up is one notification that makes a waiting acquisition look at
+    /// the queue again: a grant handed to it (memory), a watch event or a broken
+    /// watch (etcd, ZooKeeper), a `BLPOP` that returned a pushed wake-up (Redis).
+    /// Re-checks on a timer or after a failed request are not wake-ups.
+    ///
+    /// What [`LockStats::waiter_wakeups`](crate::LockStats::waiter_wakeups) reports
+    /// and the conformance suite counts: a [`herd_free`](Capabilities::herd_free)
+    /// backend wakes, per release, only the waiters that release may grant (see
+    /// [`decide`]'s guarantees), so the sum over every client's backend stays near
+    /// the number of grants, where a herd would cost one per waiter queued. A backend
+    /// that claims `herd_free` must return `Some`.
+    ///
+    /// By default `None`: the backend does not count.
+    fn waiter_wakeups(&self) -> Option<u64> {
+        None
+    }
+
     /// Closes connections. Leases still open are revoked or left to expire.
     async fn close(&self) -> Result<()>;
 
