@@ -5,7 +5,7 @@ use crate::{error, lock, members::Members, watch::WatchMux, EtcdConfig, EtcdHeld
 use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
-use lock_core::backend::{local_deadline, Liveness};
+use lock_core::backend::{local_deadline, lock_unpoisoned, Liveness};
 use lock_core::{
     backend::{Backoff, Claim, HeldLock, LeaseBackend, WaitMode},
     AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
@@ -205,12 +205,12 @@ impl Conn {
             slots: Mutex::default(),
         });
         {
-            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let mut leases = lock_unpoisoned(&self.leases);
             leases.retain(|_, l| l.strong_count() > 0);
             leases.insert(shared.id, Arc::downgrade(&shared));
         }
         {
-            let mut granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+            let mut granted = lock_unpoisoned(&self.granted);
             if granted.len() >= GRANTED_KEPT {
                 granted.pop_front();
             }
@@ -227,13 +227,13 @@ impl Conn {
 
     /// The most recent lease ids granted, live or not.
     pub(crate) fn granted_leases(&self) -> Vec<LeaseId> {
-        let granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+        let granted = lock_unpoisoned(&self.granted);
         granted.iter().copied().collect()
     }
 
     /// Every lease this connection granted that is still alive here.
     pub(crate) fn live_leases(&self) -> Vec<Arc<LeaseShared>> {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let leases = lock_unpoisoned(&self.leases);
         leases
             .values()
             .filter_map(Weak::upgrade)

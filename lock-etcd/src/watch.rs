@@ -10,6 +10,7 @@ use etcd_client::{
     EventType, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream,
 };
 use futures::StreamExt;
+use lock_core::backend::Backoff;
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicI64, Ordering},
@@ -124,7 +125,10 @@ struct State {
     /// The member the stream is open on.
     member: usize,
     subs: HashMap<i64, mpsc::UnboundedSender<Signal>>,
-    failures: u32,
+    /// Whether the last attempt to open a stream failed, and the wait before the next
+    /// (100 ms doubling up to 800 ms).
+    failed: bool,
+    backoff: Backoff,
 }
 
 /// How often the stream checks that its member is still the one requests go to.
@@ -141,7 +145,8 @@ async fn run(
         stream: None,
         member: 0,
         subs: HashMap::new(),
-        failures: 0,
+        failed: false,
+        backoff: Backoff::new(Duration::from_millis(100), Duration::from_millis(800)),
     };
     let mut checks = tokio::time::interval(MEMBER_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -201,27 +206,27 @@ impl State {
             }
             return;
         }
-        if self.failures > 0 {
+        if self.failed {
             // Do not hammer a cluster that just refused a stream.
-            let backoff = Duration::from_millis(50 << self.failures.min(4));
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(self.backoff.next_delay()).await;
         }
         let member = self.members.preferred();
         let mut watch = self.members.client(member).watch_client();
         let limit = self.members.attempt_limit(self.request_timeout);
         match tokio::time::timeout(limit, watch.watch(key, Some(options))).await {
             Ok(Ok(stream)) => {
-                self.failures = 0;
+                self.failed = false;
+                self.backoff.reset();
                 self.member = member;
                 self.stream = Some(stream.split());
             }
             Ok(Err(e)) => {
-                self.failures += 1;
+                self.failed = true;
                 self.members.skip(member);
                 self.reset(&format!("cannot open watch stream: {e}"));
             }
             Err(_) => {
-                self.failures += 1;
+                self.failed = true;
                 self.members.skip(member);
                 self.reset("opening the watch stream timed out");
             }
