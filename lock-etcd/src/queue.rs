@@ -139,12 +139,19 @@ pub(crate) fn name_of(prefix: &str, key: &[u8], lease: i64) -> Option<LockName> 
         Some((_, rest)) => std::str::from_utf8(rest).ok()?,
         None => suffix.strip_prefix('r').unwrap_or(suffix),
     };
-    let after = suffix.strip_prefix(&format!("{lease:x}"))?;
-    let slot_ok = after.is_empty()
-        || after
-            .strip_prefix('-')
-            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
-    slot_ok.then(|| LockName::new(name).ok()).flatten()
+    // `<lease in hex>[-<slot>]`; the hex may be zero-padded (etcdctl prints lease ids
+    // as `%016x`), so it is compared as a number.
+    let (hex, slot) = match suffix.split_once('-') {
+        Some((hex, slot)) => (hex, Some(slot)),
+        None => (suffix, None),
+    };
+    let lease_ok = !hex.is_empty()
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && u64::from_str_radix(hex, 16).is_ok_and(|id| i64::try_from(id) == Ok(lease));
+    let slot_ok = slot.is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    (lease_ok && slot_ok)
+        .then(|| LockName::new(name).ok())
+        .flatten()
 }
 
 /// Whether `key` is a contender of the lock whose range is `range`: a direct child
@@ -358,6 +365,9 @@ mod tests {
         assert_eq!(name_of("/p", key.as_bytes(), 0xbeef), Some(ab.clone()));
         assert_eq!(name_of("/p", b"/p/a/b/beef", 0xbeef), Some(ab.clone()));
         assert_eq!(name_of("", b"a/694d", 0x694d), Some(a.clone()));
+        // Zero-padded, as etcdctl prints a lease id whose top nibble is 0.
+        assert_eq!(name_of("", b"a/0000694d-0", 0x694d), Some(a.clone()));
+        assert_eq!(name_of("", b"a/0694e", 0x694d), None);
         assert_eq!(name_of("/q", key.as_bytes(), 0xbeef), None);
         // not a lock key: no lease, another lease, no hex suffix, bad name
         assert_eq!(name_of("/p", key.as_bytes(), 0), None);
