@@ -97,6 +97,15 @@
 //!   a cluster would refuse across nodes; all keys of one lock share one hash slot.
 //! - A holder paused longer than its TTL still believes it holds the lock when it
 //!   wakes up, until it looks at its state: protect resources with the token.
+//! - **No read-write lock or semaphore here** (capabilities `false`,
+//!   [`ErrorKind::Unsupported`](lock_core::ErrorKind::Unsupported) before anything is
+//!   written). The queue could carry the claims, but each would need its own scripts
+//!   (a scan of the queue ahead for the nearest writer or the permits ahead, per-slot
+//!   token counters, a grant signal to the next permit waiter) and its own fencecheck
+//!   mode, all on a store that loses locks on failover; use etcd or ZooKeeper for
+//!   them. Elections campaign, run and resign like locks, but `proclaim` (no
+//!   `set_value`) and watching (`status --watch`, `Election::observe`) are
+//!   `Unsupported` as well.
 //!
 //! # Examples
 //!
