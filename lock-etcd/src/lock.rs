@@ -536,6 +536,11 @@ struct Turn {
 /// what the enqueueing Txn read at `read_rev`, if anything. Returns the revision at
 /// which the lock was seen granted, or `None` when `turn.wait` is off and the entry
 /// is not granted at once.
+/// How often, and how many times, a waiter looks at the keys ahead while its new watch
+/// may still be unsynced on the server (see `wait_for_turn`).
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const RECHECKS: u32 = 4;
+
 async fn wait_for_turn(
     lease: &LeaseShared,
     name: &LockName,
@@ -664,6 +669,13 @@ async fn wait_for_turn(
             .collect();
         let own_sub =
             own_watch.get_or_insert_with(|| conn.watches.watch(key.as_bytes(), read_rev + 1));
+        // etcd < 3.7 registers a watch "from now" at the revision it read just before
+        // (`wsrev + 1`): a write committed in between leaves the watcher unsynced,
+        // served only by the store's resync loop every 100 ms. While that may be so,
+        // look at the keys ahead a few times (at most `RECHECKS`, only as long as we
+        // still wait), so such a watch costs at most `RECHECK_EVERY`, not 100 ms.
+        let mut recheck_at = tokio::time::Instant::now() + RECHECK_EVERY;
+        let mut rechecks = 0;
         let reset = loop {
             let next_ahead = futures::future::select_all(
                 ahead_watches
@@ -689,6 +701,25 @@ async fn wait_for_turn(
                     Signal::Put { .. } if wake_on_put => break false,
                     Signal::Created { .. } | Signal::Put { .. } => {}
                 },
+                _ = tokio::time::sleep_until(recheck_at), if rechecks < RECHECKS => {
+                    rechecks += 1;
+                    recheck_at += RECHECK_EVERY;
+                    let mut moved = false;
+                    for (ahead_key, ahead_rev) in &targets {
+                        match still_there(conn, name, ahead_key, *ahead_rev).await {
+                            Ok(Some(m)) if !(wake_on_put && m > read_rev) => {}
+                            Ok(_) => moved = true,
+                            Err(e) if e.is_retryable() => {}
+                            Err(e) => return Err(e),
+                        }
+                        if moved {
+                            break;
+                        }
+                    }
+                    if moved {
+                        break false;
+                    }
+                }
                 signal = own_sub.next() => match signal {
                     Signal::Put { create_revision, .. } if create_revision == own_rev => {}
                     Signal::Created { .. } => {}
@@ -700,8 +731,8 @@ async fn wait_for_turn(
                 },
             }
         };
-        // Woken (an event on a key ahead, a late registration that showed a change,
-        // or a broken watch): read the queue again.
+        // Woken (an event on a key ahead, a late registration or a re-check that
+        // showed a change, or a broken watch): read the queue again.
         conn.wakeups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if reset {
