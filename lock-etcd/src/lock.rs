@@ -480,6 +480,22 @@ async fn still_there(
         .map(|kv| kv.mod_revision()))
 }
 
+/// Whether the key ahead (`key`, created at `create_revision`) left, or, for a permit
+/// waiter (`wake_on_put`), was rewritten since our read at `read_rev`: its grant signal.
+async fn ahead_moved(
+    conn: &Conn,
+    name: &LockName,
+    key: &[u8],
+    create_revision: i64,
+    wake_on_put: bool,
+    read_rev: i64,
+) -> Result<bool> {
+    Ok(match still_there(conn, name, key, create_revision).await? {
+        Some(modified) => wake_on_put && modified > read_rev,
+        None => true,
+    })
+}
+
 /// The contender just ahead of `own_rev` in `range` (none or one), skipping the keys
 /// of nested namespaces: one keys-only read of every key created before ours. Also
 /// returns the revision it was read at.
@@ -691,9 +707,9 @@ async fn wait_for_turn(
                         let (ahead_key, ahead_rev) = &targets[i];
                         // Gone, or (for a permit waiter) rewritten since our read:
                         // the grant signal came before the watch did.
-                        match still_there(conn, name, ahead_key, *ahead_rev).await {
-                            Ok(Some(m)) if !(wake_on_put && m > read_rev) => {}
-                            Ok(_) => break false,
+                        match ahead_moved(conn, name, ahead_key, *ahead_rev, wake_on_put, read_rev).await {
+                            Ok(false) => {}
+                            Ok(true) => break false,
                             Err(e) if e.is_retryable() => break true,
                             Err(e) => return Err(e),
                         }
@@ -706,9 +722,8 @@ async fn wait_for_turn(
                     recheck_at += RECHECK_EVERY;
                     let mut moved = false;
                     for (ahead_key, ahead_rev) in &targets {
-                        match still_there(conn, name, ahead_key, *ahead_rev).await {
-                            Ok(Some(m)) if !(wake_on_put && m > read_rev) => {}
-                            Ok(_) => moved = true,
+                        match ahead_moved(conn, name, ahead_key, *ahead_rev, wake_on_put, read_rev).await {
+                            Ok(m) => moved = m,
                             Err(e) if e.is_retryable() => {}
                             Err(e) => return Err(e),
                         }
