@@ -16,7 +16,7 @@ impl EtcdBackend {
 
     /// The leases this backend granted that are neither revoked nor lost.
     pub fn live_leases(&self) -> Vec<LeaseId> {
-        self.conn
+        self.leases
             .live_leases()
             .iter()
             .map(|l| l.lease_id())
@@ -40,7 +40,7 @@ impl EtcdBackend {
     /// one of this backend's live leases.
     #[doc(hidden)]
     pub fn stall_keep_alive(&self, lease: LeaseId, stalled: bool) -> bool {
-        let leases = self.conn.live_leases();
+        let leases = self.leases.live_leases();
         match leases.iter().find(|l| l.lease_id() == lease) {
             Some(l) => {
                 l.stalled
@@ -110,7 +110,7 @@ impl EtcdBackend {
             return Ok(None);
         };
         let (key, rev) = (kv.key().to_vec(), kv.create_revision());
-        let txn = crate::lock::fenced_delete(key, rev);
+        let txn = crate::keys::fenced_delete(key, rev);
         let resp = self
             .conn
             .call(&|| format!("breaking lock {name}"), |mut c| {
@@ -181,6 +181,6 @@ impl EtcdBackend {
     /// The most recent leases (up to 1024) this backend granted, live or not.
     #[doc(hidden)]
     pub fn granted_leases(&self) -> Vec<LeaseId> {
-        self.conn.granted_leases()
+        self.leases.granted_leases()
     }
 }

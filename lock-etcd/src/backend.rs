@@ -1,17 +1,19 @@
 //! The plug into lock-core: [`EtcdBackend`] and its [`Backend`] impl (connect,
-//! inspect, list, close).
+//! inspect, list, close), and [`EtcdLease`]'s [`LeaseBackend`] impl, which runs the
+//! recipe (`lock.rs`).
 
 use crate::{
-    config, error, members, queue, session::Conn, watch, watch_lock, EtcdConfig, EtcdHeldLock,
-    EtcdLease,
+    config, conn::Conn, error, lock, members, queue, session::Leases, view::info, watch,
+    watch_lock, EtcdConfig, EtcdHeldLock, EtcdLease,
 };
 use ::etcd_client::{GetOptions, SortOrder, SortTarget};
 use async_trait::async_trait;
 use lock_core::{
     backend::{
-        decide, Backend, ChangeStream, Claim, Decision, LeaseBackend, LockInfoWatch, WatchScope,
+        Backend, ChangeStream, Claim, HeldLock, LeaseBackend, Liveness, LockInfoWatch, WaitMode,
+        WatchScope,
     },
-    Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
+    AcquireOptions, Capabilities, Error, ErrorKind, LeaseId, LockInfo, LockName, Result,
     TokenSource,
 };
 use std::{any::Any, collections::BTreeMap, fmt, sync::Arc, time::Duration};
@@ -47,6 +49,7 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevi
 #[derive(Clone)]
 pub struct EtcdBackend {
     pub(crate) conn: Arc<Conn>,
+    pub(crate) leases: Arc<Leases>,
 }
 
 impl fmt::Debug for EtcdBackend {
@@ -154,13 +157,14 @@ impl EtcdBackend {
             watches: watch::WatchMux::start(members.clone(), config.request_timeout()),
             members,
             config,
-            leases: Default::default(),
-            granted: Default::default(),
             wakeups: Default::default(),
         });
         let probe = conn.probe_members(deadline).await;
         match probe {
-            Ok(_) => Ok(EtcdBackend { conn }),
+            Ok(_) => Ok(EtcdBackend {
+                conn,
+                leases: Arc::default(),
+            }),
             Err(err) => {
                 conn.watches.shutdown();
                 Err(match err.kind() {
@@ -201,40 +205,6 @@ impl EtcdBackend {
     }
 }
 
-fn holder(range: &str, kv: &::etcd_client::KeyValue) -> HolderInfo {
-    let (acquired_at, holder) = queue::decode_value(kv.value());
-    HolderInfo::new(
-        FencingToken::new(kv.create_revision().unsigned_abs()),
-        LeaseId::new(kv.lease().unsigned_abs()),
-    )
-    .with_holder(holder)
-    .with_acquired_at(acquired_at)
-    .with_claim(queue::claim_of(range, kv.key()))
-}
-
-/// The lock's view from its contenders in create-revision order (the first `count`
-/// of them read; the rest only counted): every entry [`decide`] grants is a holder.
-pub(crate) fn info(
-    name: LockName,
-    range: &str,
-    contenders: &[&::etcd_client::KeyValue],
-    count: i64,
-) -> Option<LockInfo> {
-    let claims: Vec<Claim> = contenders
-        .iter()
-        .map(|kv| queue::claim_of(range, kv.key()))
-        .collect();
-    let held = (0..claims.len())
-        .take_while(|i| decide(&claims, *i) == Some(Decision::Granted))
-        .count();
-    let mut holders = contenders[..held].iter().map(|kv| holder(range, kv));
-    let first = holders.next()?;
-    let others: Vec<HolderInfo> = holders.collect();
-    let count = usize::try_from(count).unwrap_or(0);
-    let waiters = count.saturating_sub(held);
-    Some(LockInfo::from_holders(name, first, others, waiters))
-}
-
 #[async_trait]
 impl Backend for EtcdBackend {
     fn capabilities(&self) -> Capabilities {
@@ -250,7 +220,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
-        Ok(Arc::new(self.conn.grant(ttl).await?))
+        Ok(Arc::new(self.leases.grant(&self.conn, ttl).await?))
     }
 
     /// Counts the times a waiter's wait for the keys ahead of it ended (a watch
@@ -324,13 +294,50 @@ impl Backend for EtcdBackend {
 
     async fn close(&self) -> Result<()> {
         let mut first_error = None;
-        for lease in self.conn.live_leases() {
+        for lease in self.leases.live_leases() {
             if let Err(e) = lease.revoke().await {
                 first_error.get_or_insert(e);
             }
         }
         self.conn.watches.shutdown();
         first_error.map_or(Ok(()), Err)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[async_trait]
+impl LeaseBackend for EtcdLease {
+    fn id(&self) -> LeaseId {
+        self.shared.lease_id()
+    }
+
+    fn granted_ttl(&self) -> Duration {
+        self.shared.ttl
+    }
+
+    fn liveness(&self) -> &Liveness {
+        &self.shared.liveness
+    }
+
+    async fn acquire(
+        &self,
+        name: &LockName,
+        claim: Claim,
+        mode: WaitMode,
+        options: &AcquireOptions,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        // Every claim the capabilities deny is refused here, before anything is
+        // enqueued.
+        lock_core::backend::check_claim(&CAPABILITIES, "etcd", claim, name)?;
+        let held = lock::acquire(&self.shared, name, claim, mode, options).await?;
+        Ok(held.map(|h: EtcdHeldLock| Box::new(h) as Box<dyn HeldLock>))
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        self.shared.revoke().await
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -1,9 +1,11 @@
-//! The held lock: a watch on its own key (shared stream) for loss detection, and
-//! the fenced release.
+//! The held lock (one grant): a watch on its own key (shared stream) for loss
+//! detection, and the fenced release.
 
 use crate::{
-    lock::{delete, fenced_delete, spawn_delete, PermitSlot},
-    session::{backoff_from_zero, Conn, LeaseShared},
+    conn::{backoff_from_zero, Conn},
+    keys::{delete, delete_until_confirmed, fenced_delete},
+    permit::PermitSlot,
+    session::LeaseShared,
     slot::Slot,
     watch::Signal,
 };
@@ -106,6 +108,26 @@ pub(crate) async fn release(
             format!("lock {name} (token {token}) was lost before release"),
         ))
     }
+}
+
+/// Deletes `key` in the background (only if its create revision is `fence`, when
+/// given), bounded by the request timeout; frees `slot` once the key is gone.
+pub(crate) fn spawn_delete(conn: Arc<Conn>, key: String, fence: Option<i64>, slot: Option<Slot>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(
+            key,
+            "no tokio runtime to delete a lock key; it expires with its lease"
+        );
+        if let Some(slot) = slot {
+            slot.keep_reserved();
+        }
+        return;
+    };
+    rt.spawn(async move {
+        if let (false, Some(slot)) = (delete_until_confirmed(&conn, &key, fence).await, slot) {
+            slot.keep_reserved();
+        }
+    });
 }
 
 /// Stops a task when dropped.

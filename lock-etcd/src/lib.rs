@@ -112,6 +112,37 @@
 //! guard.release().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Layout
+//!
+//! The source files (private modules), each with one job. A file imports only from
+//! files listed below it, so there is no import circle in the crate:
+//!
+//! - `lib.rs`: these docs and the re-exports.
+//! - `admin.rs`: operator and fault controls on [`EtcdBackend`]; `fenced.rs`: native
+//!   fenced transactions on [`EtcdHeldLock`], with this crate's own operation and
+//!   outcome types.
+//! - `backend.rs`: the plug into lock-core: [`EtcdBackend`]'s `Backend` impl
+//!   (connect, inspect, list, watches, close) and [`EtcdLease`]'s `LeaseBackend`
+//!   impl, which runs the recipe.
+//! - `watch_lock.rs`: live views of locks, each on a watch stream of its own;
+//!   `view.rs`: a lock's `LockInfo` from its contenders' keys.
+//! - `lock.rs`: the recipe, I/O only: enqueue with one Txn, then `wait.rs` (wait for
+//!   the key ahead), then `held.rs` (the grant, [`EtcdHeldLock`]: the watch on its own
+//!   key, the fenced release), with `permit.rs` (a semaphore permit's slot key) and
+//!   `slot.rs` (key suffixes reserved per lease and lock).
+//! - `session.rs`: the lease ([`EtcdLease`]): grant, keep-alive task, revoke, and the
+//!   leases a backend granted.
+//! - `keys.rs`: single requests on lock keys: queue reads, fenced and retried deletes.
+//! - `conn.rs`: the connection: requests bounded and retried over the members, the
+//!   backoff; `watch.rs`: the backend's one shared watch stream; `members.rs`: one
+//!   client per cluster member.
+//! - Leaves: `queue.rs` (key layout, value codec, queue position), `config.rs`
+//!   ([`EtcdConfig`]), `error.rs` (etcd errors mapped into fencelock's).
+//!
+//! In one line: `admin`, `fenced` → `backend` → `watch_lock` → `view` → `lock` →
+//! `wait` → `held` → `permit` → `slot` → `session` → `keys` → `conn` → `watch` →
+//! `members` → leaves.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -119,14 +150,19 @@
 mod admin;
 mod backend;
 mod config;
+mod conn;
 mod error;
 mod fenced;
 mod held;
+mod keys;
 mod lock;
 mod members;
+mod permit;
 mod queue;
 mod session;
 mod slot;
+mod view;
+mod wait;
 mod watch;
 mod watch_lock;
 

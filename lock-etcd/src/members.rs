@@ -5,8 +5,8 @@
 //! or wedged member): its requests time out, keep-alives included. So every unary
 //! request and keep-alive of this backend goes to one *preferred* member, through a
 //! client of its own, and moves on to the next member as soon as the preferred one
-//! fails to answer in time (see [`Conn::call_counted`](crate::session::Conn) and the
-//! keep-alive task). The members are connected lazily (etcd-client opens the
+//! fails to answer in time (see `Conn::call_counted` in `conn.rs` and the keep-alive
+//! task in `session.rs`). The members are connected lazily (etcd-client opens the
 //! connection on first use), so a hung member costs nothing until it is chosen.
 
 use crate::error;

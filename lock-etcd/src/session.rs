@@ -1,22 +1,19 @@
-//! The connection (bounded requests with retries) and the lease: grant, one
-//! keep-alive task per lease, revoke.
+//! The lease: grant, the state its keep-alive task, its locks and the backend share,
+//! one keep-alive task per lease, revoke; and the registry of the leases a backend
+//! granted. Its `LeaseBackend` impl (which runs the recipe) is in `backend.rs`.
 
-use crate::{error, lock, members::Members, watch::WatchMux, EtcdConfig, EtcdHeldLock};
-use async_trait::async_trait;
-use etcd_client::{Client, GetOptions};
+use crate::{
+    conn::{retry_backoff, Conn},
+    error,
+};
 use futures::stream::{FuturesUnordered, StreamExt};
 use lock_core::backend::{local_deadline, lock_unpoisoned, Liveness};
-use lock_core::{
-    backend::{Backoff, Claim, HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
-};
+use lock_core::{Error, ErrorKind, LeaseId, LossCause, Result};
 use std::{
-    any::Any,
     collections::{BTreeSet, HashMap, VecDeque},
     fmt,
-    future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex, Weak,
     },
     time::Duration,
@@ -26,159 +23,24 @@ use tokio::{
     time::Instant,
 };
 
-const BACKOFF_START: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const GRANTED_KEPT: usize = 1024;
 
-/// One connection to an etcd cluster, shared by the backend, its leases and locks.
-pub(crate) struct Conn {
-    /// One client per member: unary requests and keep-alives (see [`Members`]).
-    pub(crate) members: Arc<Members>,
-    pub(crate) config: EtcdConfig,
-    pub(crate) watches: WatchMux,
-    pub(crate) leases: Mutex<HashMap<i64, Weak<LeaseShared>>>,
+/// The leases one backend (and its clones) granted.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    /// Every lease granted whose state is still referenced, by id.
+    live: Mutex<HashMap<i64, Weak<LeaseShared>>>,
     /// The most recent lease ids granted, for leak checks.
-    pub(crate) granted: Mutex<VecDeque<LeaseId>>,
-    /// Waiters woken to read the queue again ([`Backend::waiter_wakeups`](lock_core::backend::Backend::waiter_wakeups)).
-    pub(crate) wakeups: AtomicU64,
+    granted: Mutex<VecDeque<LeaseId>>,
 }
 
-impl fmt::Debug for Conn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn")
-            .field("endpoints", &self.config.endpoints())
-            .field("prefix", &self.config.prefix())
-            .finish()
-    }
-}
-
-/// The jitter added to every retry delay after the first stays below this.
-const BACKOFF_JITTER: Duration = Duration::from_millis(16);
-
-/// The retry backoff of requests and keep-alives: 20 ms, then doubling to 500 ms,
-/// plus jitter.
-pub(crate) fn retry_backoff() -> Backoff {
-    Backoff::new(BACKOFF_START, BACKOFF_MAX).with_jitter(BACKOFF_JITTER)
-}
-
-/// The same doubling started from zero: the first delay is the jitter alone.
-pub(crate) fn backoff_from_zero() -> Backoff {
-    let mut backoff = Backoff::new(Duration::ZERO, BACKOFF_MAX).with_jitter(BACKOFF_JITTER);
-    backoff.next_delay(); // skip the zero delay
-    backoff
-}
-
-impl Conn {
-    /// Runs `op` until it succeeds, retrying transient failures (`Unavailable`, and
-    /// timeouts of single attempts) with backoff until `deadline` (default: now +
-    /// request timeout). Each attempt goes to the preferred member and gets at most
-    /// [`Members::attempt_limit`]; a member that times out or is unavailable is left
-    /// for the next one, so a stalled member costs one short attempt, and the whole
-    /// call never outlives its deadline. Only for operations that are safe to repeat.
-    /// Also returns whether more than one attempt was made (an earlier one may have
-    /// taken effect).
-    pub(crate) async fn call_counted<T, F, Fut>(
-        &self,
-        what: &(dyn Fn() -> String + Sync),
-        deadline: Option<Instant>,
-        mut op: F,
-    ) -> Result<(T, bool)>
-    where
-        F: FnMut(Client) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let limit = self.config.request_timeout();
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + limit);
-        // An attempt stuck at a stalled member or a dying leader must not use up the
-        // whole budget: later attempts reach another member (every operation here is
-        // safe to repeat).
-        let attempt_limit = self.members.attempt_limit(limit);
-        let mut backoff = retry_backoff();
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let budget = deadline
-                .saturating_duration_since(Instant::now())
-                .min(attempt_limit);
-            let member = self.members.preferred();
-            let client = self.members.client(member);
-            let err = match tokio::time::timeout(budget, op(client)).await {
-                Ok(Ok(value)) => return Ok((value, attempts > 1)),
-                Ok(Err(e)) => error::map(e, what()),
-                Err(_) => error::timed_out(what(), budget),
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) {
-                self.members.skip(member);
-            }
-            if !err.is_retryable() || left <= backoff.current() {
-                return Err(err);
-            }
-            tracing::debug!(error = %err, attempt = attempts, endpoint = self.members.endpoint(member), "retrying etcd request");
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-    }
-
-    /// Reads the prefix's key count from every member at once, until `deadline`:
-    /// the first member to answer becomes the preferred one, so a hung member early
-    /// in the URL costs nothing. Fails with the most telling error when none answers.
-    /// With no prefix it reads the one key `/` instead (counting the whole key space
-    /// walks all of it).
-    pub(crate) async fn probe_members(&self, deadline: Instant) -> Result<()> {
-        let whole = self.config.prefix().is_empty();
-        let key = format!("{}/", self.config.prefix());
-        let mut probes: FuturesUnordered<_> = (0..self.members.len())
-            .map(|member| {
-                let mut client = self.members.client(member);
-                let key = key.clone();
-                async move {
-                    let mut options = GetOptions::new().with_count_only();
-                    if !whole {
-                        options = options.with_prefix();
-                    }
-                    let result =
-                        tokio::time::timeout_at(deadline, client.get(key, Some(options))).await;
-                    (member, result)
-                }
-            })
-            .collect();
-        let mut worst: Option<Error> = None;
-        while let Some((member, result)) = probes.next().await {
-            let what = || format!("reading {key:?} at {}", self.members.endpoint(member));
-            let err = match result {
-                Ok(Ok(_)) => {
-                    self.members.prefer(member);
-                    return Ok(());
-                }
-                Ok(Err(e)) => error::map(e, what()),
-                Err(_) => error::timed_out(what(), self.config.connect_timeout()),
-            };
-            // A definite answer (bad credentials, ...) tells more than a timeout.
-            if worst.as_ref().is_none_or(|w| w.is_retryable()) {
-                worst = Some(err);
-            }
-        }
-        Err(worst.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no etcd endpoint")))
-    }
-
-    /// [`call_counted`](Self::call_counted) without the count.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        what: &(dyn Fn() -> String + Sync),
-        op: F,
-    ) -> Result<T>
-    where
-        F: FnMut(Client) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_counted(what, None, op).await.map(|(v, _)| v)
-    }
-
-    /// Grants a lease of `ttl` rounded up to whole seconds and starts its keep-alive.
-    pub(crate) async fn grant(self: &Arc<Self>, ttl: Duration) -> Result<EtcdLease> {
+impl Leases {
+    /// Grants a lease of `ttl` rounded up to whole seconds on `conn` and starts its
+    /// keep-alive.
+    pub(crate) async fn grant(&self, conn: &Arc<Conn>, ttl: Duration) -> Result<EtcdLease> {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
-        let (resp, sent_at) = self
+        let (resp, sent_at) = conn
             .call(
                 &|| format!("granting a lease of {secs}s"),
                 |mut c| async move {
@@ -195,7 +57,7 @@ impl Conn {
         }
         let granted = Duration::from_secs(resp.ttl().unsigned_abs());
         let shared = Arc::new(LeaseShared {
-            conn: self.clone(),
+            conn: conn.clone(),
             id: resp.id(),
             ttl: granted,
             liveness: Liveness::for_lease(local_deadline(sent_at, granted), granted),
@@ -205,7 +67,7 @@ impl Conn {
             slots: Mutex::default(),
         });
         {
-            let mut leases = lock_unpoisoned(&self.leases);
+            let mut leases = lock_unpoisoned(&self.live);
             leases.retain(|_, l| l.strong_count() > 0);
             leases.insert(shared.id, Arc::downgrade(&shared));
         }
@@ -231,9 +93,9 @@ impl Conn {
         granted.iter().copied().collect()
     }
 
-    /// Every lease this connection granted that is still alive here.
+    /// Every lease this backend granted that is still alive here.
     pub(crate) fn live_leases(&self) -> Vec<Arc<LeaseShared>> {
-        let leases = lock_unpoisoned(&self.leases);
+        let leases = lock_unpoisoned(&self.live);
         leases
             .values()
             .filter_map(Weak::upgrade)
@@ -254,7 +116,7 @@ pub(crate) struct LeaseShared {
     /// lease still there?).
     pub(crate) poke: Notify,
     pub(crate) revoked: AtomicBool,
-    /// Key suffixes in use per lock range (see [`Slot`](crate::slot::Slot)).
+    /// Key suffixes in use per lock range (see `Slot` in `slot.rs`).
     pub(crate) slots: Mutex<HashMap<String, BTreeSet<u32>>>,
 }
 
@@ -329,7 +191,7 @@ impl LeaseShared {
 ///   new leader kept alive (etcd issue 15247): a server-side defect no client can
 ///   prevent. The lock's fencing token still protects the resource.
 pub struct EtcdLease {
-    shared: Arc<LeaseShared>,
+    pub(crate) shared: Arc<LeaseShared>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -340,43 +202,6 @@ impl fmt::Debug for EtcdLease {
             .field("ttl", &self.shared.ttl)
             .field("state", &self.shared.liveness.state())
             .finish()
-    }
-}
-
-#[async_trait]
-impl LeaseBackend for EtcdLease {
-    fn id(&self) -> LeaseId {
-        self.shared.lease_id()
-    }
-
-    fn granted_ttl(&self) -> Duration {
-        self.shared.ttl
-    }
-
-    fn liveness(&self) -> &Liveness {
-        &self.shared.liveness
-    }
-
-    async fn acquire(
-        &self,
-        name: &LockName,
-        claim: Claim,
-        mode: WaitMode,
-        options: &AcquireOptions,
-    ) -> Result<Option<Box<dyn HeldLock>>> {
-        // Every claim the capabilities deny is refused here, before anything is
-        // enqueued.
-        lock_core::backend::check_claim(&crate::CAPABILITIES, "etcd", claim, name)?;
-        let held = lock::acquire(&self.shared, name, claim, mode, options).await?;
-        Ok(held.map(|h: EtcdHeldLock| Box::new(h) as Box<dyn HeldLock>))
-    }
-
-    async fn revoke(&self) -> Result<()> {
-        self.shared.revoke().await
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -122,7 +122,7 @@ impl LeaseShared {
 
 #[cfg(test)]
 mod tests {
-    use crate::{session::Conn, watch::WatchMux, EtcdConfig};
+    use crate::{conn::Conn, watch::WatchMux, EtcdConfig};
     use lock_core::backend::Liveness;
     use std::sync::{atomic::AtomicBool, Arc};
     use tokio::sync::Notify;
@@ -138,8 +138,6 @@ mod tests {
             watches: WatchMux::start(members.clone(), config.request_timeout()),
             members,
             config,
-            leases: Default::default(),
-            granted: Default::default(),
             wakeups: Default::default(),
         });
         Arc::new(crate::session::LeaseShared {

@@ -15,7 +15,10 @@
 //!   When the stream breaks or etcd cancels the watch (compaction), the range is read
 //!   once more and the watch continues after that read's revision.
 
-use crate::{backend, error, queue, session::Conn};
+use crate::{
+    conn::{retry_backoff, Conn},
+    error, queue, view,
+};
 use etcd_client::{
     EventType, GetOptions, KeyValue, WatchOptions, WatchRequestSender, WatchResponseStream,
 };
@@ -34,7 +37,7 @@ type Stream = (WatchRequestSender, WatchResponseStream);
 /// Watches every key starting with `range`; returns once etcd confirmed the watch.
 pub(crate) async fn changes(conn: Arc<Conn>, range: String) -> Result<ChangeStream> {
     let first = open(&conn, &range, 0).await?;
-    let state = (conn, range, Some(first), crate::session::retry_backoff());
+    let state = (conn, range, Some(first), retry_backoff());
     Ok(
         futures::stream::unfold(state, |(conn, range, mut stream, mut backoff)| async move {
             loop {
@@ -147,7 +150,7 @@ impl Contenders {
     fn info(&self, name: &LockName, range: &str) -> Option<LockInfo> {
         let kvs: Vec<&KeyValue> = self.by_revision.values().collect();
         let count = i64::try_from(kvs.len()).unwrap_or(i64::MAX);
-        backend::info(name.clone(), range, &kvs, count)
+        view::info(name.clone(), range, &kvs, count)
     }
 }
 
@@ -260,7 +263,7 @@ pub(crate) async fn lock_infos(
         contenders,
         stream: Some(stream),
         last: None,
-        backoff: crate::session::retry_backoff(),
+        backoff: retry_backoff(),
     };
     let first = follower.changed().unwrap_or(None);
     Ok(follow_lock(first, follower, |mut f| async move {
