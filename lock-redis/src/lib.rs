@@ -127,6 +127,7 @@
 mod admin;
 mod backend;
 mod config;
+mod conn;
 mod error;
 mod held;
 mod lock;

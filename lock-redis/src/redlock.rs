@@ -7,7 +7,7 @@
 
 use crate::{
     config::invalid,
-    session::{retry_backoff, Conn},
+    conn::{retry_backoff, Conn},
     RedisConfig,
 };
 use async_trait::async_trait;
@@ -417,7 +417,7 @@ impl RedlockBackend {
     /// A dropped call may or may not have deleted the entries.
     pub async fn break_lock(&self, name: &LockName) -> Result<Option<FencingToken>> {
         let info = Backend::inspect(self, name).await?;
-        let key = format!("{}lock", crate::lock::base(self.nodes.prefix(), name));
+        let key = format!("{}lock", crate::scripts::base(self.nodes.prefix(), name));
         for c in &self.nodes.conns {
             let _ = c.delete(&key).await;
         }
@@ -517,7 +517,7 @@ impl Backend for RedlockBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
         let nodes = &self.nodes;
-        let base = crate::lock::base(nodes.prefix(), name);
+        let base = crate::scripts::base(nodes.prefix(), name);
         let results = nodes
             .all(nodes.config.first().request_timeout(), |_, mut c| {
                 let mut inv = nodes.scripts.inspect.prepare_invoke();
@@ -576,7 +576,7 @@ impl Backend for RedlockBackend {
         let mut names = BTreeSet::new();
         for c in &self.nodes.conns {
             let pattern = format!("{}{{{prefix}*}}:lock", self.nodes.prefix());
-            if let Ok(keys) = crate::admin::scan(c, &pattern).await {
+            if let Ok(keys) = c.scan(&pattern).await {
                 names.extend(keys.iter().filter_map(|k| {
                     let n = k.strip_prefix(self.nodes.prefix())?.strip_prefix('{')?;
                     LockName::new(n.strip_suffix("}:lock")?).ok()
@@ -855,7 +855,7 @@ async fn acquire(
             format!("lease {:x} is lost; cannot acquire {name}", lease.id),
         ));
     }
-    let base = crate::lock::base(nodes.prefix(), name);
+    let base = crate::scripts::base(nodes.prefix(), name);
     let (key, counter, wq) = (
         format!("{base}lock"),
         format!("{base}t"),
@@ -873,7 +873,7 @@ async fn acquire(
         armed: true,
     };
     let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
-    let counter_ms = u64::try_from(crate::lock::COUNTER_TTL.as_millis()).unwrap_or(u64::MAX);
+    let counter_ms = u64::try_from(crate::scripts::COUNTER_TTL.as_millis()).unwrap_or(u64::MAX);
     let lease_hex = format!("{:016x}", lease.id);
     let holder = options.holder().unwrap_or("");
     let wait = if mode == WaitMode::Wait { "1" } else { "0" };

@@ -7,6 +7,20 @@
 //!   server time), `h` holder), with the lease's TTL, renewed by the lease;
 //! - `Bw:<id>`: the wake list of a waiting entry: the release that makes it the
 //!   head pushes one element, which the waiter's `BLPOP` takes.
+//!
+//! Redlock (`redlock/scripts.rs`) uses the same key base, with its own keys under it.
+
+use lock_core::LockName;
+use std::time::Duration;
+
+/// How long the token counter of a lock outlives its last acquisition.
+pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The key base of lock `name`: every key of the lock starts with it and shares its
+/// hash slot.
+pub(crate) fn base(prefix: &str, name: &LockName) -> String {
+    format!("{prefix}{{{name}}}:")
+}
 
 /// Helpers every lock script starts with. `ARGV[1]` is the key base `B`.
 const COMMON: &str = r"
