@@ -2,7 +2,7 @@
 //! list lock names, break a lock, list stored keys, stall a lease's renewal. Used by
 //! tests and tools.
 
-use crate::{backend::RedisBackend, conn::Conn, lock, scripts};
+use crate::{backend::RedisBackend, lock, scripts};
 use lock_core::{FencingToken, LeaseId, LockName, Result};
 use std::sync::atomic::Ordering;
 
@@ -39,7 +39,7 @@ impl RedisBackend {
     ///
     /// Cancel safe: it only reads.
     pub async fn stored_keys(&self) -> Result<Vec<String>> {
-        stored_keys(&self.conn).await
+        self.conn.stored_keys().await
     }
 
     /// **Operator action**: deletes the current holder's entry of `name` (as
@@ -118,26 +118,4 @@ impl RedisBackend {
             None => false,
         }
     }
-}
-
-/// Every key under `conn`'s prefix except token counters with a TTL.
-pub(crate) async fn stored_keys(conn: &Conn) -> Result<Vec<String>> {
-    let keys = conn.scan(&format!("{}*", conn.config.prefix())).await?;
-    let mut out = Vec::new();
-    for key in keys {
-        if key.ends_with("}:t") {
-            let what = || format!("reading the ttl of {key}");
-            let pttl: i64 = conn
-                .call(&what, |mut c| {
-                    let cmd = redis::cmd("PTTL").arg(&key).clone();
-                    async move { cmd.query_async(&mut c).await }
-                })
-                .await?;
-            if pttl > 0 {
-                continue;
-            }
-        }
-        out.push(key);
-    }
-    Ok(out)
 }

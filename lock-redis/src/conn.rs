@@ -368,4 +368,26 @@ impl Conn {
     pub(crate) async fn explain(&self, err: Error) -> Error {
         rights::explain(&self.config, err, self.probe_rights().await)
     }
+
+    /// Every key under the prefix except token counters with a TTL (for leak checks).
+    pub(crate) async fn stored_keys(&self) -> Result<Vec<String>> {
+        let keys = self.scan(&format!("{}*", self.config.prefix())).await?;
+        let mut out = Vec::new();
+        for key in keys {
+            if key.ends_with("}:t") {
+                let what = || format!("reading the ttl of {key}");
+                let pttl: i64 = self
+                    .call(&what, |mut c| {
+                        let cmd = redis::cmd("PTTL").arg(&key).clone();
+                        async move { cmd.query_async(&mut c).await }
+                    })
+                    .await?;
+                if pttl > 0 {
+                    continue;
+                }
+            }
+            out.push(key);
+        }
+        Ok(out)
+    }
 }

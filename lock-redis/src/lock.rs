@@ -1,6 +1,7 @@
 //! The recipe: enqueue with one script, wait on the own wake list (woken only by the
 //! release that makes this entry the head, re-checking at the latest when the entry
-//! ahead would expire), hold, release fenced with one script.
+//! ahead would expire), hand the grant to `held.rs` (whose release is fenced, with
+//! the release script in `session.rs`); and the reading of a lock's entries.
 
 use crate::{
     conn::{retry_backoff, Conn},

@@ -1,5 +1,5 @@
-//! The Lua scripts: every change to a lock's keys is one of these, atomic on the
-//! server. Keys of lock `N` (all in one hash slot, `{N}`), with `B = <prefix>{N}:`:
+//! The Lua scripts and the key names they work on: every change to a lock's keys is
+//! one of these, atomic on the server. Keys of lock `N` (all in one hash slot, `{N}`), with `B = <prefix>{N}:`:
 //!
 //! - `Bq`: the queue, a sorted set of entry ids scored by their token;
 //! - `Bt`: the token counter (a string, with a long TTL);
