@@ -6,7 +6,7 @@
 use crate::{
     conn::{retry_backoff, Conn},
     held::RedisHeldLock,
-    scripts::{base, COUNTER_TTL},
+    scripts::{base, holder_info, COUNTER_TTL},
     session::{ensure_alive, remove, LeaseShared},
 };
 use lock_core::{
@@ -228,7 +228,6 @@ async fn wait_for_turn(
 
 /// The live entries of the lock at `base`, in queue order, as lock info.
 pub(crate) async fn inspect(conn: &Conn, name: &LockName) -> Result<Option<LockInfo>> {
-    use lock_core::{FencingToken, HolderInfo, LeaseId};
     let base = base(conn.config.prefix(), name);
     let what = || format!("reading lock {name}");
     let fields: Vec<String> = conn
@@ -243,16 +242,12 @@ pub(crate) async fn inspect(conn: &Conn, name: &LockName) -> Result<Option<LockI
         return Ok(None);
     };
     let waiters = entries.count();
-    let token = FencingToken::new(first[1].parse().unwrap_or(0));
-    let lease = LeaseId::new(u64::from_str_radix(&first[2], 16).unwrap_or(0));
-    let acquired_at = first[3]
-        .parse::<u64>()
-        .ok()
-        .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
-    let holder = (!first[4].is_empty()).then(|| first[4].clone());
-    let head = HolderInfo::new(token, lease)
-        .with_holder(holder)
-        .with_acquired_at(acquired_at);
+    let head = holder_info(
+        first[1].parse().unwrap_or(0),
+        &first[2],
+        &first[3],
+        &first[4],
+    );
     Ok(Some(LockInfo::from_holders(
         name.clone(),
         head,

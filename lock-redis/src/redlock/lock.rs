@@ -7,11 +7,10 @@ use super::{
     held::RedlockHeldLock,
     session::RlLeaseShared,
 };
-use crate::scripts::{base, COUNTER_TTL};
+use crate::scripts::{base, holder_info, COUNTER_TTL};
 use lock_core::{
     backend::{lock_unpoisoned, spawn_or_expire, Liveness, WaitMode},
-    AcquireOptions, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName,
-    LossCause, Result,
+    AcquireOptions, Error, ErrorKind, LockInfo, LockName, LossCause, Result,
 };
 use std::{
     collections::{BTreeSet, HashMap},
@@ -231,15 +230,7 @@ pub(super) async fn inspect(nodes: &Nodes, name: &LockName) -> Result<Option<Loc
         .max()
         .unwrap_or(0);
     let first = mine[0];
-    let lease = LeaseId::new(u64::from_str_radix(&first.2, 16).unwrap_or(0));
-    let acquired_at = first
-        .3
-        .parse::<u64>()
-        .ok()
-        .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
-    let head = HolderInfo::new(FencingToken::new(token), lease)
-        .with_holder((!first.4.is_empty()).then(|| first.4.clone()))
-        .with_acquired_at(acquired_at);
+    let head = holder_info(token, &first.2, &first.3, &first.4);
     Ok(Some(LockInfo::from_holders(
         name.clone(),
         head,
