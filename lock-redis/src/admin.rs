@@ -2,7 +2,7 @@
 //! list lock names, break a lock, list stored keys, stall a lease's renewal. Used by
 //! tests and tools.
 
-use crate::{lock, session::Conn, RedisBackend};
+use crate::{backend::RedisBackend, lock, scripts};
 use lock_core::{FencingToken, LeaseId, LockName, Result};
 use std::sync::atomic::Ordering;
 
@@ -10,7 +10,7 @@ impl RedisBackend {
     /// The key base of lock `name` (`<prefix>{<name>}:`): its queue is `<base>q`, its
     /// token counter `<base>t`, its entries `<base>e:<id>`.
     pub fn lock_base(&self, name: &LockName) -> String {
-        lock::base(self.conn.config.prefix(), name)
+        scripts::base(self.conn.config.prefix(), name)
     }
 
     /// The names of the locks with a queue under this backend's prefix whose name
@@ -24,16 +24,7 @@ impl RedisBackend {
     ///
     /// Cancel safe: it only reads.
     pub async fn lock_names(&self, prefix: &str) -> Result<Vec<LockName>> {
-        let key_prefix = self.conn.config.prefix();
-        let pattern = format!("{key_prefix}{{{prefix}*}}:q");
-        let keys = scan(&self.conn, &pattern).await?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| {
-                let name = k.strip_prefix(key_prefix)?.strip_prefix('{')?;
-                LockName::new(name.strip_suffix("}:q")?).ok()
-            })
-            .collect())
+        lock::names(&self.conn, prefix).await
     }
 
     /// Every key stored under this backend's prefix, for leak checks, except the
@@ -48,7 +39,7 @@ impl RedisBackend {
     ///
     /// Cancel safe: it only reads.
     pub async fn stored_keys(&self) -> Result<Vec<String>> {
-        stored_keys(&self.conn).await
+        self.conn.stored_keys().await
     }
 
     /// **Operator action**: deletes the current holder's entry of `name` (as
@@ -110,11 +101,7 @@ impl RedisBackend {
 
     /// The leases this backend granted that are neither revoked nor lost.
     pub fn live_leases(&self) -> Vec<LeaseId> {
-        self.conn
-            .live_leases()
-            .iter()
-            .map(|l| l.lease_id())
-            .collect()
+        self.leases.live().iter().map(|l| l.lease_id()).collect()
     }
 
     /// **Test hook**: stops (or resumes) renewing `lease`, as if the process were
@@ -123,12 +110,7 @@ impl RedisBackend {
     /// one of this backend's live leases.
     #[doc(hidden)]
     pub fn stall_keep_alive(&self, lease: LeaseId, stalled: bool) -> bool {
-        match self
-            .conn
-            .live_leases()
-            .iter()
-            .find(|l| l.lease_id() == lease)
-        {
+        match self.leases.live().iter().find(|l| l.lease_id() == lease) {
             Some(l) => {
                 l.stalled.store(stalled, Ordering::Relaxed);
                 true
@@ -136,55 +118,4 @@ impl RedisBackend {
             None => false,
         }
     }
-}
-
-/// Every key matching the glob `pattern` on `conn`'s server.
-pub(crate) async fn scan(conn: &Conn, pattern: &str) -> Result<Vec<String>> {
-    let mut cursor = 0u64;
-    let mut keys = Vec::new();
-    loop {
-        let what = || format!("scanning keys {pattern:?}");
-        let (next, batch): (u64, Vec<String>) = conn
-            .call(&what, |mut c| {
-                let cmd = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .clone();
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
-}
-
-/// Every key under `conn`'s prefix except token counters with a TTL.
-pub(crate) async fn stored_keys(conn: &Conn) -> Result<Vec<String>> {
-    let keys = scan(conn, &format!("{}*", conn.config.prefix())).await?;
-    let mut out = Vec::new();
-    for key in keys {
-        if key.ends_with("}:t") {
-            let what = || format!("reading the ttl of {key}");
-            let pttl: i64 = conn
-                .call(&what, |mut c| {
-                    let cmd = redis::cmd("PTTL").arg(&key).clone();
-                    async move { cmd.query_async(&mut c).await }
-                })
-                .await?;
-            if pttl > 0 {
-                continue;
-            }
-        }
-        out.push(key);
-    }
-    Ok(out)
 }

@@ -3,9 +3,11 @@
 //! [`RedisLease`].
 
 use crate::{
+    config::{RedisConfig, SCHEME},
+    conn::Conn,
+    held::RedisHeldLock,
     lock,
-    session::{self, Conn},
-    RedisConfig, RedisHeldLock, RedisLease,
+    session::{self, Leases, RedisLease},
 };
 use async_trait::async_trait;
 use lock_core::{
@@ -45,6 +47,8 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::Counter)
 #[derive(Clone)]
 pub struct RedisBackend {
     pub(crate) conn: Arc<Conn>,
+    /// The leases granted here, for `close` and the test hooks.
+    pub(crate) leases: Arc<Leases>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -96,6 +100,7 @@ impl RedisBackend {
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
         Ok(RedisBackend {
             conn: Arc::new(Conn::connect(config).await?),
+            leases: Arc::default(),
         })
     }
 
@@ -129,7 +134,7 @@ impl Backend for RedisBackend {
     }
 
     fn scheme(&self) -> &'static str {
-        crate::SCHEME
+        SCHEME
     }
 
     /// Counts the `BLPOP`s of waiters that returned a wake-up a release pushed to
@@ -139,7 +144,9 @@ impl Backend for RedisBackend {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Arc<dyn LeaseBackend>> {
-        Ok(Arc::new(session::grant(&self.conn, ttl).await?))
+        Ok(Arc::new(
+            session::grant(&self.conn, &self.leases, ttl).await?,
+        ))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
@@ -148,7 +155,7 @@ impl Backend for RedisBackend {
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
         let mut out = Vec::new();
-        for name in self.lock_names(prefix).await? {
+        for name in lock::names(&self.conn, prefix).await? {
             if let Some(info) = lock::inspect(&self.conn, &name).await? {
                 out.push(info);
             }
@@ -158,13 +165,13 @@ impl Backend for RedisBackend {
     }
 
     async fn close(&self) -> Result<()> {
-        let leases = self.conn.live_leases();
+        let leases = self.leases.live();
         let mut result = Ok(());
         for lease in leases {
             lease
                 .revoked
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = lock::revoke(&lease).await {
+            if let Err(e) = session::revoke(&lease).await {
                 result = Err(e);
             }
             lease.liveness.lose_with(LossCause::LeaseRevoked);
@@ -199,7 +206,7 @@ impl LeaseBackend for RedisLease {
         mode: WaitMode,
         options: &AcquireOptions,
     ) -> Result<Option<Box<dyn HeldLock>>> {
-        check_claim(&CAPABILITIES, crate::SCHEME, claim, name)?;
+        check_claim(&CAPABILITIES, SCHEME, claim, name)?;
         let held = lock::acquire(&self.shared, name, mode, options).await?;
         Ok(held.map(|h: RedisHeldLock| Box::new(h) as Box<dyn HeldLock>))
     }
@@ -208,7 +215,7 @@ impl LeaseBackend for RedisLease {
         self.shared
             .revoked
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let result = lock::revoke(&self.shared).await;
+        let result = session::revoke(&self.shared).await;
         self.shared.liveness.lose_with(LossCause::LeaseRevoked);
         self.shared.stop.notify_one();
         result

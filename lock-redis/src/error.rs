@@ -9,7 +9,7 @@ use std::{fmt, time::Duration};
 /// Maps `err`, met while doing `what` (a lowercase phrase naming the lock or the
 /// lease, never a credential), into a fencelock error.
 pub(crate) fn map(err: redis::RedisError, what: impl fmt::Display) -> Error {
-    if let Some(why) = crate::tls::refusal(&err) {
+    if let Some(why) = refusal(&err) {
         return Error::new(ErrorKind::Unauthenticated, format!("{what}: {why}")).with_source(err);
     }
     let kind = kind_of(&err);
@@ -23,6 +23,34 @@ pub(crate) fn map(err: redis::RedisError, what: impl fmt::Display) -> Error {
         _ => "",
     };
     Error::new(kind, format!("{what}: {err}{hint}")).with_source(err)
+}
+
+/// Which side refused a TLS connection and why, when `err` says a handshake failed;
+/// `None` for any other failure.
+///
+/// redis-rs keeps the I/O error (and the rustls error inside it) behind an `Arc`
+/// that `source` cannot downcast through, so this reads rustls's own wording of
+/// its errors (`invalid peer certificate: …`, `received fatal alert: …`); the
+/// refusal tests pin it.
+fn refusal(err: &redis::RedisError) -> Option<String> {
+    if !err.is_io_error() {
+        return None;
+    }
+    let text = err.to_string();
+    if let Some((_, why)) = text.split_once("invalid peer certificate: ") {
+        return Some(format!(
+            "the client refused the server's certificate: {why}"
+        ));
+    }
+    if let Some((_, alert)) = text.split_once("received fatal alert: ") {
+        return Some(format!(
+            "the server refused the TLS connection with alert {alert} \
+             (a missing, expired or untrusted client certificate? set cert= and key=)"
+        ));
+    }
+    text.contains("received corrupt message").then(|| {
+        "the server does not speak TLS on this port (a plain-text port? use redis://)".to_owned()
+    })
 }
 
 /// A request got no answer within `after`: its effect on the server is unknown.

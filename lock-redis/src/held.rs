@@ -1,7 +1,10 @@
 //! One grant: its entry, whose token fences the release, and its liveness (turned
 //! `Lost` by the lease's renewal when the entry is found missing).
 
-use crate::{lock, session::LeaseShared};
+// `lock::remove` is `session::remove`, the release script on one entry: the name
+// stays so that the `Drop` block below is kept as it is until lock-core's grant
+// owner replaces it (issue 12).
+use crate::session::{self as lock, LeaseShared};
 use lock_core::{
     backend::{spawn_or_expire, Liveness},
     Error, ErrorKind, FencingToken, LockName, LossCause, Result,

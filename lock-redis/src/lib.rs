@@ -7,6 +7,31 @@
 //! name a type of this crate; use it directly for [`RedisConfig`] or the operator
 //! controls.
 //!
+//! # Layout
+//!
+//! One job per file. Imports run one way, down this list, with no circle:
+//!
+//! - `lib.rs`: these docs and the re-exports.
+//! - `backend.rs`: the plug into lock-core ([`RedisBackend`]'s `Backend` impl, the
+//!   `LeaseBackend` impl of [`RedisLease`]); `admin.rs` beside it: operator and
+//!   fault controls, as methods on [`RedisBackend`].
+//! - `lock.rs`: the recipe, I/O only: enqueue, wait on the own wake list, inspect.
+//! - `held.rs`: one grant, [`RedisHeldLock`], and its fenced release.
+//! - `session.rs`: the lease, [`RedisLease`]: its renewal, the release script on one
+//!   entry, revoke.
+//! - `conn.rs`: the connection: connect, bounded and retried requests, blocking
+//!   connections, the rights probe.
+//! - Leaves: `scripts.rs` (the Lua scripts and the key names) → `rights.rs` (the ACL
+//!   rights, the probe script) → `config.rs` (URL, builder, defaults); `tls.rs` (the
+//!   rustls client, the port mix-up probe) → `error.rs` (every redis-rs error
+//!   mapped), `config.rs`.
+//! - `redlock/`: [`RedlockBackend`], the same file set one level down (`mod.rs` for
+//!   its docs and re-exports, `backend.rs`, `admin.rs`, `lock.rs`, `held.rs`,
+//!   `session.rs`, `conn.rs` for the masters, `scripts.rs`, `config.rs`), importing
+//!   only `conn.rs` and the leaves from here.
+//!
+//! There is no `fenced.rs`: Redis has no native fenced writes (see Capabilities).
+//!
 //! # URL
 //!
 //! ```text
@@ -127,6 +152,7 @@
 mod admin;
 mod backend;
 mod config;
+mod conn;
 mod error;
 mod held;
 mod lock;

@@ -1,10 +1,13 @@
 //! The recipe: enqueue with one script, wait on the own wake list (woken only by the
 //! release that makes this entry the head, re-checking at the latest when the entry
-//! ahead would expire), hold, release fenced with one script.
+//! ahead would expire), hand the grant to `held.rs` (whose release is fenced, with
+//! the release script in `session.rs`); and the reading of a lock's entries.
 
 use crate::{
+    conn::{retry_backoff, Conn},
     held::RedisHeldLock,
-    session::{ensure_alive, retry_backoff, LeaseShared},
+    scripts::{base, holder_info, COUNTER_TTL},
+    session::{ensure_alive, remove, LeaseShared},
 };
 use lock_core::{
     backend::{spawn_or_expire, Liveness, WaitMode},
@@ -15,19 +18,10 @@ use std::{
     time::Duration,
 };
 
-/// How long the token counter of a lock outlives its last acquisition.
-pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// The longest a waiter blocks before it re-reads its position: a wake-up that
 /// never comes (the releaser died between its release and its push, or the holder's
 /// entry expired) costs at most this, or the time the entry ahead has left.
 pub(crate) const RECHECK_MAX: Duration = Duration::from_secs(1);
-
-/// The key base of lock `name`: every key of the lock starts with it and shares its
-/// hash slot.
-pub(crate) fn base(prefix: &str, name: &LockName) -> String {
-    format!("{prefix}{{{name}}}:")
-}
 
 /// A script's answer about one entry: `(code, token, pttl)`.
 type Position = (i64, String, i64);
@@ -74,29 +68,6 @@ impl Drop for Cleanup {
             }
         });
     }
-}
-
-/// Runs the release script on entry `id` of the lock at `base` (any token if
-/// `token` is empty); retried while the server is unavailable. Returns the
-/// script's answer and whether it was repeated.
-pub(crate) async fn remove(
-    lease: &LeaseShared,
-    base: &str,
-    id: &str,
-    token: &str,
-) -> Result<(i64, bool)> {
-    let conn = &lease.conn;
-    let what = || format!("releasing entry {base}e:{id}");
-    conn.call_counted(&what, |mut c| {
-        let mut inv = conn.scripts.release.prepare_invoke();
-        inv.key(format!("{base}q"))
-            .key(format!("{base}e:{id}"))
-            .arg(base)
-            .arg(id)
-            .arg(token);
-        async move { inv.invoke_async(&mut c).await }
-    })
-    .await
 }
 
 /// Enqueues on `lease` and, with [`WaitMode::Wait`], waits for the turn.
@@ -217,7 +188,7 @@ async fn wait_for_turn(
                 // A user that may not `BLPOP` (or no longer may log in) would
                 // only poll: say so instead.
                 Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                    return Err(crate::rights::explain(conn, e).await)
+                    return Err(conn.explain(e).await)
                 }
                 Err(e) if e.kind() == ErrorKind::Unauthenticated => return Err(e),
                 Err(e) => {
@@ -255,37 +226,8 @@ async fn wait_for_turn(
     }
 }
 
-/// Deletes every entry left on `lease` (revoke, or the lease lost locally).
-pub(crate) async fn revoke(lease: &LeaseShared) -> Result<()> {
-    let entries: Vec<String> = lease.entries_snapshot();
-    let mut result = Ok(());
-    for key in entries {
-        let Some((base, id)) = key.rsplit_once("e:") else {
-            continue;
-        };
-        if let Err(e) = remove(lease, base, id, "").await {
-            result = Err(e);
-        }
-        lease.untrack(&key);
-    }
-    let conn = &lease.conn;
-    let lease_key = lease.key();
-    let what = || format!("revoking lease {}", lease.lease_id());
-    let deleted: Result<i64> = conn
-        .call(&what, |mut c| {
-            let cmd = redis::cmd("DEL").arg(&lease_key).clone();
-            async move { cmd.query_async(&mut c).await }
-        })
-        .await;
-    result.and(deleted.map(drop))
-}
-
 /// The live entries of the lock at `base`, in queue order, as lock info.
-pub(crate) async fn inspect(
-    conn: &crate::session::Conn,
-    name: &LockName,
-) -> Result<Option<LockInfo>> {
-    use lock_core::{FencingToken, HolderInfo, LeaseId};
+pub(crate) async fn inspect(conn: &Conn, name: &LockName) -> Result<Option<LockInfo>> {
     let base = base(conn.config.prefix(), name);
     let what = || format!("reading lock {name}");
     let fields: Vec<String> = conn
@@ -300,20 +242,31 @@ pub(crate) async fn inspect(
         return Ok(None);
     };
     let waiters = entries.count();
-    let token = FencingToken::new(first[1].parse().unwrap_or(0));
-    let lease = LeaseId::new(u64::from_str_radix(&first[2], 16).unwrap_or(0));
-    let acquired_at = first[3]
-        .parse::<u64>()
-        .ok()
-        .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
-    let holder = (!first[4].is_empty()).then(|| first[4].clone());
-    let head = HolderInfo::new(token, lease)
-        .with_holder(holder)
-        .with_acquired_at(acquired_at);
+    let head = holder_info(
+        first[1].parse().unwrap_or(0),
+        &first[2],
+        &first[3],
+        &first[4],
+    );
     Ok(Some(LockInfo::from_holders(
         name.clone(),
         head,
         Vec::new(),
         waiters,
     )))
+}
+
+/// The names of the locks with a queue under `conn`'s prefix whose name starts with
+/// `prefix`.
+pub(crate) async fn names(conn: &Conn, prefix: &str) -> Result<Vec<LockName>> {
+    let key_prefix = conn.config.prefix();
+    let pattern = format!("{key_prefix}{{{prefix}*}}:q");
+    let keys = conn.scan(&pattern).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| {
+            let name = k.strip_prefix(key_prefix)?.strip_prefix('{')?;
+            LockName::new(name.strip_suffix("}:q")?).ok()
+        })
+        .collect())
 }

@@ -6,8 +6,11 @@
 //! The same check names the refused right when a request is refused later (the
 //! user's rights were changed after connect): a command refused inside a script
 //! comes back as a bare "can't run this command" that names neither.
+//!
+//! This file holds the list, the probe script and the reading of its answer; the
+//! connection (`conn.rs`) runs the probe.
 
-use crate::session::Conn;
+use crate::config::RedisConfig;
 use lock_core::{Error, ErrorKind, Result};
 
 /// The commands a Redis 7 ACL user of fencelock needs, in `ACL SETUSER` syntax:
@@ -63,21 +66,13 @@ pub(crate) fn probe_script() -> redis::Script {
     redis::Script::new(PROBE)
 }
 
-/// What the probe found: `None` when the server cannot tell (Redis < 7).
-async fn probe(conn: &Conn) -> Result<Option<(Vec<String>, Vec<String>)>> {
-    let mut c = conn.manager();
-    let prefix = conn.config.prefix().to_owned();
-    conn.once("checking the redis user's rights", async move {
-        let mut inv = conn.scripts.probe.prepare_invoke();
-        inv.arg(prefix);
-        inv.invoke_async(&mut c).await
-    })
-    .await
-}
+/// What the probe found, `(refused, optional refused)`: `None` when the server
+/// cannot tell (Redis < 7).
+pub(crate) type Refused = Option<(Vec<String>, Vec<String>)>;
 
 /// Who the connection authenticates as, for messages.
-fn user(conn: &Conn) -> String {
-    match conn.config.user() {
+fn user(config: &RedisConfig) -> String {
+    match config.user() {
         Some(u) => format!("redis user {u:?}"),
         None => "the redis default user".to_owned(),
     }
@@ -85,7 +80,7 @@ fn user(conn: &Conn) -> String {
 
 /// The error naming `refused` (lines of the probe): the refused commands, then the
 /// keys they were checked on.
-fn denied(conn: &Conn, refused: &[String]) -> Error {
+fn denied(config: &RedisConfig, refused: &[String]) -> Error {
     let mut commands: Vec<&str> = Vec::new();
     let mut keys: Vec<&str> = Vec::new();
     for line in refused {
@@ -94,7 +89,7 @@ fn denied(conn: &Conn, refused: &[String]) -> Error {
         if !commands.contains(&command) {
             commands.push(command);
         }
-        let key = words.find(|w| w.starts_with(conn.config.prefix()));
+        let key = words.find(|w| w.starts_with(config.prefix()));
         if let Some(key) = key.filter(|k| !keys.contains(k)) {
             keys.push(key);
         }
@@ -108,31 +103,31 @@ fn denied(conn: &Conn, refused: &[String]) -> Error {
         ErrorKind::PermissionDenied,
         format!(
             "{} may not run what fencelock needs: {} refused{on} (give it the key pattern ~{}* and the commands of lock_redis::ACL_COMMANDS, listed in the README's Security section)",
-            user(conn),
+            user(config),
             commands.join(", "),
-            conn.config.prefix(),
+            config.prefix(),
         ),
     )
 }
 
-/// Checks at connect that the user may run every command fencelock sends on keys
-/// under its prefix: `PermissionDenied` naming the refused ones. A user that may
-/// not `SCAN` only gets a warning (`list` fails then). Servers without
-/// `redis.acl_check_cmd` (Redis < 7) are not checked.
-pub(crate) async fn check(conn: &Conn) -> Result<()> {
-    let Some((refused, optional)) = probe(conn).await? else {
+/// Checks at connect, from the probe's answer, that the user may run every command
+/// fencelock sends on keys under its prefix: `PermissionDenied` naming the refused
+/// ones. A user that may not `SCAN` only gets a warning (`list` fails then). Servers
+/// without `redis.acl_check_cmd` (Redis < 7) are not checked.
+pub(crate) fn check(config: &RedisConfig, answer: Refused) -> Result<()> {
+    let Some((refused, optional)) = answer else {
         tracing::debug!(
-            address = conn.config.address(),
+            address = config.address(),
             "redis has no redis.acl_check_cmd (< 7): the user's rights are not checked at connect"
         );
         return Ok(());
     };
     if !refused.is_empty() {
-        return Err(denied(conn, &refused));
+        return Err(denied(config, &refused));
     }
     if !optional.is_empty() {
         tracing::warn!(
-            address = conn.config.address(),
+            address = config.address(),
             refused = optional.join(", "),
             "the redis user may lock but not list locks (list fails with PermissionDenied): grant +scan"
         );
@@ -141,15 +136,15 @@ pub(crate) async fn check(conn: &Conn) -> Result<()> {
 }
 
 /// `err` (a `PermissionDenied` met on a request) with the rights the user lacks now
-/// appended, when the probe can name them.
-pub(crate) async fn explain(conn: &Conn, err: Error) -> Error {
-    match probe(conn).await {
+/// appended, when the probe's answer (run after the refusal) can name them.
+pub(crate) fn explain(config: &RedisConfig, err: Error, answer: Result<Refused>) -> Error {
+    match answer {
         Ok(Some((refused, optional))) => {
             let all: Vec<String> = refused.into_iter().chain(optional).collect();
             if all.is_empty() {
                 return err;
             }
-            let named = denied(conn, &all);
+            let named = denied(config, &all);
             Error::new(
                 ErrorKind::PermissionDenied,
                 format!("{}; {}", err.message(), named.message()),

@@ -1,5 +1,5 @@
-//! The Lua scripts: every change to a lock's keys is one of these, atomic on the
-//! server. Keys of lock `N` (all in one hash slot, `{N}`), with `B = <prefix>{N}:`:
+//! The Lua scripts and the key names they work on: every change to a lock's keys is
+//! one of these, atomic on the server. Keys of lock `N` (all in one hash slot, `{N}`), with `B = <prefix>{N}:`:
 //!
 //! - `Bq`: the queue, a sorted set of entry ids scored by their token;
 //! - `Bt`: the token counter (a string, with a long TTL);
@@ -7,6 +7,35 @@
 //!   server time), `h` holder), with the lease's TTL, renewed by the lease;
 //! - `Bw:<id>`: the wake list of a waiting entry: the release that makes it the
 //!   head pushes one element, which the waiter's `BLPOP` takes.
+//!
+//! Redlock (`redlock/scripts.rs`) uses the same key base, with its own keys under it.
+
+use lock_core::{FencingToken, HolderInfo, LeaseId, LockName};
+use std::time::Duration;
+
+/// How long the token counter of a lock outlives its last acquisition.
+pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The key base of lock `name`: every key of the lock starts with it and shares its
+/// hash slot.
+pub(crate) fn base(prefix: &str, name: &LockName) -> String {
+    format!("{prefix}{{{name}}}:")
+}
+
+/// The holder an entry hash describes, from the fields the inspect scripts answer:
+/// the token, the lease (`l`, hex), the acquisition time (`a`, unix ms, server time)
+/// and the holder's description (`h`, empty: none). An unreadable lease or time
+/// reads as 0 or none.
+pub(crate) fn holder_info(token: u64, lease: &str, acquired_ms: &str, holder: &str) -> HolderInfo {
+    let lease = LeaseId::new(u64::from_str_radix(lease, 16).unwrap_or(0));
+    let acquired_at = acquired_ms
+        .parse::<u64>()
+        .ok()
+        .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+    HolderInfo::new(FencingToken::new(token), lease)
+        .with_holder((!holder.is_empty()).then(|| holder.to_owned()))
+        .with_acquired_at(acquired_at)
+}
 
 /// Helpers every lock script starts with. `ARGV[1]` is the key base `B`.
 const COMMON: &str = r"
@@ -167,5 +196,26 @@ impl Scripts {
 impl std::fmt::Debug for Scripts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scripts").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_info_reads_the_entry_fields() {
+        let h = holder_info(7, "00000000000000ff", "1700000000123", "worker-1");
+        assert_eq!(h.token, FencingToken::new(7));
+        assert_eq!(h.lease, LeaseId::new(255));
+        assert_eq!(
+            h.acquired_at,
+            Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123))
+        );
+        assert_eq!(h.holder.as_deref(), Some("worker-1"));
+        let h = holder_info(1, "not hex", "", "");
+        assert_eq!(h.lease, LeaseId::new(0));
+        assert_eq!(h.acquired_at, None);
+        assert_eq!(h.holder, None);
     }
 }

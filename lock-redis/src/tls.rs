@@ -4,7 +4,8 @@
 //!
 //! rustls's reason travels inside the I/O error redis-rs returns: a certificate the
 //! client refused, an alert from the server (it refused the client's certificate),
-//! or bytes that are not TLS (a plain-text port) each become an [`ErrorKind::Unauthenticated`] naming the side. A plain/TLS
+//! or bytes that are not TLS (a plain-text port) each become an [`ErrorKind::Unauthenticated`] naming the side
+//! (read in `error.rs`, with every other redis-rs error). A plain/TLS
 //! port mix-up often shows no TLS error (a reset, or a hello that gets no answer), so
 //! a failed or slow connect runs [`mixup`], one bounded probe connection. Key
 //! material never reaches a message: only the files' paths do.
@@ -78,34 +79,6 @@ pub(crate) fn client(config: &RedisConfig, info: redis::ConnectionInfo) -> Resul
             ErrorKind::InvalidConfig,
             format!("redis tls files ({files}) hold no usable certificate or key: {e}"),
         )
-    })
-}
-
-/// Which side refused a TLS connection and why, when `err` says a handshake failed;
-/// `None` for any other failure.
-///
-/// redis-rs keeps the I/O error (and the rustls error inside it) behind an `Arc`
-/// that `source` cannot downcast through, so this reads rustls's own wording of
-/// its errors (`invalid peer certificate: …`, `received fatal alert: …`); the
-/// refusal tests pin it.
-pub(crate) fn refusal(err: &redis::RedisError) -> Option<String> {
-    if !err.is_io_error() {
-        return None;
-    }
-    let text = err.to_string();
-    if let Some((_, why)) = text.split_once("invalid peer certificate: ") {
-        return Some(format!(
-            "the client refused the server's certificate: {why}"
-        ));
-    }
-    if let Some((_, alert)) = text.split_once("received fatal alert: ") {
-        return Some(format!(
-            "the server refused the TLS connection with alert {alert} \
-             (a missing, expired or untrusted client certificate? set cert= and key=)"
-        ));
-    }
-    text.contains("received corrupt message").then(|| {
-        "the server does not speak TLS on this port (a plain-text port? use redis://)".to_owned()
     })
 }
 
