@@ -1,10 +1,13 @@
 //! The conformance harness for the etcd backend, on a real etcd cluster.
 
-use crate::Harness;
+use crate::{Harness, NativeFence, TestError};
 use async_trait::async_trait;
 use fencelock::{
-    etcd::{EtcdBackend, EtcdConfig, CAPABILITIES},
-    Capabilities, Error, ErrorKind, Lease, LockClient, LockName,
+    etcd::{
+        fenced_txn, Cmp, EtcdBackend, EtcdConfig, FencedCompare, FencedOp, FencedOutcome,
+        FencedTxn, CAPABILITIES,
+    },
+    Capabilities, Error, ErrorKind, Lease, LockClient, LockGuard, LockName,
 };
 use std::{
     collections::HashMap,
@@ -200,6 +203,49 @@ impl Harness for EtcdHarness {
             .any(|b| b.stall_keep_alive(lease.id(), true)))
     }
 
+    async fn resume_lease(&self, namespace: &str, lease: &Lease) -> fencelock::Result<bool> {
+        // A lease whose keep-alive already ended (lost) has nothing left to resume.
+        for backend in self.backends(namespace) {
+            backend.stall_keep_alive(lease.id(), false);
+        }
+        Ok(true)
+    }
+
+    /// A revoke deletes the lease's keys at once: the holder's watch sees its key go.
+    fn kill_notice(&self, _ttl: Duration) -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
+
+    fn delete_notice(&self) -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
+
+    fn process_url(&self, namespace: &str) -> Option<String> {
+        Some(self.url(namespace))
+    }
+
+    fn unreachable_url(&self, addr: &str) -> Option<String> {
+        Some(format!("etcd://{addr}/x?connect_timeout=1s"))
+    }
+
+    async fn entries(&self, namespace: &str) -> fencelock::Result<Option<Vec<String>>> {
+        Ok(Some(self.operator(namespace).await?.stored_keys().await?))
+    }
+
+    /// Over the enqueue round trip (a put of the waiter key) and the wait.
+    fn cancel_spread(&self) -> Option<Duration> {
+        Some(Duration::from_millis(8))
+    }
+
+    /// Fenced transactions, read back through a raw etcd-client connection (so only
+    /// without TLS and auth).
+    fn native_fence(&self) -> Option<&dyn NativeFence> {
+        match self.security {
+            None => Some(self),
+            Some(_) => None,
+        }
+    }
+
     async fn leftover(&self, namespace: &str) -> fencelock::Result<Vec<String>> {
         let operator = self.operator(namespace).await?;
         let mut left = operator.stored_keys().await?;
@@ -211,6 +257,104 @@ impl Harness for EtcdHarness {
             }
         }
         Ok(left)
+    }
+}
+
+/// The data key `key` of `namespace`: under the namespace's prefix, beside its locks.
+fn data_key(namespace: &str, key: &str) -> String {
+    format!("{}/{key}", prefix(namespace))
+}
+
+#[async_trait]
+impl NativeFence for EtcdHarness {
+    /// One transaction: if the key has version 0, put it and read it back; else only
+    /// read it.
+    async fn create(
+        &self,
+        namespace: &str,
+        guard: &LockGuard,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Option<u64>, TestError> {
+        let data = data_key(namespace, key);
+        let txn = FencedTxn::new()
+            .when([FencedCompare::version(data.clone(), Cmp::Equal, 0)])
+            .and_then([
+                FencedOp::put(data.clone(), value.to_vec()),
+                FencedOp::get(data.clone()),
+            ])
+            .or_else([FencedOp::get(data.clone())]);
+        let resp = fenced_txn(guard, txn).await?;
+        match (resp.succeeded(), resp.outcomes()) {
+            (
+                true,
+                [FencedOutcome::Put, FencedOutcome::Got {
+                    value: Some((v, rev)),
+                }],
+            ) if v == value => Ok(Some(u64::try_from(*rev)?)),
+            (
+                false,
+                [FencedOutcome::Got {
+                    value: Some((v, _)),
+                }],
+            ) if v == value => Ok(None),
+            (succeeded, outcomes) => {
+                Err(format!("unexpected outcomes {outcomes:?} (succeeded: {succeeded})").into())
+            }
+        }
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        guard: &LockGuard,
+        key: &str,
+        value: &[u8],
+        stamp: Option<u64>,
+    ) -> fencelock::Result<bool> {
+        let data = data_key(namespace, key);
+        let when: Vec<FencedCompare> = stamp
+            .map(|s| FencedCompare::mod_revision(data.clone(), Cmp::Equal, s as i64))
+            .into_iter()
+            .collect();
+        let txn = FencedTxn::new()
+            .when(when)
+            .and_then([FencedOp::put(data, value.to_vec())]);
+        let resp = fenced_txn(guard, txn).await?;
+        Ok(resp.succeeded() && resp.outcomes() == [FencedOutcome::Put])
+    }
+
+    async fn delete(
+        &self,
+        namespace: &str,
+        guard: &LockGuard,
+        key: &str,
+        stamp: u64,
+    ) -> fencelock::Result<bool> {
+        let data = data_key(namespace, key);
+        let txn = FencedTxn::new()
+            .when([FencedCompare::mod_revision(
+                data.clone(),
+                Cmp::Equal,
+                stamp as i64,
+            )])
+            .and_then([FencedOp::delete(data)]);
+        let resp = fenced_txn(guard, txn).await?;
+        Ok(resp.succeeded() && resp.outcomes() == [FencedOutcome::Deleted { count: 1 }])
+    }
+
+    async fn check(&self, guard: &LockGuard) -> fencelock::Result<()> {
+        fenced_txn(guard, FencedTxn::new()).await.map(drop)
+    }
+
+    async fn read(&self, namespace: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, TestError> {
+        let mut raw = etcd_client::Client::connect(&self.endpoints, None).await?;
+        let resp = raw.get(data_key(namespace, key), None).await?;
+        Ok(match resp.kvs() {
+            [] => None,
+            [kv] => Some((kv.value().to_vec(), u64::try_from(kv.mod_revision())?)),
+            more => return Err(format!("{} keys for one get", more.len()).into()),
+        })
     }
 }
 

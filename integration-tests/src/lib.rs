@@ -8,6 +8,7 @@
 pub mod conformance;
 pub mod foreign;
 mod harness;
+pub mod holder;
 pub mod latency;
 mod memory_harness;
 mod runner;
@@ -21,6 +22,6 @@ pub mod redis_harness;
 #[cfg(feature = "zk")]
 pub mod zk_harness;
 
-pub use harness::{Harness, TestError, TestResult};
+pub use harness::{Harness, NativeFence, TestError, TestResult};
 pub use memory_harness::MemoryHarness;
 pub use runner::{async_trial, async_trial_within, run_main, CASE_TIMEOUT};

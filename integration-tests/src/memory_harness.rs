@@ -101,6 +101,25 @@ impl Harness for MemoryHarness {
         }
     }
 
+    async fn resume_lease(&self, namespace: &str, lease: &Lease) -> fencelock::Result<bool> {
+        // A lease that expired meanwhile has nothing left to resume.
+        self.store(namespace).resume_lease(lease.id());
+        Ok(true)
+    }
+
+    /// An expiry is immediate, and so is the holder's notice.
+    fn kill_notice(&self, _ttl: Duration) -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
+
+    fn delete_notice(&self) -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
+
+    fn cancel_spread(&self) -> Option<Duration> {
+        Some(Duration::from_millis(8))
+    }
+
     async fn leftover(&self, namespace: &str) -> fencelock::Result<Vec<String>> {
         let store = self.store(namespace);
         let mut left = Vec::new();

@@ -13,11 +13,11 @@
 //!   a paused process, as the server sees it), so its sessions expire on the server
 //!   while the client itself keeps running and must notice on its own.
 
-use crate::Harness;
+use crate::{Harness, NativeFence, TestError};
 use async_trait::async_trait;
 use fencelock::{
-    zk::{ZkBackend, CAPABILITIES},
-    Capabilities, Error, ErrorKind, Lease, LeaseId, LockClient, LockName,
+    zk::{fenced_write, FencedOutcome, FencedWrite, ZkBackend, ZkHeldLock, CAPABILITIES},
+    Capabilities, Error, ErrorKind, Lease, LeaseId, LockClient, LockGuard, LockName,
 };
 use std::{
     collections::HashMap,
@@ -475,14 +475,155 @@ impl Harness for ZkHarness {
         Ok(true)
     }
 
-    async fn leftover(&self, namespace: &str) -> fencelock::Result<Vec<String>> {
+    async fn resume_lease(&self, namespace: &str, lease: &Lease) -> fencelock::Result<bool> {
+        self.set_stalled(namespace, lease.id(), false)?;
+        Ok(true)
+    }
+
+    /// The owner's traffic is held while its session is expired: it learns of the
+    /// expiry when it reconnects, by its local deadline at the latest.
+    fn kill_notice(&self, ttl: Duration) -> Option<Duration> {
+        Some(ttl + Duration::from_secs(2))
+    }
+
+    fn delete_notice(&self) -> Option<Duration> {
+        Some(Duration::from_secs(2))
+    }
+
+    /// Straight to the servers (no proxy).
+    fn process_url(&self, namespace: &str) -> Option<String> {
+        Some(self.url(namespace))
+    }
+
+    fn unreachable_url(&self, addr: &str) -> Option<String> {
+        Some(format!("zk://{addr}/x?connect_timeout=500ms"))
+    }
+
+    async fn entries(&self, namespace: &str) -> fencelock::Result<Option<Vec<String>>> {
         let backend = self.backend(namespace).await?;
         let nodes = backend.nodes().await;
         let _ = fencelock::backend::Backend::close(&backend).await;
-        let mut left = nodes?;
+        Ok(Some(nodes?))
+    }
+
+    /// Over every await point of the recipe: create, read, watch.
+    fn cancel_spread(&self) -> Option<Duration> {
+        Some(Duration::from_millis(30))
+    }
+
+    /// Fenced multi-ops, read back through a raw zookeeper-client connection (so only
+    /// without TLS and digest credentials).
+    fn native_fence(&self) -> Option<&dyn NativeFence> {
+        (self.digest.is_none() && self.tls.is_empty()).then_some(self as &dyn NativeFence)
+    }
+
+    async fn leftover(&self, namespace: &str) -> fencelock::Result<Vec<String>> {
+        let mut left = self.entries(namespace).await?.unwrap_or_default();
         for (client, _) in self.registered(namespace) {
             left.extend(client.leases().iter().map(|l| format!("open session {l}")));
         }
         Ok(left)
+    }
+}
+
+/// The fenced path of data entry `key`: within the chroot, beside the lock
+/// directories.
+fn data_path(key: &str) -> String {
+    format!("/{key}")
+}
+
+#[async_trait]
+impl NativeFence for ZkHarness {
+    /// One multi-op: create the node and set its data at version 0 (so the stamp, its
+    /// data version, is 1). Also checks that the lock node lives in the lock's
+    /// directory.
+    async fn create(
+        &self,
+        namespace: &str,
+        guard: &LockGuard,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Option<u64>, TestError> {
+        let held = guard
+            .backend_lock::<ZkHeldLock>()
+            .ok_or("not a zookeeper guard")?;
+        let dir = format!("/{}/", guard.name());
+        assert!(held.node_path().starts_with(&dir), "{}", held.node_path());
+        let path = data_path(key);
+        let write = FencedWrite::new()
+            .create(path.clone(), value.to_vec())
+            .set_data(path.clone(), value.to_vec(), Some(0));
+        let err = match fenced_write(guard, &write).await {
+            Ok(outcome) => {
+                assert_eq!(
+                    outcome,
+                    [
+                        FencedOutcome::Created { path },
+                        FencedOutcome::DataSet { version: 1 }
+                    ]
+                );
+                return Ok(Some(1));
+            }
+            Err(e) => e,
+        };
+        // The create failed on the existing node: nothing applied.
+        if err.kind() == ErrorKind::Backend && self.read(namespace, key).await?.is_some() {
+            return Ok(None);
+        }
+        Err(err.into())
+    }
+
+    async fn set(
+        &self,
+        _namespace: &str,
+        guard: &LockGuard,
+        key: &str,
+        value: &[u8],
+        stamp: Option<u64>,
+    ) -> fencelock::Result<bool> {
+        let version = stamp.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
+        let write = FencedWrite::new().set_data(data_path(key), value.to_vec(), version);
+        match fenced_write(guard, &write).await {
+            Ok(outcome) => Ok(matches!(outcome[..], [FencedOutcome::DataSet { .. }])),
+            // A version mismatch: the operation failed, nothing applied.
+            Err(e) if e.kind() == ErrorKind::Backend => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete(
+        &self,
+        _namespace: &str,
+        guard: &LockGuard,
+        key: &str,
+        stamp: u64,
+    ) -> fencelock::Result<bool> {
+        let version = i32::try_from(stamp).unwrap_or(i32::MAX);
+        let write = FencedWrite::new()
+            .check_version(data_path(key), version)
+            .delete(data_path(key), Some(version));
+        match fenced_write(guard, &write).await {
+            Ok(outcome) => Ok(outcome == [FencedOutcome::Checked, FencedOutcome::Deleted]),
+            Err(e) if e.kind() == ErrorKind::Backend => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn check(&self, guard: &LockGuard) -> fencelock::Result<()> {
+        fenced_write(guard, &FencedWrite::new()).await.map(drop)
+    }
+
+    async fn read(&self, namespace: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, TestError> {
+        let raw = tokio::time::timeout(
+            Duration::from_secs(10),
+            zookeeper_client::Client::connect(&self.servers.join(",")),
+        )
+        .await??;
+        let path = format!("{}{}", Self::chroot(namespace), data_path(key));
+        match raw.get_data(&path).await {
+            Ok((data, stat)) => Ok(Some((data, u64::try_from(stat.version)?))),
+            Err(zookeeper_client::Error::NoNode) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

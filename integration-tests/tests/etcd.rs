@@ -1,22 +1,26 @@
 //! The conformance suite on a real single-member etcd, through the facade's erased
-//! handle, plus etcd-specific cases: operator revoke/delete, fail-fast waiters, leader
-//! kill in a 3-member cluster, a SIGSTOPped holder process, cancellation storms, bad
-//! endpoints and fenced transactions. (Herd-free wake-ups are conformance cases:
+//! handle, plus etcd-specific cases: fail-fast waiters, leader kill in a 3-member
+//! cluster, stalled and isolated followers, hung endpoints, bad URLs, mixed fleets.
+//! Operator revoke and delete, a SIGSTOPped holder process, cancellation storms,
+//! unreachable endpoints and fenced transactions are conformance cases now, run
+//! here through [`EtcdHarness`]'s hooks (`lease_loss::a_killed_lease_…`,
+//! `lease_loss::a_deleted_entry_…`, `pause::a_paused_holder_…`,
+//! `cancellation::cancelled_acquires_…`, `bad_input::unreachable_servers_…`,
+//! `fencing::native_fenced_writes_…`). (Herd-free wake-ups are conformance cases:
 //! `fifo::a_release_wakes_one_waiter_not_a_herd` and its rw and semaphore kin.)
 //!
 //! The binary re-executes itself as a lock holder child process when
-//! `FENCELOCK_ETCD_HOLDER` is set (see [`holder_child`]).
+//! `fencelock_integration_tests::holder::HOLDER_ENV` is set.
 
 use fencelock::{
-    etcd::{
-        fenced_txn, Cmp, EtcdBackend, EtcdConfig, FencedCompare, FencedOp, FencedOutcome, FencedTxn,
-    },
-    ErrorKind, Fence, LockClient, LockName, LockState,
+    etcd::{EtcdBackend, EtcdConfig},
+    ErrorKind, LockClient, LockState,
 };
 use fencelock_integration_tests::{
     async_trial, async_trial_within,
-    conformance::{self, within, Ctx},
+    conformance::{self, wait_for_waiters, within, Ctx},
     etcd_harness::EtcdHarness,
+    holder,
     latency::LatencyProxy,
     run_main,
     servers::{self, EtcdCluster, Fabric, Link},
@@ -24,8 +28,6 @@ use fencelock_integration_tests::{
 };
 use libtest_mimic::Trial;
 use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -39,13 +41,10 @@ mod observe;
 #[path = "etcd/security.rs"]
 mod security;
 
-const HOLDER_ENV: &str = "FENCELOCK_ETCD_HOLDER";
-
 fn main() {
-    if let Ok(spec) = std::env::var(HOLDER_ENV) {
-        holder_child(&spec);
-        return;
-    }
+    // A lock holder child of the conformance case
+    // `pause::a_paused_holder_is_fenced_out_in_process_and_as_a_process`.
+    holder::child_main();
     // Parse the arguments before any server starts: a bad flag exits the process at
     // once, which would leave ten etcd processes running.
     let _ = libtest_mimic::Arguments::from_args();
@@ -118,39 +117,14 @@ where
 fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
     vec![
         trial(
-            "revoked_lease_loses_guard_within_1s",
-            &h,
-            revoked_lease_loses_guard_within_1s,
-        ),
-        trial(
-            "deleted_own_key_loses_guard_but_not_lease",
-            &h,
-            deleted_own_key_loses_guard_but_not_lease,
-        ),
-        trial(
             "waiter_with_revoked_lease_fails_fast",
             &h,
             waiter_with_revoked_lease_fails_fast,
         ),
         trial(
-            "sigstopped_holder_is_fenced_out",
+            "bad_urls_and_ttls_are_typed_errors_in_time",
             &h,
-            sigstopped_holder_is_fenced_out,
-        ),
-        trial(
-            "cancelled_acquires_leave_no_key",
-            &h,
-            cancelled_acquires_leave_no_key,
-        ),
-        trial(
-            "bad_endpoints_and_ttls_are_typed_errors_in_time",
-            &h,
-            bad_endpoints_and_ttls,
-        ),
-        trial(
-            "fenced_txn_commits_only_while_held",
-            &h,
-            fenced_txn_commits_only_while_held,
+            bad_urls_and_ttls,
         ),
         trial(
             "one_lease_serves_many_locks",
@@ -305,63 +279,6 @@ fn backend(client: &LockClient) -> Result<EtcdBackend, &'static str> {
         .ok_or("not an etcd client")
 }
 
-async fn revoked_lease_loses_guard_within_1s(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    let a = client(&ctx).await?;
-    let lease = a.lease_with_ttl(Duration::from_secs(30)).await?;
-    let guard = lease.lock("r")?.acquire().await?;
-    let started = Instant::now();
-    h.kill_lease(ctx.ns(), &lease).await?;
-    within(
-        Duration::from_secs(1),
-        "guard lost after revoke",
-        guard.watch().lost(),
-    )
-    .await?;
-    within(
-        Duration::from_secs(1),
-        "lease lost after revoke",
-        lease.watch().lost(),
-    )
-    .await?;
-    eprintln!(
-        "guard and lease lost {:?} after the revoke",
-        started.elapsed()
-    );
-    assert_eq!(
-        guard.release().await.map_err(|e| e.kind()),
-        Err(ErrorKind::NotHeld)
-    );
-    Ok(())
-}
-
-async fn deleted_own_key_loses_guard_but_not_lease(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    let a = client(&ctx).await?;
-    let lease = a.lease_with_ttl(Duration::from_secs(10)).await?;
-    let guard = lease.lock("k")?.acquire().await?;
-    h.delete_holder(ctx.ns(), &LockName::new("k")?).await?;
-    within(
-        Duration::from_secs(1),
-        "guard lost after key deletion",
-        guard.watch().lost(),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        lease.state(),
-        LockState::Held,
-        "an operator's delete must not kill the lease"
-    );
-    let again = lease.lock("k")?.acquire().await?;
-    assert!(again.token() > guard.token());
-    assert_eq!(
-        guard.release().await.map_err(|e| e.kind()),
-        Err(ErrorKind::NotHeld)
-    );
-    again.release().await?;
-    lease.close().await?;
-    Ok(())
-}
-
 async fn waiter_with_revoked_lease_fails_fast(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
     let (a, b) = (client(&ctx).await?, client(&ctx).await?);
     let held = a.acquire("w").await?;
@@ -380,247 +297,10 @@ async fn waiter_with_revoked_lease_fails_fast(h: Arc<EtcdHarness>, ctx: Ctx) -> 
     Ok(())
 }
 
-async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResult {
-    within(
-        Duration::from_secs(10),
-        &format!("{n} waiters on {name}"),
-        async {
-            while client.inspect(name).await?.is_none_or(|i| i.waiters != n) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Ok::<_, fencelock::Error>(())
-        },
-    )
-    .await??;
-    Ok(())
-}
-
-/// Child mode: `FENCELOCK_ETCD_HOLDER=<url> <lock>` acquires the lock with a 2 s
-/// lease, prints `TOKEN n`, then every 50 ms prints `STATE s` and, while held,
-/// `WRITE n` (a write it would send to the resource).
-fn holder_child(spec: &str) {
-    let Some((url, name)) = spec.split_once(' ') else {
-        eprintln!("bad {HOLDER_ENV}");
-        std::process::exit(2);
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for the child");
-    rt.block_on(async {
-        let client = fencelock::connect(url).await.expect("child connects");
-        let lease = client
-            .lease_with_ttl(Duration::from_secs(2))
-            .await
-            .expect("child lease");
-        let guard = lease
-            .lock(name)
-            .expect("valid name")
-            .acquire()
-            .await
-            .expect("child acquires");
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "TOKEN {}", guard.token());
-        loop {
-            let state = guard.state();
-            let mut report = format!("STATE {state}\n");
-            if state.is_held() {
-                report.push_str(&format!("WRITE {}\n", guard.token()));
-            }
-            if out
-                .write_all(report.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                std::process::exit(0); // the parent is gone
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-}
-
-/// Kills the child holder (continuing it first) however the case ends.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        signal(self.0.id(), libc::SIGCONT);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions; the child is ours and unreaped.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
-
-/// The seed scenario with a real process pause: a holder SIGSTOPped for twice its
-/// TTL loses the lock to the next holder, reports lost as soon as it runs again, and
-/// every write it still sends is rejected by the fence.
-async fn sigstopped_holder_is_fenced_out(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    let url = h.url(ctx.ns());
-    let mut child = ChildGuard(
-        Command::new(std::env::current_exe()?)
-            .env(HOLDER_ENV, format!("{url} report"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
-    let pid = child.0.id();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let stdout = child.0.stdout.take().ok_or("no child stdout")?;
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let result = async {
-        let fence = Fence::new();
-        let first = within(Duration::from_secs(10), "child token", rx.recv())
-            .await?
-            .ok_or("child exited")?;
-        let stale: u64 = first.strip_prefix("TOKEN ").ok_or("no TOKEN line")?.parse()?;
-        let write = |line: &str| -> Result<Option<fencelock::Result<()>>, std::num::ParseIntError> {
-            match line.strip_prefix("WRITE ") {
-                Some(t) => Ok(Some(fence.check("report", fencelock::FencingToken::new(t.parse()?)))),
-                None => Ok(None),
-            }
-        };
-        // While it holds the lock, the child's writes are accepted; those of its
-        // last 100 ms before the pause are still "in flight" on a slow network.
-        let (mut accepted, mut in_flight) = (0, Vec::new());
-        let start = Instant::now();
-        let until = start + Duration::from_millis(300);
-        while let Ok(Some(line)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
-            if start.elapsed() > Duration::from_millis(200) {
-                in_flight.push(line);
-            } else if let Some(result) = write(&line)? {
-                result?;
-                accepted += 1;
-            }
-        }
-        signal(pid, libc::SIGSTOP);
-        let paused = Instant::now();
-        let b = client(&ctx).await?;
-        let next = within(
-            Duration::from_secs(8),
-            "next holder while the child is paused",
-            b.acquire("report"),
-        )
-        .await??;
-        assert!(next.token().get() > stale);
-        fence.check("report", next.token())?;
-        tokio::time::sleep(Duration::from_secs(4).saturating_sub(paused.elapsed())).await;
-        // Writes still in flight from before the pause reach the resource late: rejected.
-        let mut rejected = 0;
-        for line in &in_flight {
-            if let Some(result) = write(line)? {
-                let err = result.expect_err("stale in-flight write accepted");
-                assert_eq!(err.kind(), ErrorKind::StaleToken);
-                rejected += 1;
-            }
-        }
-        assert!(rejected > 0, "no write was in flight: the fence was not exercised");
-        signal(pid, libc::SIGCONT);
-        let resumed = Instant::now();
-        let mut noticed = None;
-        let until = Instant::now() + Duration::from_millis(600);
-        while let Ok(Some(line)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
-            if let Some(result) = write(&line)? {
-                assert!(noticed.is_none(), "the child wrote after reporting lost");
-                let err = result.expect_err("stale write accepted");
-                assert_eq!(err.kind(), ErrorKind::StaleToken);
-                rejected += 1;
-            }
-            if line == "STATE lost" && noticed.is_none() {
-                noticed = Some(resumed.elapsed());
-            }
-        }
-        let noticed = noticed.ok_or("the paused holder never reported lost")?;
-        assert!(noticed < Duration::from_millis(500), "paused holder noticed its loss after {noticed:?}");
-        eprintln!(
-            "{accepted} writes accepted while held; paused holder reported lost {noticed:?} after SIGCONT; {rejected} stale writes rejected"
-        );
-        next.release().await?;
-        Ok::<_, fencelock_integration_tests::TestError>(())
-    }
-    .await;
-    drop(child);
-    result
-}
-
-async fn cancelled_acquires_leave_no_key(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    let clients = [
-        client(&ctx).await?,
-        client(&ctx).await?,
-        client(&ctx).await?,
-        client(&ctx).await?,
-    ];
-    let holder = clients[0].acquire("storm").await?;
-    let mut tasks = Vec::new();
-    for i in 0..200u64 {
-        let client = clients[(i % 4) as usize].clone();
-        // Spread over the enqueue round trip and the wait.
-        let cancel_after = Duration::from_micros((i * 7919) % 8_000);
-        tasks.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(cancel_after, client.acquire("storm")).await;
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    holder.release().await?;
-    let probe = client(&ctx).await?;
-    let started = Instant::now();
-    let guard = within(
-        Duration::from_secs(3),
-        "lock free after 200 cancellations",
-        async {
-            loop {
-                if let Some(g) = probe.try_acquire("storm").await? {
-                    return Ok::<_, fencelock::Error>(g);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        },
-    )
-    .await??;
-    eprintln!("lock free {:?} after the storm", started.elapsed());
-    let info = probe.inspect("storm").await?.ok_or("not held")?;
-    assert_eq!((info.token, info.waiters), (guard.token(), 0));
-    guard.release().await?;
-    let keys = h.operator(ctx.ns()).await?.stored_keys().await?;
-    assert!(keys.is_empty(), "keys left: {keys:?}");
-    Ok(())
-}
-
-async fn bad_endpoints_and_ttls(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    // Nothing listens: refused at once.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let refused = format!("etcd://{}/x?connect_timeout=1s", closed.local_addr()?);
-    drop(closed);
-    // Accepts TCP but never speaks HTTP/2: only the timeout can end it.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let blackhole = format!("etcd://{}/x?connect_timeout=1s", silent.local_addr()?);
-    for url in [refused, blackhole] {
-        let started = Instant::now();
-        let err = within(
-            Duration::from_secs(3),
-            "connect fails",
-            fencelock::connect(&url),
-        )
-        .await?
-        .expect_err("connected to nothing");
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{url}: {err}");
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{url}: took {:?}",
-            started.elapsed()
-        );
-    }
+/// Bad URLs and TTLs are typed errors; a config whose only endpoint is closed fails
+/// within its connect timeout. (Unreachable servers in a URL are the conformance case
+/// `bad_input::unreachable_servers_are_unavailable_in_time`.)
+async fn bad_urls_and_ttls(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
     for url in [
         "etcd://127.0.0.1:2379?ttl=0s",
         "etcd://127.0.0.1:2379?ttl=-1s",
@@ -663,68 +343,6 @@ async fn bad_endpoints_and_ttls(_h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
         Err(ErrorKind::Unavailable)
     );
     assert!(started.elapsed() < Duration::from_secs(1));
-    Ok(())
-}
-
-async fn fenced_txn_commits_only_while_held(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
-    let a = client(&ctx).await?;
-    let data = format!(
-        "{}/data",
-        fencelock_integration_tests::etcd_harness::prefix(ctx.ns())
-    );
-    let guard = a.acquire("f").await?;
-    // Create once: the application's own compare holds, so `and_then` runs.
-    let create = || {
-        FencedTxn::new()
-            .when([FencedCompare::version(data.clone(), Cmp::Equal, 0)])
-            .and_then([
-                FencedOp::put(data.clone(), "v1"),
-                FencedOp::get(data.clone()),
-            ])
-            .or_else([FencedOp::get(data.clone())])
-    };
-    let resp = fenced_txn(&guard, create()).await?;
-    assert!(resp.succeeded());
-    let [FencedOutcome::Put, FencedOutcome::Got {
-        value: Some((v, rev)),
-    }] = resp.outcomes()
-    else {
-        return Err(format!("unexpected outcomes {:?}", resp.outcomes()).into());
-    };
-    assert_eq!(v, b"v1");
-    // The same again: the key exists, so `or_else` runs (the lock still held).
-    let again = fenced_txn(&guard, create()).await?;
-    assert!(!again.succeeded());
-    assert_eq!(
-        again.outcomes(),
-        [FencedOutcome::Got {
-            value: Some((b"v1".to_vec(), *rev))
-        }]
-    );
-    h.delete_holder(ctx.ns(), &LockName::new("f")?).await?;
-    let err = fenced_txn(
-        &guard,
-        FencedTxn::new().and_then([FencedOp::put(data.clone(), "v2")]),
-    )
-    .await
-    .expect_err("fenced write after the lock was broken");
-    assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
-    let op = h.operator(ctx.ns()).await?;
-    assert_eq!(op.stored_keys().await?, std::slice::from_ref(&data));
-    // Clean up the data key with a fenced txn of a new holder, guarded on the
-    // revision the first holder wrote.
-    let next = a.acquire("f").await?;
-    let deleted = fenced_txn(
-        &next,
-        FencedTxn::new()
-            .when([FencedCompare::mod_revision(data.clone(), Cmp::Equal, *rev)])
-            .and_then([FencedOp::delete(data)]),
-    )
-    .await?;
-    assert!(deleted.succeeded());
-    assert_eq!(deleted.outcomes(), [FencedOutcome::Deleted { count: 1 }]);
-    next.release().await?;
-    drop(guard);
     Ok(())
 }
 

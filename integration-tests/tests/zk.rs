@@ -1,18 +1,20 @@
 //! The conformance suite and the ZooKeeper-specific tests on real ZooKeeper servers
 //! (a standalone server; a 3-server ensemble, started on first use, for failover),
-//! all through the facade's erased handle.
+//! all through the facade's erased handle. Session expiry, a deleted own node, a
+//! stalled holder, cancellation storms, an unreachable server and fenced writes are
+//! conformance cases now, run here through [`ZkHarness`]'s hooks.
+//!
+//! The binary re-executes itself as a lock holder child process when
+//! `fencelock_integration_tests::holder::HOLDER_ENV` is set.
 //!
 //! Run: `cargo test -p fencelock-integration-tests --features zk --test zk`. Without
 //! java or ZooKeeper the run is skipped, except under `CI=true` where it fails.
 
-use fencelock::{
-    zk::{fenced_write, FencedOutcome, FencedWrite, ZkBackend},
-    ErrorKind, Fence, LockClient, LockName, LockState,
-};
+use fencelock::{zk::ZkBackend, ErrorKind, LockClient, LockName, LockState};
 use fencelock_integration_tests::{
     async_trial,
-    conformance::{self, within, Ctx},
-    run_main,
+    conformance::{self, wait_for_waiters, within, Ctx},
+    holder, run_main,
     servers::{self, Fabric, Link, ZkEnsemble, ZkOptions},
     zk_harness::ZkHarness,
     Harness, TestResult,
@@ -39,6 +41,9 @@ mod tls;
 type Ensemble = Arc<AsyncMutex<Option<ZkEnsemble>>>;
 
 fn main() {
+    // A lock holder child of the conformance case
+    // `pause::a_paused_holder_is_fenced_out_in_process_and_as_a_process`.
+    holder::child_main();
     // Parse the arguments before any server starts: a bad flag exits the process
     // at once, which would leave the servers running.
     let args = libtest_mimic::Arguments::from_args();
@@ -126,26 +131,6 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             followers_read_only_the_head,
         ),
         trial(
-            "server_expired_session_loses_guard_and_next_waiter_gets_higher_token",
-            &h,
-            expired_session,
-        ),
-        trial(
-            "own_node_deleted_by_another_client_loses_guard",
-            &h,
-            own_node_deleted,
-        ),
-        trial(
-            "holder_stalled_past_its_session_timeout_is_fenced_out",
-            &h,
-            stalled_holder,
-        ),
-        trial(
-            "cancelled_acquires_leave_nothing_behind",
-            &h,
-            cancelled_acquires,
-        ),
-        trial(
             "create_whose_reply_is_lost_leaves_one_node",
             &h,
             lost_create_reply,
@@ -155,7 +140,6 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             &h,
             negotiated_timeout,
         ),
-        trial("fenced_write_commits_only_while_held", &h, fenced_writes),
         trial(
             "observability_grant_release_and_forced_loss",
             &h,
@@ -165,11 +149,6 @@ fn specific_trials(h: Arc<ZkHarness>) -> Vec<Trial> {
             "creator_acl_keeps_other_users_from_breaking_the_lock",
             &h,
             creator_acl,
-        ),
-        trial(
-            "unreachable_server_is_unavailable_within_connect_timeout",
-            &h,
-            unreachable,
         ),
         trial(
             "read_only_calls_create_no_chroot",
@@ -340,187 +319,6 @@ async fn one_session_per_lease(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Waits until `name` has exactly `n` waiters.
-async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResult {
-    within(
-        Duration::from_secs(10),
-        &format!("{n} waiters on {name}"),
-        async {
-            while !matches!(client.inspect(name).await?, Some(i) if i.waiters == n) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Ok::<_, fencelock::Error>(())
-        },
-    )
-    .await??;
-    Ok(())
-}
-
-async fn expired_session(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
-    let (a, b) = (ctx.client().await?, ctx.client().await?);
-    let lease = a.lease_with_ttl(Duration::from_secs(4)).await?;
-    let held = lease.lock("x")?.acquire().await?;
-    let waiter = tokio::spawn(async move { b.acquire("x").await });
-    wait_for_waiters(&a, "x", 1).await?;
-    let killed = Instant::now();
-    h.kill_lease(ctx.ns(), &lease).await?;
-    // The server deleted the node when it closed the session: the waiter is granted
-    // at once, long before the session timeout.
-    let next = within(
-        Duration::from_secs(2),
-        "waiter granted after the expiry",
-        waiter,
-    )
-    .await???;
-    assert!(
-        next.token() > held.token(),
-        "token {} not above {}",
-        next.token(),
-        held.token()
-    );
-    assert!(
-        killed.elapsed() < lease.ttl(),
-        "waiter waited for the session timeout"
-    );
-    within(
-        lease.ttl() + Duration::from_secs(2),
-        "old holder learns of the expiry",
-        held.watch().lost(),
-    )
-    .await?;
-    assert_eq!(
-        held.release().await.map_err(|e| e.kind()),
-        Err(ErrorKind::NotHeld)
-    );
-    let next_token = next.token();
-    next.release().await?;
-    // A new session serves later acquisitions.
-    let again = a
-        .lease_with_ttl(Duration::from_secs(4))
-        .await?
-        .lock("x")?
-        .acquire()
-        .await?;
-    assert!(again.token() > next_token);
-    again.release().await?;
-    Ok(())
-}
-
-async fn own_node_deleted(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
-    let (a, b) = (ctx.client().await?, ctx.client().await?);
-    let held = a.acquire("d").await?;
-    let waiter = tokio::spawn(async move { b.acquire("d").await });
-    wait_for_waiters(&a, "d", 1).await?;
-    h.delete_holder(ctx.ns(), &LockName::new("d")?).await?;
-    within(
-        Duration::from_secs(2),
-        "holder sees its node deleted",
-        held.watch().lost(),
-    )
-    .await?;
-    assert_eq!(
-        held.lease().state(),
-        LockState::Held,
-        "only the lock is lost, not the session"
-    );
-    let err = fenced_write(&held, &FencedWrite::new())
-        .await
-        .expect_err("fenced write without the lock");
-    assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
-    let next = within(Duration::from_secs(2), "waiter granted", waiter).await???;
-    assert!(next.token() > held.token());
-    assert_eq!(
-        held.release().await.map_err(|e| e.kind()),
-        Err(ErrorKind::NotHeld)
-    );
-    next.release().await?;
-    Ok(())
-}
-
-async fn stalled_holder(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
-    let (a, b) = (ctx.client().await?, ctx.client().await?);
-    let lease = a.lease_with_ttl(Duration::from_secs(2)).await?;
-    let stale = lease.lock("report")?.acquire().await?;
-    let fence = Fence::new();
-    fence.check("report", stale.token())?;
-    h.set_stalled(ctx.ns(), lease.id(), true)?; // a pause, as the server sees it
-    let next = within(
-        lease.ttl() * 3,
-        "next holder after the stall",
-        b.acquire("report"),
-    )
-    .await??;
-    let granted = tokio::time::Instant::now();
-    assert!(next.token() > stale.token());
-    // The stalled holder's belief ended by its local deadline, before the next grant.
-    let deadline = stale.watch().deadline().ok_or("no local deadline")?;
-    assert!(
-        deadline <= granted,
-        "stale holder believed past the next grant by {:?}",
-        deadline - granted
-    );
-    assert_eq!(stale.state(), LockState::Lost);
-    fence.check("report", next.token())?;
-    // The holder wakes up and writes with its old token: rejected.
-    let err = fence
-        .check("report", stale.token())
-        .expect_err("stale write accepted");
-    assert_eq!(err.kind(), ErrorKind::StaleToken);
-    h.set_stalled(ctx.ns(), lease.id(), false)?;
-    let err = within(
-        Duration::from_secs(10),
-        "stale fenced write",
-        fenced_write(&stale, &FencedWrite::new()),
-    )
-    .await?
-    .expect_err("stale native fenced write accepted");
-    assert!(
-        matches!(err.kind(), ErrorKind::NotHeld | ErrorKind::Unavailable),
-        "{err}"
-    );
-    next.release().await?;
-    drop(stale);
-    Ok(())
-}
-
-async fn cancelled_acquires(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
-    let holder = ctx.client().await?;
-    let held = holder.acquire("storm").await?;
-    let clients = [
-        ctx.client().await?,
-        ctx.client().await?,
-        ctx.client().await?,
-        ctx.client().await?,
-    ];
-    let mut tasks = Vec::new();
-    for i in 0..200u64 {
-        let client = clients[i as usize % clients.len()].clone();
-        // Spread the cancellations over every await point of the recipe.
-        let cancel_after = Duration::from_micros((i * 7919) % 30_000);
-        tasks.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(cancel_after, client.acquire("storm")).await;
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    wait_for_waiters(&holder, "storm", 0).await?;
-    let direct = h.backend(ctx.ns()).await?;
-    let left = direct.nodes().await?;
-    assert_eq!(left.len(), 1, "only the holder's node may remain: {left:?}");
-    held.release().await?;
-    let next = within(
-        Duration::from_secs(2),
-        "lock free at once",
-        clients[0].try_acquire("storm"),
-    )
-    .await??;
-    next.ok_or("a cancelled waiter blocks the queue")?
-        .release()
-        .await?;
-    Ok(())
-}
-
 async fn lost_create_reply(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     let (a, b) = (ctx.client().await?, ctx.client().await?);
     let held = a.acquire("p").await?;
@@ -593,61 +391,6 @@ async fn negotiated_timeout(_h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn fenced_writes(_h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
-    let (a, b) = (ctx.client().await?, ctx.client().await?);
-    let lease = a.lease().await?;
-    let guard = lease.lock("config")?.acquire().await?;
-    let held = guard
-        .backend_lock::<fencelock::zk::ZkHeldLock>()
-        .ok_or("not a zookeeper guard")?;
-    assert!(
-        held.node_path().starts_with("/config/"),
-        "{}",
-        held.node_path()
-    );
-    let write = FencedWrite::new()
-        .create("/app-config", b"v1".to_vec())
-        .set_data("/app-config", b"v2".to_vec(), Some(0));
-    let outcome = fenced_write(&guard, &write).await?;
-    assert_eq!(
-        outcome,
-        [
-            FencedOutcome::Created {
-                path: "/app-config".into()
-            },
-            FencedOutcome::DataSet { version: 1 }
-        ]
-    );
-    let err = fenced_write(
-        &guard,
-        &FencedWrite::new().set_data("/app-config", b"v3".to_vec(), Some(0)),
-    )
-    .await
-    .expect_err("version mismatch applied");
-    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
-    // The lease dies; a late write from the old holder must not apply.
-    lease.close().await?;
-    let err = fenced_write(
-        &guard,
-        &FencedWrite::new().set_data("/app-config", b"late".to_vec(), None),
-    )
-    .await
-    .expect_err("late write applied");
-    assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
-    let next = b.acquire("config").await?;
-    assert!(next.token() > guard.token());
-    let checked = FencedWrite::new()
-        .check_version("/app-config", 1)
-        .delete("/app-config", Some(1));
-    assert_eq!(
-        fenced_write(&next, &checked).await?,
-        [FencedOutcome::Checked, FencedOutcome::Deleted]
-    );
-    next.release().await?;
-    drop(guard);
-    Ok(())
-}
-
 async fn creator_acl(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
     let url = h.url(ctx.ns()).replace("zk://", "zk://alice:s3cret@") + "&acl=creator";
     let alice = LockClient::new(ZkBackend::from_url(&url).await?);
@@ -682,21 +425,6 @@ async fn creator_acl(h: Arc<ZkHarness>, ctx: Ctx) -> TestResult {
         .expect_err("wrong password may not enqueue");
     assert!(!err.to_string().contains("wrong"), "{err}");
     other.close().await?;
-    Ok(())
-}
-
-async fn unreachable(_h: Arc<ZkHarness>, _ctx: Ctx) -> TestResult {
-    let port = servers::free_port()?;
-    let started = Instant::now();
-    let err = fencelock::connect(&format!("zk://127.0.0.1:{port}/x?connect_timeout=500ms"))
-        .await
-        .expect_err("connected to nothing");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "took {:?}",
-        started.elapsed()
-    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Fault controls and leak checks for tests and operations: expiring a session from
 //! outside, breaking a lock, listing what is left on the server.
 
-use crate::{backend::ZkBackend, error, queue, session};
+use crate::{backend::ZkBackend, conn, error, queue};
 use lock_core::{Error, ErrorKind, FencingToken, LeaseId, LockName, Result};
 use std::{fmt, time::Duration};
 use zookeeper_client::Error as ZkError;
@@ -45,18 +45,12 @@ impl ZkBackend {
     pub async fn expire_session(&self, session: &ZkSessionRef) -> Result<()> {
         let config = self.config();
         let lease = session.id;
-        let intruder = match session::connect(
-            config,
-            session.timeout,
-            false,
-            Some(session.info.clone()),
-        )
-        .await
-        {
-            Ok(client) => client,
-            Err(e) if e.kind() == ErrorKind::LeaseLost => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let intruder =
+            match conn::connect(config, session.timeout, false, Some(session.info.clone())).await {
+                Ok(client) => client,
+                Err(e) if e.kind() == ErrorKind::LeaseLost => return Ok(()),
+                Err(e) => return Err(e),
+            };
         let mut states = intruder.state_watcher();
         drop(intruder);
         let closed = async {

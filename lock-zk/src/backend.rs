@@ -1,16 +1,21 @@
-//! [`ZkBackend`]: connecting, granting leases (sessions) and inspecting locks. The
-//! fault controls and leak checks are in `admin.rs`.
+//! The plug into lock-core: [`ZkBackend`] (connecting, granting leases, inspecting
+//! and watching locks) with its [`Backend`] impl, and the [`LeaseBackend`] impl of
+//! [`ZkLease`], whose `acquire` runs the recipe of `lock.rs`. The fault controls and
+//! leak checks are in `admin.rs`.
 
 use crate::{
     config::ZkConfig,
-    error, queue,
-    session::{self, Session, ZkLease},
+    conn, inspect, lock,
+    session::{Session, ZkLease},
+    watch_lock,
 };
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, Backend, ChangeStream, LeaseBackend, LockInfoWatch, WatchScope},
-    Capabilities, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName, Result,
-    TokenSource,
+    backend::{
+        lock_unpoisoned, Backend, ChangeStream, Claim, HeldLock, LeaseBackend, Liveness,
+        LockInfoWatch, WaitMode, WatchScope,
+    },
+    AcquireOptions, Capabilities, LeaseId, LockInfo, LockName, Result, TokenSource,
 };
 use std::{
     any::Any,
@@ -19,9 +24,9 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, Weak,
     },
-    time::{Duration, UNIX_EPOCH},
+    time::Duration,
 };
-use zookeeper_client::{Client, Error as ZkError, Stat};
+use zookeeper_client::Client;
 
 /// The capabilities of the ZooKeeper backend.
 pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevision)
@@ -33,9 +38,6 @@ pub const CAPABILITIES: Capabilities = Capabilities::new(TokenSource::CreateRevi
     .with_distributed(true)
     .with_read_write_claims(true)
     .with_shared_claims(true);
-
-/// How often `inspect` re-reads when the owner leaves between two reads.
-const INSPECT_RETRIES: usize = 5;
 
 struct Inner {
     config: ZkConfig,
@@ -90,8 +92,9 @@ impl ZkBackend {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidConfig`] for a bad URL or rejected credentials;
-    /// [`ErrorKind::Unavailable`] when no server answers within the connect timeout.
+    /// [`ErrorKind::InvalidConfig`](lock_core::ErrorKind::InvalidConfig) for a bad URL
+    /// or rejected credentials; [`ErrorKind::Unavailable`](lock_core::ErrorKind::Unavailable)
+    /// when no server answers within the connect timeout.
     ///
     /// # Cancel safety
     ///
@@ -173,69 +176,8 @@ impl ZkBackend {
 /// `inspect`, `list` and the leak checks only read, and report "no locks" while the
 /// chroot is missing.
 async fn open_admin(config: &ZkConfig) -> Result<Client> {
-    let client = session::connect(config, config.session_timeout(), false, None).await?;
-    session::under_chroot(config, client, false).await
-}
-
-/// The holder that lock node `node` of `kind` describes, from its data and stat.
-pub(crate) fn holder_info(kind: queue::NodeKind, data: &[u8], stat: &Stat) -> HolderInfo {
-    let (holder, at) = match queue::decode_data(data) {
-        (holder, Some(at)) if kind.may_be_fencelock() => (holder, Some(at)),
-        // Another client's node: name the client, take the time from the stat.
-        _ => (Some(queue::foreign_holder(kind, data)), None),
-    };
-    let at = at.or_else(|| UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)));
-    HolderInfo::new(
-        FencingToken::new(stat.czxid as u64),
-        LeaseId::new(stat.ephemeral_owner as u64),
-    )
-    .with_holder(holder)
-    .with_acquired_at(at)
-    .with_claim(kind.claim())
-}
-
-/// Reads the holder of `name` through `client`, counting each request in
-/// `requests`.
-async fn inspect(
-    client: &Client,
-    name: &LockName,
-    requests: &AtomicU64,
-) -> Result<Option<LockInfo>> {
-    let dir = queue::dir_path(name);
-    let what = || format!("inspecting lock {name}");
-    for _ in 0..INSPECT_RETRIES {
-        requests.fetch_add(1, Ordering::Relaxed);
-        let children = match client.list_children(&dir).await {
-            Ok(children) => children,
-            Err(ZkError::NoNode) => return Ok(None),
-            Err(e) => return Err(error::map(e, what())),
-        };
-        let nodes = queue::queue(&children);
-        let (held, waiters) = queue::holders_and_waiters(&nodes);
-        let mut holders = Vec::with_capacity(held);
-        for &(node, kind) in &nodes[..held] {
-            requests.fetch_add(1, Ordering::Relaxed);
-            let (data, stat) = match client.get_data(&format!("{dir}/{node}")).await {
-                Ok(read) => read,
-                Err(ZkError::NoNode) => break,
-                Err(e) => return Err(error::map(e, what())),
-            };
-            holders.push(holder_info(kind, &data, &stat));
-        }
-        if holders.len() < held {
-            continue; // a holder left between the two reads
-        }
-        let mut holders = holders.into_iter();
-        let Some(first) = holders.next() else {
-            return Ok(None);
-        };
-        let info = LockInfo::from_holders(name.clone(), first, holders.collect(), waiters);
-        return Ok(Some(info));
-    }
-    Err(Error::new(
-        ErrorKind::Unavailable,
-        format!("{}: the holder kept changing", what()),
-    ))
+    let client = conn::connect(config, config.session_timeout(), false, None).await?;
+    conn::under_chroot(config, client, false).await
 }
 
 #[async_trait]
@@ -263,7 +205,7 @@ impl Backend for ZkBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
-        inspect(&self.admin().await?, name, &self.inner.requests).await
+        inspect::inspect(&self.admin().await?, name, &self.inner.requests).await
     }
 
     /// Counts the events of the watches a waiter set on the nodes ahead of it (a
@@ -275,36 +217,16 @@ impl Backend for ZkBackend {
 
     async fn watch_changes(&self, scope: &WatchScope) -> Result<ChangeStream> {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        crate::watch_lock::changes(&self.admin().await?, scope).await
+        watch_lock::changes(&self.admin().await?, scope).await
     }
 
     async fn watch_lock_info(self: Arc<Self>, name: &LockName) -> Result<LockInfoWatch> {
         let client = self.admin().await?;
-        crate::watch_lock::lock_infos(client, name.clone(), self.inner.requests.clone()).await
+        watch_lock::lock_infos(client, name.clone(), self.inner.requests.clone()).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
-        let client = self.admin().await?;
-        self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let dirs = match client.list_children("/").await {
-            Ok(dirs) => dirs,
-            // No chroot yet: nobody ever took a lock here.
-            Err(ZkError::NoNode) => return Ok(Vec::new()),
-            Err(e) => return Err(error::map(e, "listing locks")),
-        };
-        let mut names: Vec<LockName> = dirs
-            .iter()
-            .filter_map(|d| queue::decode_name(d))
-            .filter(|n| n.as_str().starts_with(prefix))
-            .collect();
-        names.sort();
-        let infos = futures::future::join_all(
-            names
-                .iter()
-                .map(|n| inspect(&client, n, &self.inner.requests)),
-        )
-        .await;
-        infos.into_iter().filter_map(Result::transpose).collect()
+        inspect::list(&self.admin().await?, prefix, &self.inner.requests).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -313,6 +235,44 @@ impl Backend for ZkBackend {
         let sessions = self.live_sessions();
         let results = futures::future::join_all(sessions.iter().map(|s| s.close(limit))).await;
         results.into_iter().collect()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[async_trait]
+impl LeaseBackend for ZkLease {
+    fn id(&self) -> LeaseId {
+        self.session().id()
+    }
+
+    fn granted_ttl(&self) -> Duration {
+        self.session().timeout()
+    }
+
+    fn liveness(&self) -> &Liveness {
+        self.session().liveness()
+    }
+
+    async fn acquire(
+        &self,
+        name: &LockName,
+        claim: Claim,
+        mode: WaitMode,
+        options: &AcquireOptions,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        // Every claim the capabilities deny is refused here, before anything is
+        // enqueued.
+        lock_core::backend::check_claim(&CAPABILITIES, "zk", claim, name)?;
+        let held = lock::acquire(self.session(), name, claim, mode, options).await?;
+        Ok(held.map(|h| Box::new(h) as Box<dyn HeldLock>))
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        let limit = self.session().timeout().max(Duration::from_secs(2));
+        self.session().close(limit).await
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -3,8 +3,8 @@
 
 use crate::{
     error,
-    lock::{retry_backoff, watch_node, NodeEvent, PermitSlot, RETRIES},
-    session::Session,
+    permit::{release_slot, PermitSlot},
+    session::{retry_backoff, watch_node, NodeEvent, Session, RETRIES},
 };
 use async_trait::async_trait;
 use lock_core::backend::Liveness;
@@ -221,21 +221,6 @@ impl HeldLock for ZkHeldLock {
 
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-/// Deletes a permit's slot node if it is still this permit's (same `czxid`): before
-/// the permit's own node, so the next permit finds the slot free at once. A slot node
-/// left behind (no connection) goes with the session, or is freed as stale by the
-/// next permit once the permit's node is gone.
-async fn release_slot(session: &Session, permit: &PermitSlot) {
-    let Some(client) = session.client() else {
-        return;
-    };
-    if let Ok(Some(stat)) = client.check_stat(&permit.path).await {
-        if stat.czxid as u64 == permit.token.get() {
-            let _ = client.delete(&permit.path, Some(stat.version)).await;
-        }
     }
 }
 

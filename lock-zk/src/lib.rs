@@ -6,6 +6,21 @@
 //! (cargo feature `zk`), and never name a type of this crate; only the
 //! ZooKeeper-specific extension ([`fenced_write`]) and the test fault controls need it.
 //!
+//! # Layout
+//!
+//! One job per file; imports run one way, down this list, with no circle inside the
+//! crate: `lib.rs` (docs and re-exports only) → `admin.rs` (fault controls and leak
+//! checks, on [`ZkBackend`]) → `backend.rs` (the trait impls: `Backend` for
+//! [`ZkBackend`], `LeaseBackend` for [`ZkLease`]) → `watch_lock.rs` (persistent
+//! watches behind `watch_lock` and `watch_list`) → `inspect.rs` (`inspect`, `list`)
+//! → `fenced.rs` ([`fenced_write`]) → `lock.rs` (the recipe) → `held.rs` (one grant:
+//! [`ZkHeldLock`], its node watch, release, drop) → `permit.rs` (semaphore slot
+//! nodes) → `session.rs` (lease = session: [`ZkLease`], keep-alive, request retries
+//! and node watches) → `conn.rs` (opening a client: servers, credentials, chroot,
+//! ACLs) → `tls.rs` → the leaves `queue.rs` (node names, data and queue order),
+//! `error.rs` (every zookeeper-client error mapped, in one place) and `config.rs`
+//! ([`ZkConfig`], URL parsing).
+//!
 //! # URL
 //!
 //! `zk://[user:password@]host:port[,host:port…][/chroot][?session_timeout=10s&connect_timeout=3s&acl=open|creator&node_style=curator|kazoo&ca=…&cert=…&key=…]`
@@ -155,10 +170,13 @@
 mod admin;
 mod backend;
 mod config;
+mod conn;
 mod error;
 mod fenced;
 mod held;
+mod inspect;
 mod lock;
+mod permit;
 mod queue;
 mod session;
 mod tls;

@@ -5,31 +5,20 @@
 use crate::{
     error,
     held::ZkHeldLock,
+    permit::claim_permit_slot,
     queue::{self, Position},
-    session::Session,
+    session::{retry_backoff, watch_node, NodeEvent, Session, RETRIES},
 };
-use futures::future::BoxFuture;
 use lock_core::{
-    backend::{spawn_or_expire, Backoff, Claim, WaitMode},
+    backend::{spawn_or_expire, Claim, WaitMode},
     AcquireOptions, Error, ErrorKind, FencingToken, LockName, Result,
 };
 use std::{
     fmt,
     sync::{atomic::Ordering, Arc},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
-use zookeeper_client::{Client, CreateMode, Error as ZkError, EventType, Stat, WatchedEvent};
-
-/// The future of the next event on a watched node.
-pub(crate) type NodeEvent = BoxFuture<'static, WatchedEvent>;
-
-/// How often an indeterminate request is retried before giving up.
-pub(crate) const RETRIES: usize = 5;
-
-/// The delays between those attempts: 100 ms, doubling (100, 200, 400, 800 ms).
-pub(crate) fn retry_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(100), Duration::MAX)
-}
+use zookeeper_client::{Client, CreateMode, Error as ZkError, EventType, Stat};
 
 fn lost(name: &LockName, why: impl fmt::Display) -> Error {
     Error::new(ErrorKind::LeaseLost, format!("lock {name}: {why}"))
@@ -172,19 +161,6 @@ async fn create_node(
         last.unwrap_or(ZkError::ConnectionLoss),
         format_args!("enqueueing for lock {name}"),
     ))
-}
-
-/// Sets a watch on `path` and returns the future of its next event; `Ok(None)` if the
-/// node does not exist.
-pub(crate) async fn watch_node(
-    client: &Client,
-    path: &str,
-) -> std::result::Result<Option<NodeEvent>, ZkError> {
-    match client.get_and_watch_data(path).await {
-        Ok((_, _, watcher)) => Ok(Some(Box::pin(watcher.changed()))),
-        Err(ZkError::NoNode) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// The acquisition recipe. See the crate docs for the steps and their guarantees.
@@ -359,94 +335,5 @@ pub(crate) async fn acquire(
         let held = ZkHeldLock::new(session.clone(), name.clone(), path, token, first_watch)
             .with_acquired_at(acquired_at);
         return Ok(Some(held.with_permit(permit)));
-    }
-}
-
-/// A granted permit's slot: the ephemeral node [`queue::slot_node`] in the lock's
-/// directory, whose `czxid` is the permit's fencing token. A slot node is created only
-/// while absent, so successive holders of one slot get increasing tokens.
-#[derive(Debug, Clone)]
-pub(crate) struct PermitSlot {
-    pub(crate) slot: u32,
-    pub(crate) path: String,
-    pub(crate) token: FencingToken,
-}
-
-/// How many rounds over every slot a granted permit tries before giving up.
-const SLOT_ROUNDS: usize = 50;
-
-/// Takes the lowest free slot of semaphore `name` for the granted node `node`.
-/// [`decide`](lock_core::backend::decide) grants at most `limit` permits, so a slot is
-/// free, or held by a permit whose node is already gone (released a moment ago, or
-/// deleted by an operator): such a slot node is deleted (on its version) and taken on
-/// the next round.
-async fn claim_permit_slot(
-    session: &Session,
-    client: &Client,
-    name: &LockName,
-    dir: &str,
-    node: &str,
-    limit: u32,
-) -> Result<PermitSlot> {
-    let what = || format!("taking a permit slot of semaphore {name}");
-    let mode = CreateMode::Ephemeral.with_acls(session.acls());
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
-    for _ in 0..SLOT_ROUNDS {
-        for slot in 0..limit {
-            let path = format!("{dir}/{}", queue::slot_node(slot));
-            let found = |stat: &Stat| PermitSlot {
-                slot,
-                path: path.clone(),
-                token: FencingToken::new(stat.czxid as u64),
-            };
-            match client.create(&path, node.as_bytes(), &mode).await {
-                Ok((stat, _)) => return Ok(found(&stat)),
-                Err(ZkError::NodeExists) => {}
-                // It may have been created: the next round reads whose it is.
-                Err(e) if error::is_indeterminate(&e) => continue,
-                Err(e) => return Err(error::map(e, what())),
-            }
-            let (data, stat) = match client.get_data(&path).await {
-                Ok(read) => read,
-                Err(ZkError::NoNode) => continue,
-                Err(e) if error::is_indeterminate(&e) => continue,
-                Err(e) => return Err(error::map(e, what())),
-            };
-            if data == node.as_bytes() {
-                return Ok(found(&stat)); // our own create of an indeterminate attempt
-            }
-            let owner = format!("{dir}/{}", String::from_utf8_lossy(&data));
-            match client.check_stat(&owner).await {
-                Ok(None) => {
-                    // Stale: its permit is gone. Free it; taken on the next round.
-                    let _ = client.delete(&path, Some(stat.version)).await;
-                }
-                Ok(Some(_)) => {}
-                Err(e) if error::is_indeterminate(&e) => {}
-                Err(e) => return Err(error::map(e, what())),
-            }
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-    Err(Error::new(
-        ErrorKind::Unavailable,
-        format!("no free permit slot of semaphore {name} after {SLOT_ROUNDS} rounds"),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_double_from_100_ms_as_before() {
-        let mut backoff = retry_backoff();
-        for attempt in 1..RETRIES {
-            assert_eq!(
-                backoff.next_delay(),
-                Duration::from_millis(50 << attempt),
-                "{attempt}"
-            );
-        }
     }
 }

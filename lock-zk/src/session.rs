@@ -17,147 +17,46 @@
 //! answered).
 
 use crate::{
-    config::{ZkAcl, ZkConfig, ZkNodeStyle, MIN_REQUESTED_SESSION_TIMEOUT},
+    config::{ZkAcl, ZkConfig, ZkNodeStyle},
+    conn::{acls, connect, under_chroot},
     error,
-    lock::acquire,
 };
-use async_trait::async_trait;
 use futures::future::BoxFuture;
 use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
-    backend::{lock_unpoisoned, Claim, HeldLock, LeaseBackend, WaitMode},
-    AcquireOptions, Error, ErrorKind, LeaseId, LockName, LossCause, Result,
+    backend::{lock_unpoisoned, Backoff},
+    Error, ErrorKind, LeaseId, LossCause, Result,
 };
 use std::{
-    any::Any,
     fmt,
     sync::{atomic::AtomicU64, Arc, Mutex, Weak},
     time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
-use zookeeper_client::{
-    Acl, Acls, Client, CreateMode, Error as ZkError, Permission, SessionInfo, SessionState,
-};
+use zookeeper_client::{Acls, Client, Error as ZkError, SessionInfo, SessionState, WatchedEvent};
 
-/// Creator-only rights, plus reads for everyone (so `inspect` works for all).
-static CREATOR_ALL_ANYONE_READ: [Acl; 2] = [
-    Acl::new_const(Permission::ALL, "auth", ""),
-    Acl::new_const(Permission::READ, "world", "anyone"),
-];
+/// The future of the next event on a watched node.
+pub(crate) type NodeEvent = BoxFuture<'static, WatchedEvent>;
 
-/// The zookeeper-client ACL list for `acl`.
-pub(crate) fn acls(acl: ZkAcl) -> Acls<'static> {
-    match acl {
-        ZkAcl::Open => Acls::anyone_all(),
-        ZkAcl::Creator => Acls::new(&CREATOR_ALL_ANYONE_READ),
-    }
+/// How often an indeterminate request is retried before giving up.
+pub(crate) const RETRIES: usize = 5;
+
+/// The delays between those attempts: 100 ms, doubling (100, 200, 400, 800 ms).
+pub(crate) fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::MAX)
 }
 
-/// Opens a session to `config`'s servers, giving up after its connect timeout.
-///
-/// Each server gets [`ZkConfig::per_host_timeout`] to answer before the next one is
-/// tried, so one wedged server cannot use up the whole connect timeout.
-///
-/// `chroot`: whether the client works under the configured chroot. `resume`: an
-/// existing session to attach to (fault control) instead of a new one.
-pub(crate) async fn connect(
-    config: &ZkConfig,
-    session_timeout: Duration,
-    chroot: bool,
-    resume: Option<SessionInfo>,
-) -> Result<Client> {
-    let session_timeout = session_timeout.max(MIN_REQUESTED_SESSION_TIMEOUT);
-    let mut connector = Client::connector()
-        .with_session_timeout(session_timeout)
-        .with_connection_timeout(config.per_host_timeout(session_timeout));
-    if let Some(digest) = config.digest() {
-        connector = connector.with_auth("digest", &digest);
+/// Sets a watch on `path` and returns the future of its next event; `Ok(None)` if the
+/// node does not exist.
+pub(crate) async fn watch_node(
+    client: &Client,
+    path: &str,
+) -> std::result::Result<Option<NodeEvent>, ZkError> {
+    match client.get_and_watch_data(path).await {
+        Ok((_, _, watcher)) => Ok(Some(Box::pin(watcher.changed()))),
+        Err(ZkError::NoNode) => Ok(None),
+        Err(e) => Err(e),
     }
-    if let Some(session) = resume {
-        connector = connector.with_session(session);
-    }
-    let tls = crate::tls::options(config)?;
-    let secure = tls.is_some();
-    if let Some(tls) = tls {
-        connector = connector.with_tls(tls);
-    }
-    let servers = config.servers();
-    let target = if chroot {
-        format!("{servers}{}", config.chroot())
-    } else {
-        servers.clone()
-    };
-    let limit = config.connect_timeout();
-    let connecting = async move {
-        match secure {
-            true => connector.secure_connect(&target).await,
-            false => connector.connect(&target).await,
-        }
-    };
-    let (outcome, findings) = crate::tls::watch(config, limit, connecting).await?;
-    let refusals = crate::tls::summary(&findings);
-    match outcome {
-        Some(Ok(client)) => Ok(client),
-        Some(Err(ZkError::AuthFailed)) => Err(Error::new(
-            ErrorKind::Unauthenticated,
-            format!(
-                "zookeeper at {servers} rejected the credentials of user {:?} (the server refused the auth packet)",
-                config.user().unwrap_or("")
-            ),
-        )
-        .with_source(ZkError::AuthFailed)),
-        Some(Err(e))
-            if error::is_terminal(&e) || error::kind_of(&e) == ErrorKind::InvalidConfig =>
-        {
-            Err(error::map(
-                e,
-                format_args!("connecting to zookeeper at {servers}"),
-            ))
-        }
-        Some(Err(e)) => Err(Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot connect to zookeeper at {servers}: {e}{refusals}"),
-        )
-        .with_source(e)),
-        None => Err(Error::new(
-            ErrorKind::Unavailable,
-            format!("zookeeper at {servers} not reachable within {limit:?}{refusals}"),
-        )),
-    }
-}
-
-/// Moves `client` (connected without chroot) under `config`'s chroot, first creating
-/// the chroot as persistent nodes if `create` and it is missing.
-pub(crate) async fn under_chroot(
-    config: &ZkConfig,
-    client: Client,
-    create: bool,
-) -> Result<Client> {
-    let chroot = config.chroot();
-    if chroot.is_empty() {
-        return Ok(client);
-    }
-    if create {
-        // Look before creating: creating an existing node can still fail with NoAuth
-        // when its parent is closed to us.
-        let exists = client
-            .check_stat(chroot)
-            .await
-            .map_err(|e| error::map(e, format_args!("looking up the chroot {chroot}")))?;
-        if exists.is_none() {
-            let mode = CreateMode::Persistent.with_acls(acls(config.acl()));
-            client
-                .mkdir(chroot, &mode)
-                .await
-                .map_err(|e| error::map(e, format_args!("creating the chroot {chroot}")))?;
-        }
-    }
-    client.chroot(chroot).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidConfig,
-            format!("zk chroot {chroot:?} is not a valid path"),
-        )
-    })
 }
 
 /// One ZooKeeper session and what hangs off it.
@@ -443,49 +342,28 @@ impl fmt::Debug for ZkLease {
     }
 }
 
-#[async_trait]
-impl LeaseBackend for ZkLease {
-    fn id(&self) -> LeaseId {
-        self.session.id
-    }
-
-    fn granted_ttl(&self) -> Duration {
-        self.session.timeout
-    }
-
-    fn liveness(&self) -> &Liveness {
-        &self.session.liveness
-    }
-
-    async fn acquire(
-        &self,
-        name: &LockName,
-        claim: Claim,
-        mode: WaitMode,
-        options: &AcquireOptions,
-    ) -> Result<Option<Box<dyn HeldLock>>> {
-        // Every claim the capabilities deny is refused here, before anything is
-        // enqueued.
-        lock_core::backend::check_claim(&crate::CAPABILITIES, "zk", claim, name)?;
-        let held = acquire(&self.session, name, claim, mode, options).await?;
-        Ok(held.map(|h| Box::new(h) as Box<dyn HeldLock>))
-    }
-
-    async fn revoke(&self) -> Result<()> {
-        let limit = self.session.timeout.max(Duration::from_secs(2));
-        self.session.close(limit).await
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 impl Drop for ZkLease {
     fn drop(&mut self) {
         // The core revokes dropped leases; this only makes sure the keeper stops and
         // the session closes even if that never ran (for example without a runtime).
         self.session.shutdown.send_replace(true);
         lock_unpoisoned(&self.session.client).take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_from_100_ms_as_before() {
+        let mut backoff = retry_backoff();
+        for attempt in 1..RETRIES {
+            assert_eq!(
+                backoff.next_delay(),
+                Duration::from_millis(50 << attempt),
+                "{attempt}"
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! (a new holder, a new value). After a reconnect the children and the holders'
 //! data are read again, since events may have been lost meanwhile (ZOOKEEPER-4698).
 
-use crate::{backend::holder_info, error, queue};
+use crate::{error, inspect::holder_info, queue};
 use futures::StreamExt;
 use lock_core::{
     backend::{follow_lock, ChangeStream, LockInfoWatch, WatchScope},

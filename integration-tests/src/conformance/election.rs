@@ -2,7 +2,7 @@
 //! change in order, fenced proclaims, FIFO handover, clean cancellation, and a lost
 //! leader's work cancelled before the next term starts.
 
-use super::{fifo::wait_for_waiters, within, Ctx};
+use super::{wait_for_waiters, within, Ctx};
 use crate::{TestError, TestResult};
 use fencelock::{ErrorKind, FencingToken, Leader, LeaderWatch, LockState};
 use futures::StreamExt;

@@ -1,30 +1,14 @@
 //! FIFO order, and herd freedom: a release wakes the one waiter it grants.
 
-use super::{check_wakeups, next_grant, queue_in_order, waiters_finished, within, Ctx, HERD};
+use super::{
+    check_wakeups, next_grant, queue_in_order, wait_for_waiters, waiters_finished, within, Ctx,
+    HERD,
+};
 use crate::TestResult;
-use fencelock::LockClient;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-
-/// Waits until `name` has `n` waiters.
-pub(super) async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResult {
-    within(
-        Duration::from_secs(10),
-        &format!("{n} waiters on {name}"),
-        async {
-            loop {
-                if client.inspect(name).await?.is_some_and(|i| i.waiters == n) {
-                    return Ok::<_, fencelock::Error>(());
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        },
-    )
-    .await??;
-    Ok(())
-}
 
 pub(super) async fn waiters_are_served_in_arrival_order(ctx: Ctx) -> TestResult {
     let holder = ctx.client().await?;

@@ -1,6 +1,6 @@
 //! Lease loss: guards learn, waiters fail fast, new work gets a new session.
 
-use super::{fifo::wait_for_waiters, within, Ctx};
+use super::{wait_for_waiters, within, Ctx};
 use crate::TestResult;
 use fencelock::{ErrorKind, Fence, LockName, LockState};
 use std::{
@@ -191,5 +191,130 @@ pub(super) async fn stalled_holder_is_fenced_out(ctx: Ctx) -> TestResult {
     assert_eq!(err.kind(), ErrorKind::StaleToken);
     next.release().await?;
     drop(stale);
+    Ok(())
+}
+
+/// A lease killed from outside at a long TTL (etcd: revoked by another client;
+/// ZooKeeper: its session expired on the server): the waiter is granted at once, long
+/// before the TTL, the holder and the lease learn within the harness's
+/// [`kill_notice`](crate::Harness::kill_notice) of the kill, and a new lease serves
+/// later acquisitions with a higher token.
+pub(super) async fn a_killed_lease_is_noticed_and_taken_over_before_its_ttl(
+    ctx: Ctx,
+) -> TestResult {
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    // So long that no expiry explains what follows (ZooKeeper clamps it to the
+    // servers' maximum session timeout: 4 s on the test servers).
+    let lease = a.lease_with_ttl(Duration::from_secs(30)).await?;
+    let notice = ctx
+        .harness()
+        .kill_notice(lease.ttl())
+        .ok_or("the harness gives no kill_notice")?;
+    let held = lease.lock("x")?.acquire().await?;
+    let waiter = tokio::spawn(async move { b.acquire("x").await });
+    wait_for_waiters(&a, "x", 1).await?;
+    let killed = Instant::now();
+    ctx.harness().kill_lease(ctx.ns(), &lease).await?;
+    // The server deleted the holder's entry with the lease: the waiter is granted at
+    // once, long before the TTL.
+    let next = within(
+        Duration::from_secs(2),
+        "waiter granted after the kill",
+        waiter,
+    )
+    .await???;
+    assert!(
+        next.token() > held.token(),
+        "token {} not above {}",
+        next.token(),
+        held.token()
+    );
+    assert!(
+        killed.elapsed() < lease.ttl(),
+        "waiter waited for the lease's ttl"
+    );
+    within(
+        notice.saturating_sub(killed.elapsed()),
+        &format!("guard lost within {notice:?} of the kill"),
+        held.watch().lost(),
+    )
+    .await?;
+    within(
+        notice.saturating_sub(killed.elapsed()),
+        &format!("lease lost within {notice:?} of the kill"),
+        lease.watch().lost(),
+    )
+    .await?;
+    eprintln!(
+        "{}: guard and lease lost {:?} after the kill",
+        ctx.harness().name(),
+        killed.elapsed()
+    );
+    assert_eq!(
+        held.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
+    let next_token = next.token();
+    next.release().await?;
+    // A new lease serves later acquisitions.
+    let again = a
+        .lease_with_ttl(Duration::from_secs(4))
+        .await?
+        .lock("x")?
+        .acquire()
+        .await?;
+    assert!(again.token() > next_token);
+    again.release().await?;
+    Ok(())
+}
+
+/// An operator deletes the holder's entry (etcd key, ZooKeeper node): the guard is
+/// lost within the harness's [`delete_notice`](crate::Harness::delete_notice), its
+/// lease is not, a native fenced write of the old guard is refused, the waiter is
+/// granted, and the same lease acquires again with a higher token.
+pub(super) async fn a_deleted_entry_loses_the_lock_but_not_the_lease(ctx: Ctx) -> TestResult {
+    let notice = ctx
+        .harness()
+        .delete_notice()
+        .ok_or("the harness gives no delete_notice")?;
+    let (a, b) = (ctx.client().await?, ctx.client().await?);
+    let lease = a.lease_with_ttl(Duration::from_secs(10)).await?;
+    let held = lease.lock("k")?.acquire().await?;
+    let waiter = tokio::spawn(async move { b.acquire("k").await });
+    wait_for_waiters(&a, "k", 1).await?;
+    ctx.harness()
+        .delete_holder(ctx.ns(), &LockName::new("k")?)
+        .await?;
+    within(
+        notice,
+        "guard lost after its entry was deleted",
+        held.watch().lost(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        held.lease().state(),
+        LockState::Held,
+        "an operator's delete must not kill the lease: only the lock is lost"
+    );
+    if let Some(native) = ctx.harness().native_fence() {
+        let err = native
+            .check(&held)
+            .await
+            .expect_err("native fenced write without the lock");
+        assert_eq!(err.kind(), ErrorKind::NotHeld, "{err}");
+    }
+    let next = within(Duration::from_secs(2), "waiter granted", waiter).await???;
+    assert!(next.token() > held.token());
+    let next_token = next.token();
+    next.release().await?;
+    let again = lease.lock("k")?.acquire().await?;
+    assert!(again.token() > next_token);
+    assert_eq!(
+        held.release().await.map_err(|e| e.kind()),
+        Err(ErrorKind::NotHeld)
+    );
+    again.release().await?;
+    lease.close().await?;
     Ok(())
 }

@@ -27,6 +27,7 @@ mod exclusion;
 mod fencing;
 mod fifo;
 mod lease_loss;
+mod pause;
 mod release;
 mod rw;
 mod semaphore;
@@ -133,6 +134,32 @@ pub async fn within<T>(
         .map_err(|_| format!("{what}: not within {limit:?}").into())
 }
 
+/// Waits (at most 10 s) until `name` has exactly `n` waiters, as `client`'s
+/// [`inspect`](LockClient::inspect) reports them.
+pub async fn wait_for_waiters(client: &LockClient, name: &str, n: usize) -> TestResult {
+    wait_for_waiters_within(Duration::from_secs(10), client, name, n).await
+}
+
+/// As [`wait_for_waiters`], failing after `limit` (for waiters that are slow to
+/// queue, such as foreign clients starting up).
+pub async fn wait_for_waiters_within(
+    limit: Duration,
+    client: &LockClient,
+    name: &str,
+    n: usize,
+) -> TestResult {
+    within(limit, &format!("{n} waiters on {name}"), async {
+        loop {
+            if client.inspect(name).await?.is_some_and(|i| i.waiters == n) {
+                return Ok::<_, fencelock::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await??;
+    Ok(())
+}
+
 /// How many waiters the wake-up cases queue behind the holder.
 pub(crate) const HERD: usize = 8;
 
@@ -169,7 +196,7 @@ where
             let _ = tx.send((i, guard));
             Ok(())
         }));
-        fifo::wait_for_waiters(probe, name, queued + i + 1).await?;
+        wait_for_waiters(probe, name, queued + i + 1).await?;
     }
     // A waiter shows as queued before its watch is set: give the last one time.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -237,19 +264,53 @@ type CaseFn = fn(Ctx) -> BoxFuture<'static, TestResult>;
 struct Case {
     topic: &'static str,
     name: &'static str,
+    /// The capabilities the case needs (`if`).
     needs: fn(&Capabilities) -> bool,
+    /// The harness hooks the case needs (`where`): a hook returning `None` gates it off.
+    hooks: fn(&dyn Harness) -> bool,
     run: CaseFn,
 }
 
 macro_rules! cases {
-    ($($topic:ident :: $name:ident $(if $needs:expr)?),* $(,)?) => {
+    ($($topic:ident :: $name:ident $(where $hook:ident)? $(if $needs:expr)?),* $(,)?) => {
         &[$(Case {
             topic: stringify!($topic),
             name: stringify!($name),
             needs: { #[allow(unused_variables)] |c: &Capabilities| true $(&& $needs(c))? },
+            hooks: { #[allow(unused_variables)] |h: &dyn Harness| true $(&& hooks::$hook(h))? },
             run: |ctx| Box::pin($topic::$name(ctx)),
         }),*]
     };
+}
+
+/// The `where` gates of [`CASES`]: whether the harness implements a hook (a hook
+/// returning `None` gates the case off).
+mod hooks {
+    use crate::Harness;
+
+    pub(super) fn cancel_spread(h: &dyn Harness) -> bool {
+        h.cancel_spread().is_some()
+    }
+
+    pub(super) fn kill_notice(h: &dyn Harness) -> bool {
+        h.kill_notice(h.short_ttl()).is_some()
+    }
+
+    pub(super) fn delete_notice(h: &dyn Harness) -> bool {
+        h.delete_notice().is_some()
+    }
+
+    pub(super) fn process_url(h: &dyn Harness) -> bool {
+        h.process_url("any").is_some()
+    }
+
+    pub(super) fn native_fence(h: &dyn Harness) -> bool {
+        h.native_fence().is_some()
+    }
+
+    pub(super) fn unreachable_url(h: &dyn Harness) -> bool {
+        h.unreachable_url("127.0.0.1:1").is_some()
+    }
 }
 
 const CASES: &[Case] = cases![
@@ -264,14 +325,22 @@ const CASES: &[Case] = cases![
     try_timeout::acquire_timeout_gives_timeout_and_leaves_no_waiter,
     cancellation::dropped_acquire_leaves_no_waiter,
     cancellation::random_cancellation_stress,
+    cancellation::cancelled_acquires_behind_a_holder_leave_only_the_holder where cancel_spread,
     lease_loss::killed_lease_makes_guard_lost,
     lease_loss::waiter_fails_fast_when_its_lease_dies,
     lease_loss::deleted_entry_makes_guard_lost if |c: &Capabilities| c.detects_external_deletion,
     lease_loss::with_lock_cancels_section_on_loss,
     lease_loss::lost_session_is_replaced_for_new_acquires,
     lease_loss::stalled_holder_is_fenced_out,
+    lease_loss::a_killed_lease_is_noticed_and_taken_over_before_its_ttl where kill_notice,
+    lease_loss::a_deleted_entry_loses_the_lock_but_not_the_lease where delete_notice
+        if |c: &Capabilities| c.detects_external_deletion,
+    pause::a_paused_holder_is_fenced_out_in_process_and_as_a_process where process_url
+        if |c: &Capabilities| c.distributed,
     fencing::tokens_increase_across_holders_and_clients,
     fencing::fence_rejects_the_stale_holder,
+    fencing::native_fenced_writes_commit_only_while_held where native_fence
+        if |c: &Capabilities| c.native_fenced_writes,
     release::release_then_reacquire_at_once,
     release::dropped_guard_releases_in_background,
     release::closing_a_lease_releases_all_its_locks,
@@ -279,6 +348,7 @@ const CASES: &[Case] = cases![
     release::inspect_shows_holder_token_and_waiters,
     bad_input::invalid_names_are_typed_errors,
     bad_input::bad_ttls_are_typed_errors,
+    bad_input::unreachable_servers_are_unavailable_in_time where unreachable_url,
     claims::unsupported_claims_are_typed_errors_never_grants,
     claims::readers_share_and_a_writer_excludes_them if |c: &Capabilities| c.read_write_claims,
     claims::semaphore_grants_up_to_its_limit if |c: &Capabilities| c.shared_claims,
@@ -311,7 +381,8 @@ const CASES: &[Case] = cases![
 
 /// Every conformance case as a separately named test
 /// (`<harness>::<topic>::<case>`), each in a fresh namespace and each ending with a
-/// leftover check. Cases whose capability the backend lacks are marked ignored.
+/// leftover check. Cases whose capability the backend lacks, or whose harness hook
+/// returns `None`, are marked ignored.
 pub fn trials(harness: Arc<dyn Harness>) -> Vec<Trial> {
     let caps = harness.capabilities();
     CASES
@@ -325,7 +396,7 @@ pub fn trials(harness: Arc<dyn Harness>) -> Vec<Trial> {
                 run(ctx.clone()).await?;
                 ctx.finish().await
             });
-            trial.with_ignored_flag(!(case.needs)(&caps))
+            trial.with_ignored_flag(!((case.needs)(&caps) && (case.hooks)(&*harness)))
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! Release, drop and cleanup.
 
-use super::{fifo::wait_for_waiters, within, Ctx};
+use super::{wait_for_waiters, within, Ctx};
 use crate::TestResult;
 use fencelock::LockState;
 use std::time::{Duration, SystemTime};

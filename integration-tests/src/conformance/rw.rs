@@ -2,7 +2,7 @@
 //! starvation, a release wakes only what it grants, the mutex is a writer, fencing is
 //! mode-aware, cancellation leaves nothing.
 
-use super::{check_wakeups, fifo::wait_for_waiters, queue_in_order, waiters_finished, within, Ctx};
+use super::{check_wakeups, queue_in_order, wait_for_waiters, waiters_finished, within, Ctx};
 use crate::TestResult;
 use fencelock::{backend::Claim, ErrorKind, Fence, LockClient, LockGuard, RwLock};
 use rand::{Rng, SeedableRng};

@@ -3,8 +3,8 @@
 //! refused, cancellation leaves nothing.
 
 use super::{
-    check_wakeups, fifo::wait_for_waiters, next_grant, queue_in_order, waiters_finished, within,
-    Ctx, HERD,
+    check_wakeups, next_grant, queue_in_order, wait_for_waiters, waiters_finished, within, Ctx,
+    HERD,
 };
 use crate::TestResult;
 use fencelock::{ErrorKind, Fence, LockClient, Permit, Semaphore};

@@ -1,6 +1,6 @@
 //! try_acquire and acquire_timeout.
 
-use super::{fifo::wait_for_waiters, within, Ctx};
+use super::{wait_for_waiters, within, Ctx};
 use crate::TestResult;
 use fencelock::ErrorKind;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@
 use fencelock::{zk::ZkNodeStyle, LockClient};
 use fencelock_integration_tests::{
     async_trial,
-    conformance::{within, Ctx},
+    conformance::{self, within, Ctx},
     foreign::{Foreign, ForeignHolder},
     servers::{self, ZkEnsemble, ZkOptions},
     zk_harness::ZkHarness,
@@ -160,21 +160,10 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
-/// Waits until `inspect` reports `n` waiters behind the holder.
+/// Waits until `inspect` reports `n` waiters behind the holder (foreign clients
+/// start slowly: 30 s).
 async fn wait_for_waiters(client: &LockClient, n: usize) -> TestResult {
-    within(
-        Duration::from_secs(30),
-        "the foreign contender queued",
-        async {
-            loop {
-                if client.inspect(NAME).await?.is_some_and(|i| i.waiters == n) {
-                    return Ok::<_, TestError>(());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        },
-    )
-    .await?
+    conformance::wait_for_waiters_within(Duration::from_secs(30), client, NAME, n).await
 }
 
 /// fencelock F1 holds; the foreign client X queues behind it (seen as a waiter);
