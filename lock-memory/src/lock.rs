@@ -60,8 +60,8 @@ pub(crate) async fn acquire(
 
 /// A granted acquisition in a memory store.
 ///
-/// Dropped without release (for example outside a runtime), it removes its entry at
-/// once.
+/// Its release needs no I/O ([`HeldLock::release_now`]): a guard dropped without
+/// release (even outside a runtime) removes its entry at once.
 ///
 /// # Examples
 ///
@@ -115,12 +115,16 @@ impl HeldLock for MemoryHeldLock {
     }
 
     async fn release(&mut self) -> Result<()> {
+        self.release_now().unwrap_or(Ok(()))
+    }
+
+    fn release_now(&mut self) -> Option<Result<()>> {
         if std::mem::replace(&mut self.released, true) {
-            return Ok(());
+            return Some(Ok(()));
         }
         let was_holder = self.store.remove(&self.name, self.entry);
         self.liveness.lose_with(LossCause::Released);
-        if was_holder {
+        Some(if was_holder {
             Ok(())
         } else {
             Err(Error::new(
@@ -130,7 +134,7 @@ impl HeldLock for MemoryHeldLock {
                     self.name, self.token
                 ),
             ))
-        }
+        })
     }
 
     async fn set_value(&self, value: &str) -> Result<()> {
@@ -148,13 +152,5 @@ impl HeldLock for MemoryHeldLock {
 
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-impl Drop for MemoryHeldLock {
-    fn drop(&mut self) {
-        if !self.released {
-            self.store.remove(&self.name, self.entry);
-        }
     }
 }

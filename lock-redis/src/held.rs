@@ -2,10 +2,7 @@
 //! `Lost` by the lease's renewal when the entry is found missing).
 
 use crate::{lock, session::LeaseShared};
-use lock_core::{
-    backend::{spawn_or_expire, Liveness},
-    Error, ErrorKind, FencingToken, LockName, LossCause, Result,
-};
+use lock_core::{backend::Liveness, Error, ErrorKind, FencingToken, LockName, LossCause, Result};
 use std::sync::Arc;
 
 /// A granted acquisition on Redis: the entry `<prefix>{<name>}:e:<id>`, whose token
@@ -110,27 +107,5 @@ impl lock_core::backend::HeldLock for RedisHeldLock {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-impl Drop for RedisHeldLock {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        self.liveness.lose_with(LossCause::Released);
-        let key = self.key();
-        self.lease.untrack(&key);
-        let (lease, base, id, token) = (
-            self.lease.clone(),
-            std::mem::take(&mut self.base),
-            std::mem::take(&mut self.id),
-            self.token.to_string(),
-        );
-        spawn_or_expire(format_args!("lock entry {key}"), async move {
-            if let Err(e) = lock::remove(&lease, &base, &id, &token).await {
-                tracing::debug!(error = %e, "release on drop failed; the entry expires with its ttl");
-            }
-        });
     }
 }
