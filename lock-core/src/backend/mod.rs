@@ -6,20 +6,29 @@
 //! handles in this crate, so no backend can get them subtly wrong.
 //!
 //! Next to the traits live the pure pieces every backend's recipe shares: the grant
-//! policy ([`decide`] over a queue of [`Claim`]s) and the support kit ([`Backoff`],
-//! [`lock_unpoisoned`]).
+//! policy ([`decide`] over a queue of [`Claim`]s, read in a backend's own terms by
+//! [`position`]) and the support kit: [`Backoff`], [`lock_unpoisoned`],
+//! [`spawn_or_expire`], the disarmable [`Cleanup`] guard, the value codec
+//! ([`encode_value`], [`split_value`]) and the name escaping ([`escape_name`],
+//! [`unescape_name`]).
 
 use crate::{AcquireOptions, Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result};
 use async_trait::async_trait;
 use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
 
+mod codec;
 mod grant;
 mod kit;
+mod position;
 
 pub use crate::state::{local_deadline, suspect_window, Liveness};
 pub use crate::watch::{follow_lock, ChangeStream, LockInfoWatch, WatchScope};
+pub use codec::{
+    encode_value, escape_name, from_unix_millis, split_value, unescape_name, unix_millis,
+};
 pub use grant::{check_claim, decide, Claim, Decision};
 pub use kit::{lock_unpoisoned, spawn_or_expire, Backoff, Cleanup};
+pub use position::{position, Position};
 
 /// Whether an acquisition may wait for the current holder.
 ///
