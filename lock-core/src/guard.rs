@@ -1,5 +1,6 @@
 //! Proof of holding a lock.
 
+use crate::held::Grant;
 use crate::stats::{End, GrantTel, Scope, Telemetry};
 use crate::{
     backend::{Claim, HeldLock},
@@ -22,8 +23,10 @@ use tracing::Instrument;
 ///   by someone else; [`lost_signal`](Self::lost_signal) resolves at that moment.
 /// - [`release`](Self::release) deletes only this grant's entry, never a newer
 ///   holder's.
-/// - Dropping the guard releases in the background on the current tokio runtime; with
-///   no runtime, the entry is left to expire with its lease.
+/// - Dropping the guard releases in the background on the current tokio runtime
+///   (retrying through an outage); with no runtime, the entry is left to expire with
+///   its lease. A backend that can release without I/O (memory) releases at once,
+///   runtime or not.
 ///
 /// # Non-guarantees
 ///
@@ -51,7 +54,8 @@ pub struct LockGuard {
     token: FencingToken,
     lease: Lease,
     watch: StateWatch,
-    held: Option<Box<dyn HeldLock>>,
+    /// The one owner of the backend's lock: its drop is the release on drop.
+    grant: Option<Grant>,
     tracking: Option<Tracking>,
     claim: Claim,
     slot: Option<u32>,
@@ -64,15 +68,17 @@ struct Tracking {
 }
 
 impl LockGuard {
-    pub(crate) fn new(name: LockName, lease: Lease, held: Box<dyn HeldLock>) -> Self {
+    pub(crate) fn new(lease: Lease, grant: Grant) -> Self {
+        let held = grant.held();
         let watch = held.liveness().watch().and(lease.backend().liveness());
+        let (token, slot) = (held.token(), held.slot());
         LockGuard {
-            name,
-            token: held.token(),
-            slot: held.slot(),
+            name: grant.name().clone(),
+            token,
+            slot,
             lease,
             watch,
-            held: Some(held),
+            grant: Some(grant),
             tracking: None,
             claim: Claim::Exclusive,
         }
@@ -99,7 +105,7 @@ impl LockGuard {
     /// Starts the grant's accounting in `tel`: held from now until released, dropped
     /// or lost (whichever comes first).
     pub(crate) fn track(&mut self, tel: &Arc<Telemetry>) {
-        let Some(held) = self.held.as_ref() else {
+        let Some(held) = self.held() else {
             return;
         };
         let grant = GrantTel::new(tel, self.name.clone(), self.token, self.lease.id());
@@ -252,13 +258,13 @@ impl LockGuard {
 
     /// The backend's grant itself (`None` once released).
     pub(crate) fn held(&self) -> Option<&dyn HeldLock> {
-        self.held.as_deref()
+        self.grant.as_ref().map(Grant::held)
     }
 
     /// The backend's grant, for backend-specific extensions (for example etcd's fenced
     /// transactions); `None` if it is not a `T`.
     pub fn backend_lock<T: Any>(&self) -> Option<&T> {
-        self.held.as_ref()?.as_any().downcast_ref()
+        self.held()?.as_any().downcast_ref()
     }
 
     /// Releases the lock and reports how it went.
@@ -276,7 +282,7 @@ impl LockGuard {
     /// Not cancel safe: a dropped release may or may not have deleted the entry; it
     /// expires with its lease otherwise.
     pub async fn release(mut self) -> Result<()> {
-        let Some(mut held) = self.held.take() else {
+        let Some(mut owned) = self.grant.take() else {
             return Ok(());
         };
         let grant = self.untrack(End::Released);
@@ -289,7 +295,8 @@ impl LockGuard {
             lease = %self.lease.id(),
             backend = self.lease.telemetry().backend(),
         );
-        let result = held.release().instrument(span).await;
+        // Unconfirmed (or cancelled), the grant's drop retries in the background.
+        let result = owned.release().instrument(span).await;
         if let Some(grant) = grant {
             let gone = matches!(&result, Err(e) if e.kind() == ErrorKind::NotHeld);
             grant.end(if gone {
@@ -305,16 +312,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(mut held) = self.held.take() else {
-            return;
-        };
-        self.untrack(End::Dropped);
-        let (name, token) = (self.name.clone(), self.token);
-        let what = format!("lock {name} (token {token}), dropped unreleased");
-        crate::backend::spawn_or_expire(format_args!("{what}"), async move {
-            let result = held.release().await;
-            tracing::debug!(lock = %name, token = %token, ok = result.is_ok(), "released on drop");
-        });
+        // Ends the accounting; the grant, dropped right after, releases.
+        if self.grant.is_some() {
+            self.untrack(End::Dropped);
+        }
     }
 }
 

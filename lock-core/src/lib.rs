@@ -47,6 +47,7 @@ mod election;
 mod error;
 mod fence;
 mod guard;
+mod held;
 mod info;
 mod lease;
 mod lock;

@@ -1,5 +1,6 @@
 //! The user-facing lock handle: acquire, try, timeout, critical sections.
 
+use crate::held::Grant;
 use crate::stats::{AcquireTimer, Outcome};
 use crate::{
     backend::{Claim, WaitMode},
@@ -251,9 +252,13 @@ impl Lock {
         async move {
             let mut lease_watch = self.lease.watch();
             let backend = self.lease.backend();
-            let held = tokio::select! {
+            // The grant owns the backend's lock from its first moment: no await
+            // between the backend's answer and the wrap.
+            let grant = tokio::select! {
                 biased;
-                held = backend.acquire(&self.name, self.claim, mode, &self.options) => held?,
+                held = backend.acquire(&self.name, self.claim, mode, &self.options) => {
+                    held?.map(|held| Grant::new(self.name.clone(), held))
+                }
                 _ = lease_watch.lost() => {
                     return Err(Error::new(
                         ErrorKind::LeaseLost,
@@ -261,13 +266,12 @@ impl Lock {
                     ));
                 }
             };
-            let Some(held) = held else {
+            let Some(grant) = grant else {
                 tracing::debug!("held by another");
                 return Ok(None);
             };
             self.lease.telemetry().token_issued();
-            let mut guard =
-                LockGuard::new(self.name.clone(), self.lease.clone(), held).with_claim(self.claim);
+            let mut guard = LockGuard::new(self.lease.clone(), grant).with_claim(self.claim);
             this_span.record("token", guard.token().get());
             if guard.state().is_lost() {
                 return Err(Error::new(

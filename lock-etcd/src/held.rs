@@ -130,6 +130,27 @@ pub(crate) fn spawn_delete(conn: Arc<Conn>, key: String, fence: Option<i64>, slo
     });
 }
 
+/// The key's slot: freed once the key is known to be gone; dropped before that (a
+/// release never confirmed, or no runtime to run one), it stays reserved, since the
+/// key may still exist.
+#[derive(Debug)]
+struct KeySlot(Option<Slot>);
+
+impl KeySlot {
+    /// The key is gone: the slot may be reused.
+    fn free(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.keep_reserved();
+        }
+    }
+}
+
 /// Stops a task when dropped.
 #[derive(Debug)]
 pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
@@ -159,7 +180,7 @@ pub struct EtcdHeldLock {
     lease: lock_core::LeaseId,
     liveness: Liveness,
     watcher: Option<AbortOnDrop>,
-    slot: Option<Slot>,
+    slot: KeySlot,
     /// A semaphore permit's slot key; its create revision is the token.
     permit: Option<PermitSlot>,
     released: bool,
@@ -192,7 +213,7 @@ impl EtcdHeldLock {
             lease: lease.lease_id(),
             liveness,
             watcher: Some(AbortOnDrop(tokio::spawn(task))),
-            slot,
+            slot: KeySlot(slot),
             permit: None,
             released: false,
             acquired_at: std::time::SystemTime::now(),
@@ -278,12 +299,12 @@ impl lock_core::backend::HeldLock for EtcdHeldLock {
         let result = release(&self.conn, &self.name, &self.key, self.token, lost_before).await;
         self.liveness.lose_with(LossCause::Released);
         // Gone for sure (deleted now, or before): the key slot may be reused. An
-        // unconfirmed release is retried once more in the background on drop.
+        // unconfirmed release is retried in the background by lock-core's grant.
         self.released = result
             .as_ref()
             .map_or_else(|e| e.kind() == ErrorKind::NotHeld, |()| true);
         if self.released {
-            self.slot = None;
+            self.slot.free();
         }
         result
     }
@@ -340,21 +361,4 @@ fn fenced_put(key: &str, token: i64, value: String, lease: i64) -> etcd_client::
             value,
             Some(PutOptions::new().with_lease(lease)),
         )])
-}
-
-impl Drop for EtcdHeldLock {
-    fn drop(&mut self) {
-        if !self.released {
-            self.liveness.lose_with(LossCause::Released);
-            if let Some(permit) = self.permit.take() {
-                spawn_delete(self.conn.clone(), permit.key, Some(permit.revision), None);
-            }
-            spawn_delete(
-                self.conn.clone(),
-                std::mem::take(&mut self.key),
-                Some(self.token),
-                self.slot.take(),
-            );
-        }
-    }
 }

@@ -29,10 +29,10 @@
 //! fencelock holder of `team/nightly`. That over-excludes, never under-excludes.)
 
 use lock_core::{
-    backend::{decide, Claim, Decision},
+    backend::{split_value, Claim},
     LockName,
 };
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The key prefix that a lock name is appended to: `P/`, or nothing.
 fn dir(prefix: &str) -> String {
@@ -165,34 +165,27 @@ pub(crate) fn is_direct_child(range: &str, key: &[u8]) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
 }
 
-/// The value stored in a waiter key: acquisition time in unix milliseconds, a
-/// newline, and the holder text.
+/// The value stored in a waiter key: the kit's value format
+/// ([`encode_value`](lock_core::backend::encode_value): acquisition time in unix
+/// milliseconds, a newline, and the holder text, empty when there is none).
 pub(crate) fn encode_value(at: SystemTime, holder: Option<&str>) -> String {
-    let millis = at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    format!("{millis}\n{}", holder.unwrap_or(""))
+    lock_core::backend::encode_value(at, holder.unwrap_or(""))
 }
 
 /// Reads a value written by [`encode_value`]; a value with no newline is read as
 /// holder text alone (a foreign election's proposal).
 pub(crate) fn decode_value(value: &[u8]) -> (Option<SystemTime>, Option<String>) {
     let text = String::from_utf8_lossy(value);
-    // A value without a time line is a foreign client's: `etcdctl elect NAME VALUE`
-    // (Go's `concurrency.Election`) stores the proposal as is.
-    let Some((millis, holder)) = text.split_once('\n') else {
-        return (None, (!text.is_empty()).then(|| text.into_owned()));
-    };
-    let at = millis
-        .parse::<u64>()
-        .ok()
-        .and_then(|m| UNIX_EPOCH.checked_add(Duration::from_millis(m)));
-    let holder = (!holder.is_empty()).then(|| holder.to_owned());
-    (at, holder)
+    let non_empty = |holder: &str| (!holder.is_empty()).then(|| holder.to_owned());
+    match split_value(&text) {
+        Some((at, holder)) => (at, non_empty(holder)),
+        // A value without a time line is a foreign client's: `etcdctl elect NAME
+        // VALUE` (Go's `concurrency.Election`) stores the proposal as is.
+        None => (None, non_empty(&text)),
+    }
 }
 
-/// Whether the earlier contender `key` can be the entry [`decide`] makes a waiter
+/// Whether the earlier contender `key` can be the entry [`decide`](lock_core::backend::decide) makes a waiter
 /// claiming `own` wait for: any direct child for a writer, mutex or permit, a
 /// non-reader one for a reader.
 pub(crate) fn blocks(range: &str, own: Claim, key: &[u8]) -> bool {
@@ -214,52 +207,39 @@ pub(crate) struct Waiter {
     pub(crate) create_revision: i64,
 }
 
-/// Where a waiter stands in its lock's queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Position {
-    /// First in line: the lock is ours.
-    Owner,
-    /// Wait until this key (the one just ahead) is deleted; a permit waiter also
-    /// wakes when it is rewritten (the semaphore hand-off signal of
-    /// [`decide`]).
-    WaitFor(Vec<u8>),
-    /// The first permit waiter: wait until any of these keys (the permits just
-    /// ahead) is deleted.
-    WaitForAny(Vec<Vec<u8>>),
-    /// Our key is not in the queue (deleted, or its lease expired).
-    Missing,
-}
+/// Where a waiter stands in its lock's queue: the kit's [`Position`] over keys.
+/// `Owner`: first in line, the lock is ours; `WaitFor(key)`: wait until that key
+/// (the one just ahead) is deleted, a permit waiter also when it is rewritten (the
+/// semaphore hand-off signal of [`decide`](lock_core::backend::decide));
+/// `WaitForAny(keys)`: the first permit waiter waits until any of these keys (the
+/// permits just ahead) is deleted; `Missing`: our key is not in the queue (deleted,
+/// or its lease expired).
+pub(crate) type Position = lock_core::backend::Position<Vec<u8>>;
 
 /// The position of `own` among `waiters` of the lock whose range is `range`: any
-/// subset of the queue, in any order, that contains the entry [`decide`] would name
-/// (for a writer or mutex the key just ahead, for a reader the nearest earlier
-/// non-reader, see [`blocks`]; for a permit, every key ahead). The queue is ordered by create revision and each
-/// entry's claim is read from its key ([`claim_of`]): a writer waits for the one
+/// subset of the queue, in any order, that contains the entry
+/// [`decide`](lock_core::backend::decide) would name (for a writer or mutex the key
+/// just ahead, for a reader the nearest earlier non-reader, see [`blocks`]; for a
+/// permit, every key ahead). The queue is ordered by create revision and each
+/// entry's claim is read from its key ([`claim_of`]); the kit's
+/// [`position`](lock_core::backend::position) decides: a writer waits for the one
 /// just ahead, a reader for the nearest earlier writer, so a release wakes only the
 /// waiters it grants.
 pub(crate) fn position(range: &str, waiters: &[Waiter], own: &[u8]) -> Position {
     let mut sorted: Vec<&Waiter> = waiters.iter().collect();
     sorted.sort_by_key(|w| w.create_revision);
     sorted.dedup_by(|a, b| a.key == b.key);
-    let Some(index) = sorted.iter().position(|w| w.key == own) else {
-        return Position::Missing;
-    };
-    let claims: Vec<Claim> = sorted.iter().map(|w| claim_of(range, &w.key)).collect();
-    match decide(&claims, index) {
-        Some(Decision::Granted) => Position::Owner,
-        Some(Decision::WaitFor(ahead)) => sorted
-            .get(ahead)
-            .map_or(Position::Missing, |w| Position::WaitFor(w.key.clone())),
-        Some(Decision::WaitForAny { from }) => {
-            Position::WaitForAny(sorted[from..index].iter().map(|w| w.key.clone()).collect())
-        }
-        None => Position::Missing,
-    }
+    let queue: Vec<(&[u8], Claim)> = sorted
+        .iter()
+        .map(|w| (w.key.as_slice(), claim_of(range, &w.key)))
+        .collect();
+    lock_core::backend::position(&queue, &own).map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn w(key: &str, rev: i64) -> Waiter {
         Waiter {
@@ -416,5 +396,8 @@ mod tests {
         assert_eq!(decode_value(b"junk"), (None, Some("junk".into())));
         assert_eq!(decode_value(b""), (None, None));
         assert_eq!(decode_value(b"x\nh").1.as_deref(), Some("h"));
+        // The on-server format, byte for byte (older clients read it).
+        assert_eq!(v, "1700000000123\nweb-3:4711");
+        assert_eq!(encode_value(at, None), "1700000000123\n");
     }
 }

@@ -35,19 +35,36 @@
 //! assert_eq!(guard.release().await.unwrap_err().kind(), lock_core::ErrorKind::NotHeld);
 //! # Ok(()) }
 //! ```
+//!
+//! # Layout
+//!
+//! The backend crates' file set, less what a server brings (no `conn.rs`, no
+//! `error.rs`: nothing to map; no `fenced.rs`: no native fenced writes). `lib.rs`:
+//! docs and re-exports. `config.rs`: [`MemoryConfig`], URL and defaults.
+//! `backend.rs`: the trait impls of [`MemoryBackend`]; `admin.rs`: its fault
+//! controls. `session.rs`: [`MemoryLease`] and its keep-alive. `lock.rs`: the
+//! recipe (enqueue, wait for the grant). `held.rs`: [`MemoryHeldLock`], one grant.
+//! `watch_lock.rs`: lock watches read from the store. `store.rs`: the "server",
+//! every lease and queue behind one mutex; `queue.rs`: one lock's queue and its
+//! pure steps; `events.rs`: [`StoreEvent`] and the change counter. Imports run one
+//! way: `backend` → `session` → `lock` → `held` → `store` → `queue`, `events`
+//! (and `watch_lock` → `store`); no circle.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod admin;
 mod backend;
 mod config;
+mod events;
+mod held;
 mod lock;
+mod queue;
 mod session;
 mod store;
 mod watch_lock;
 
 pub use backend::{MemoryBackend, CAPABILITIES};
 pub use config::{MemoryConfig, DEFAULT_TTL, SCHEME};
-pub use lock::MemoryHeldLock;
+pub use events::StoreEvent;
+pub use held::MemoryHeldLock;
 pub use session::MemoryLease;
-pub use store::StoreEvent;

@@ -1,18 +1,15 @@
-//! The acquisition recipe on a memory store, and the held lock.
+//! The acquisition recipe on a memory store: enqueue, wait for the grant, build the
+//! held lock.
 
-use crate::store::{Enqueued, Grant, Store};
-use async_trait::async_trait;
-use lock_core::backend::Liveness;
+use crate::held::MemoryHeldLock;
+use crate::store::{Enqueued, Store};
 use lock_core::{
-    backend::{check_claim, Claim, Cleanup, HeldLock, WaitMode},
-    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, LockName, LossCause, Result,
+    backend::{check_claim, Claim, Cleanup, WaitMode},
+    AcquireOptions, Error, ErrorKind, LeaseId, LockName, Result,
 };
-use std::{
-    any::Any,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
 };
 
 pub(crate) async fn acquire(
@@ -56,105 +53,4 @@ pub(crate) async fn acquire(
         entry,
         grant,
     )))
-}
-
-/// A granted acquisition in a memory store.
-///
-/// Dropped without release (for example outside a runtime), it removes its entry at
-/// once.
-///
-/// # Examples
-///
-/// ```
-/// use lock_core::LockClient;
-/// use lock_memory::MemoryHeldLock;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
-/// let client = LockClient::new(lock_memory::MemoryBackend::new());
-/// let guard = client.acquire("k").await?;
-/// assert!(guard.backend_lock::<MemoryHeldLock>().is_some());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct MemoryHeldLock {
-    store: Arc<Store>,
-    name: LockName,
-    entry: u64,
-    token: FencingToken,
-    liveness: Liveness,
-    slot: Option<u32>,
-    released: bool,
-}
-
-impl MemoryHeldLock {
-    fn new(store: Arc<Store>, name: LockName, entry: u64, grant: Grant) -> Self {
-        MemoryHeldLock {
-            store,
-            name,
-            entry,
-            token: grant.token,
-            liveness: grant.liveness,
-            slot: grant.slot,
-            released: false,
-        }
-    }
-}
-
-#[async_trait]
-impl HeldLock for MemoryHeldLock {
-    fn token(&self) -> FencingToken {
-        self.token
-    }
-
-    fn liveness(&self) -> &Liveness {
-        &self.liveness
-    }
-
-    fn slot(&self) -> Option<u32> {
-        self.slot
-    }
-
-    async fn release(&mut self) -> Result<()> {
-        if std::mem::replace(&mut self.released, true) {
-            return Ok(());
-        }
-        let was_holder = self.store.remove(&self.name, self.entry);
-        self.liveness.lose_with(LossCause::Released);
-        if was_holder {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::NotHeld,
-                format!(
-                    "lock {} (token {}) was lost before release",
-                    self.name, self.token
-                ),
-            ))
-        }
-    }
-
-    async fn set_value(&self, value: &str) -> Result<()> {
-        if !self.released && self.store.set_holder(&self.name, self.entry, value) {
-            return Ok(());
-        }
-        Err(Error::new(
-            ErrorKind::NotHeld,
-            format!(
-                "lock {} (token {}) is no longer held; its value was not changed",
-                self.name, self.token
-            ),
-        ))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl Drop for MemoryHeldLock {
-    fn drop(&mut self) {
-        if !self.released {
-            self.store.remove(&self.name, self.entry);
-        }
-    }
 }

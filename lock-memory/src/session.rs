@@ -1,9 +1,6 @@
 //! A memory lease and its keep-alive task.
 
-use crate::{
-    lock::{acquire, MemoryHeldLock},
-    store::Store,
-};
+use crate::{held::MemoryHeldLock, lock::acquire, store::Store};
 use async_trait::async_trait;
 use lock_core::backend::Liveness;
 use lock_core::{

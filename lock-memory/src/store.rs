@@ -4,24 +4,17 @@
 use lock_core::backend::{local_deadline, Liveness};
 use lock_core::{
     backend::{decide, lock_unpoisoned, Claim, Decision},
-    AcquireOptions, Error, ErrorKind, FencingToken, HolderInfo, LeaseId, LockInfo, LockName,
-    LossCause, Result,
+    AcquireOptions, Error, ErrorKind, FencingToken, LeaseId, LockInfo, LockName, LossCause, Result,
 };
 use std::{
     collections::HashMap,
     sync::{Mutex, MutexGuard},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 use tokio::{sync::oneshot, time::Instant};
 
-/// What a waiter receives when its turn comes.
-#[derive(Debug)]
-pub(crate) struct Grant {
-    pub(crate) token: FencingToken,
-    pub(crate) liveness: Liveness,
-    /// The permit's slot, for a `Shared` claim.
-    pub(crate) slot: Option<u32>,
-}
+use crate::events::{Changes, Observer, StoreEvent};
+use crate::queue::{check_limit, info, new_grant, Entry, Grant, Queue, Slot};
 
 /// The outcome of [`Store::enqueue`].
 #[derive(Debug)]
@@ -29,69 +22,6 @@ pub(crate) enum Enqueued {
     Granted(Grant),
     Busy,
     Waiting(oneshot::Receiver<Grant>),
-}
-
-/// Where one queue entry stands.
-#[derive(Debug)]
-enum Slot {
-    /// Granted: the holder's token and liveness.
-    Held {
-        token: FencingToken,
-        liveness: Liveness,
-        acquired_at: SystemTime,
-        slot: Option<u32>,
-    },
-    /// Waiting for [`decide`] to grant it.
-    Waiting(oneshot::Sender<Grant>),
-}
-
-#[derive(Debug)]
-struct Entry {
-    id: u64,
-    lease: u64,
-    holder: Option<String>,
-    slot: Slot,
-}
-
-/// One lock's queue in arrival order: `claims[i]` is what `entries[i]` claims (kept
-/// apart so [`decide`] reads a slice without copying). The granted entries are always
-/// a prefix of the queue.
-#[derive(Debug, Default)]
-struct Queue {
-    claims: Vec<Claim>,
-    entries: Vec<Entry>,
-}
-
-impl Queue {
-    fn holders(&self) -> impl Iterator<Item = (&Entry, Claim)> + '_ {
-        self.entries
-            .iter()
-            .zip(&self.claims)
-            .take_while(|(e, _)| matches!(e.slot, Slot::Held { .. }))
-            .map(|(e, c)| (e, *c))
-    }
-
-    fn position(&self, id: u64) -> Option<usize> {
-        self.entries.iter().position(|e| e.id == id)
-    }
-
-    /// The slot a new grant of `claim` takes: for a permit, the lowest one no holder
-    /// uses (there is one, since `decide` grants at most `limit` permits); `None` for
-    /// every other claim.
-    fn free_slot(&self, claim: Claim) -> Option<u32> {
-        let Claim::Shared { limit } = claim else {
-            return None;
-        };
-        let used: Vec<u32> = self
-            .entries
-            .iter()
-            .filter_map(|e| match e.slot {
-                Slot::Held { slot, .. } => slot,
-                Slot::Waiting(_) => None,
-            })
-            .collect();
-        (0..limit.max(1)).find(|s| !used.contains(s))
-    }
 }
 
 #[derive(Debug)]
@@ -110,53 +40,12 @@ struct State {
     locks: HashMap<LockName, Queue>,
 }
 
-/// A store event, for observers that build the server's own view of history.
-///
-/// # Examples
-///
-/// ```
-/// use lock_core::LockClient;
-/// use lock_memory::{MemoryBackend, StoreEvent};
-/// use std::sync::{Arc, Mutex};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lock_core::Result<()> {
-/// let backend = MemoryBackend::new();
-/// let seen = Arc::new(Mutex::new(Vec::new()));
-/// let sink = seen.clone();
-/// backend.observe(move |e| sink.lock().unwrap().push(e.clone()));
-/// LockClient::new(backend).acquire("k").await?.release().await?;
-/// assert!(matches!(seen.lock().unwrap()[..], [StoreEvent::Granted { .. }, StoreEvent::Freed { .. }]));
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreEvent {
-    /// `name` was granted to `lease` with `token`.
-    Granted {
-        /// The lock.
-        name: LockName,
-        /// The new holder's token.
-        token: FencingToken,
-        /// The new holder's lease.
-        lease: LeaseId,
-    },
-    /// The holder of `name` with `token` is gone (released, expired or deleted).
-    Freed {
-        /// The lock.
-        name: LockName,
-        /// The former holder's token.
-        token: FencingToken,
-    },
-}
-
-type Observer = Box<dyn Fn(&StoreEvent) + Send + Sync>;
-
 /// One memory "server".
 #[derive(Default)]
 pub(crate) struct Store {
     state: Mutex<State>,
     observers: Mutex<Vec<Observer>>,
-    pub(crate) changes: crate::watch_lock::Changes,
+    pub(crate) changes: Changes,
 }
 
 impl std::fmt::Debug for Store {
@@ -385,70 +274,11 @@ impl Store {
     }
 }
 
-fn info(name: &LockName, queue: &Queue) -> Option<LockInfo> {
-    let mut holders = queue.holders().filter_map(|(e, claim)| match &e.slot {
-        Slot::Held {
-            token,
-            acquired_at,
-            slot,
-            ..
-        } => Some(
-            HolderInfo::new(*token, LeaseId::new(e.lease))
-                .with_holder(e.holder.clone())
-                .with_acquired_at(Some(*acquired_at))
-                .with_claim(claim)
-                .with_slot(*slot),
-        ),
-        Slot::Waiting(_) => None,
-    });
-    let first = holders.next()?;
-    let others: Vec<HolderInfo> = holders.collect();
-    let waiters = queue.entries.len() - 1 - others.len();
-    Some(LockInfo::from_holders(name.clone(), first, others, waiters))
-}
-
 fn granted_event(name: &LockName, grant: &Grant, lease: u64) -> StoreEvent {
     StoreEvent::Granted {
         name: name.clone(),
         token: grant.token,
         lease: LeaseId::new(lease),
-    }
-}
-
-/// A fresh grant with the store's next token (and permit slot `permit`).
-fn new_grant(next_token: &mut u64, permit: Option<u32>) -> (Slot, Grant) {
-    *next_token += 1;
-    let token = FencingToken::new(*next_token);
-    let liveness = Liveness::new(None);
-    let slot = Slot::Held {
-        token,
-        liveness: liveness.clone(),
-        acquired_at: SystemTime::now(),
-        slot: permit,
-    };
-    let grant = Grant {
-        token,
-        liveness,
-        slot: permit,
-    };
-    (slot, grant)
-}
-
-/// Refuses a permit whose limit differs from a queued permit's: clients that disagree
-/// on a semaphore's size get a typed error instead of an over-grant.
-fn check_limit(queue: &[Claim], claim: Claim, name: &LockName) -> Result<()> {
-    let Claim::Shared { limit } = claim else {
-        return Ok(());
-    };
-    match queue.iter().find_map(|c| match c {
-        Claim::Shared { limit: other } if *other != limit => Some(*other),
-        _ => None,
-    }) {
-        None => Ok(()),
-        Some(other) => Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!("semaphore {name} has limit {other}, not {limit}"),
-        )),
     }
 }
 

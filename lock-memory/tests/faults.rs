@@ -154,3 +154,38 @@ fn guard_dropped_outside_a_runtime_frees_its_entry() {
     drop(guard);
     assert_eq!(backend.lock_count(), 0);
 }
+
+/// Core's grant, not the backend's lock, owns release on drop: a backend's
+/// `HeldLock` dropped bare (no guard, no grant) is only forgotten, its entry stays
+/// until its lease goes, while a guard dropped outside a runtime (the grant's drop,
+/// `release_now`) frees the entry at once.
+#[test]
+fn a_bare_held_lock_dropped_is_forgotten_the_guards_grant_releases() {
+    use lock_core::backend::{Backend, Claim, WaitMode};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = MemoryBackend::new();
+    let name = lock_core::LockName::new("k").unwrap();
+    let lease = rt.block_on(backend.grant_lease(TTL)).unwrap();
+    let options = lock_core::AcquireOptions::default();
+    let held = rt
+        .block_on(lease.acquire(&name, Claim::Exclusive, WaitMode::NoWait, &options))
+        .unwrap()
+        .expect("free");
+    drop(held);
+    assert_eq!(backend.lock_count(), 1, "no Drop in the backend's lock");
+    rt.block_on(lease.revoke()).unwrap();
+    assert!(backend.is_empty());
+
+    let client = LockClient::new(backend.clone());
+    let guard = rt.block_on(client.acquire("k")).unwrap();
+    drop(rt);
+    drop(guard);
+    assert_eq!(
+        backend.lock_count(),
+        0,
+        "freed synchronously, without a runtime"
+    );
+}

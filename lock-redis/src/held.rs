@@ -1,14 +1,8 @@
 //! One grant: its entry, whose token fences the release, and its liveness (turned
 //! `Lost` by the lease's renewal when the entry is found missing).
 
-// `lock::remove` is `session::remove`, the release script on one entry: the name
-// stays so that the `Drop` block below is kept as it is until lock-core's grant
-// owner replaces it (issue 12).
-use crate::session::{self as lock, LeaseShared};
-use lock_core::{
-    backend::{spawn_or_expire, Liveness},
-    Error, ErrorKind, FencingToken, LockName, LossCause, Result,
-};
+use crate::session::{self, LeaseShared};
+use lock_core::{backend::Liveness, Error, ErrorKind, FencingToken, LockName, LossCause, Result};
 use std::sync::Arc;
 
 /// A granted acquisition on Redis: the entry `<prefix>{<name>}:e:<id>`, whose token
@@ -90,7 +84,8 @@ impl lock_core::backend::HeldLock for RedisHeldLock {
         }
         let lost_before = self.liveness.state().is_lost();
         self.lease.untrack(&self.key());
-        let result = lock::remove(&self.lease, &self.base, &self.id, &self.token.to_string()).await;
+        let result =
+            session::remove(&self.lease, &self.base, &self.id, &self.token.to_string()).await;
         self.liveness.lose_with(LossCause::Released);
         let result = match result {
             Ok((1, _)) => Ok(()),
@@ -113,27 +108,5 @@ impl lock_core::backend::HeldLock for RedisHeldLock {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-impl Drop for RedisHeldLock {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        self.liveness.lose_with(LossCause::Released);
-        let key = self.key();
-        self.lease.untrack(&key);
-        let (lease, base, id, token) = (
-            self.lease.clone(),
-            std::mem::take(&mut self.base),
-            std::mem::take(&mut self.id),
-            self.token.to_string(),
-        );
-        spawn_or_expire(format_args!("lock entry {key}"), async move {
-            if let Err(e) = lock::remove(&lease, &base, &id, &token).await {
-                tracing::debug!(error = %e, "release on drop failed; the entry expires with its ttl");
-            }
-        });
     }
 }

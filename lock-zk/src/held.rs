@@ -1,5 +1,5 @@
-//! The held lock: its own-node watch (external deletion → lost), release, and the
-//! background release of a lock dropped without one.
+//! The held lock: its own-node watch (external deletion → lost) and release (a lock
+//! dropped without one is released by lock-core's grant, which calls `release`).
 
 use crate::{
     error,
@@ -8,10 +8,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use lock_core::backend::Liveness;
-use lock_core::{
-    backend::{spawn_or_expire, HeldLock},
-    Error, ErrorKind, FencingToken, LockName, LossCause, Result,
-};
+use lock_core::{backend::HeldLock, Error, ErrorKind, FencingToken, LockName, LossCause, Result};
 use std::{
     any::Any,
     fmt,
@@ -270,27 +267,4 @@ async fn release_node(
             "release of lock {name} (token {token}) not confirmed; the node goes with its session"
         ),
     ))
-}
-
-impl Drop for ZkHeldLock {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        self.releasing.store(true, Ordering::SeqCst);
-        let (session, name, path, token) = (
-            self.session.clone(),
-            self.name.clone(),
-            self.path.clone(),
-            self.token,
-        );
-        let what = format!("lock node {path}, dropped unreleased");
-        let permit = self.permit.take();
-        spawn_or_expire(format_args!("{what}"), async move {
-            if let Some(permit) = permit {
-                release_slot(&session, &permit).await;
-            }
-            let _ = release_node(&session, &name, &path, token).await;
-        });
-    }
 }

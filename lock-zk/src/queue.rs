@@ -5,19 +5,22 @@
 
 use crate::config::ZkNodeStyle;
 use lock_core::{
-    backend::{decide, Claim, Decision},
+    backend::{
+        decide, encode_value, escape_name, from_unix_millis, split_value, unescape_name,
+        unix_millis, Claim, Decision,
+    },
     LockName,
 };
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The directory (one znode, directly under the chroot) of the lock `name`.
 ///
-/// `/` is written `%2F`, so the waiters of `a` and of `a/b` never share a directory;
-/// `%` cannot occur in a lock name, which makes the encoding injective. The one name
-/// that would collide with ZooKeeper's reserved `/zookeeper` node (when there is no
-/// chroot) gets its first letter escaped as `%7A`.
+/// The kit's [`escape_name`]: `/` is written `%2F`, so the waiters of `a` and of
+/// `a/b` never share a directory; `%` cannot occur in a lock name, which makes the
+/// encoding injective. The one name that would collide with ZooKeeper's reserved
+/// `/zookeeper` node (when there is no chroot) gets its first letter escaped as `%7A`.
 pub(crate) fn encode_name(name: &LockName) -> String {
-    let encoded = name.as_str().replace('/', "%2F");
+    let encoded = escape_name(name);
     if encoded == "zookeeper" {
         "%7Aookeeper".to_owned()
     } else {
@@ -27,8 +30,7 @@ pub(crate) fn encode_name(name: &LockName) -> String {
 
 /// The lock name of a directory written by [`encode_name`]; `None` for any other znode.
 pub(crate) fn decode_name(dir: &str) -> Option<LockName> {
-    let decoded = dir.replace("%2F", "/").replace("%7A", "z");
-    let name = LockName::new(decoded).ok()?;
+    let name = unescape_name(&dir.replace("%7A", "z"))?;
     (encode_name(&name) == dir).then_some(name)
 }
 
@@ -222,42 +224,28 @@ pub(crate) fn holders_and_waiters(queue: &[(&str, NodeKind)]) -> (usize, usize) 
     (holders, claims.len() - holders)
 }
 
-/// Where an acquisition stands in its lock's queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Position<'a> {
-    /// Its node has the lowest sequence: it holds the lock.
-    Owner,
-    /// It waits for this node to go away (its immediate predecessor for a mutex, the
-    /// nearest earlier writer for a reader); a permit waiter also wakes when this
-    /// node's data is set (the semaphore hand-off signal of [`decide`]).
-    WaitFor(&'a str),
-    /// The first permit waiter: it waits until any of these nodes (the permits just
-    /// ahead) goes away.
-    WaitForAny(Vec<&'a str>),
-    /// Its node is not among the children (deleted, or its session expired).
-    Missing,
-}
+/// Where an acquisition stands in its lock's queue: the kit's [`Position`] over node
+/// names. `Owner`: it holds the lock; `WaitFor(node)`: it waits for this node to go
+/// away (its immediate predecessor for a mutex, the nearest earlier writer for a
+/// reader), a permit waiter also wakes when this node's data is set (the semaphore
+/// hand-off signal of [`decide`]); `WaitForAny(nodes)`: the first permit waiter
+/// waits until any of these nodes (the permits just ahead) goes away; `Missing`: its
+/// node is not among the children (deleted, or its session expired).
+///
+/// [`Position`]: lock_core::backend::Position
+pub(crate) type Position<'a> = lock_core::backend::Position<&'a str>;
 
-/// The position of node `own` (a mutex) given the children of its lock directory.
-/// [`decide`] grants the lowest sequence and has each waiter watch only its immediate
-/// predecessor, whichever client wrote it (a kazoo reader ahead is a predecessor like
-/// any other).
+/// The position of node `own` given the children of its lock directory, in sequence
+/// order, each node's claim read from its name ([`NodeKind::claim`]): the kit's
+/// [`position`](lock_core::backend::position) grants the lowest sequence and has
+/// each waiter watch only the node(s) [`decide`] names, whichever client wrote them
+/// (a kazoo reader ahead is a predecessor like any other).
 pub(crate) fn position<'a>(children: &'a [String], own: &str) -> Position<'a> {
-    let nodes = queue(children);
-    let Some(index) = nodes.iter().position(|(c, _)| *c == own) else {
-        return Position::Missing;
-    };
-    let claims: Vec<Claim> = nodes.iter().map(|(_, kind)| kind.claim()).collect();
-    match decide(&claims, index) {
-        Some(Decision::Granted) => Position::Owner,
-        Some(Decision::WaitFor(ahead)) => nodes
-            .get(ahead)
-            .map_or(Position::Missing, |(node, _)| Position::WaitFor(node)),
-        Some(Decision::WaitForAny { from }) => {
-            Position::WaitForAny(nodes[from..index].iter().map(|(node, _)| *node).collect())
-        }
-        None => Position::Missing,
-    }
+    let nodes: Vec<(&str, Claim)> = queue(children)
+        .into_iter()
+        .map(|(node, kind)| (node, kind.claim()))
+        .collect();
+    lock_core::backend::position(&nodes, &own)
 }
 
 /// Whether a contender queues behind node `own` among `children`.
@@ -270,15 +258,12 @@ pub(crate) fn has_successor(children: &[String], own: &str) -> bool {
 }
 
 /// What a lock node stores: the acquisition time (unix milliseconds) on the first
-/// line, then the holder text if one was given.
+/// line, then the holder text if one was given (the kit's value format,
+/// [`encode_value`]); the time alone, without a newline, if none was.
 pub(crate) fn encode_data(holder: Option<&str>, at: SystemTime) -> Vec<u8> {
-    let millis = at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
     match holder {
-        Some(holder) => format!("{millis}\n{holder}").into_bytes(),
-        None => millis.to_string().into_bytes(),
+        Some(holder) => encode_value(at, holder).into_bytes(),
+        None => unix_millis(at).to_string().into_bytes(),
     }
 }
 
@@ -300,19 +285,17 @@ pub(crate) fn decode_data(data: &[u8]) -> (Option<String>, Option<SystemTime>) {
     let Ok(text) = std::str::from_utf8(data) else {
         return (None, None);
     };
-    let (millis, holder) = match text.split_once('\n') {
-        Some((m, h)) => (m, Some(h.to_owned())),
-        None => (text, None),
-    };
-    match millis.parse::<u64>() {
-        Ok(ms) => (holder, UNIX_EPOCH.checked_add(Duration::from_millis(ms))),
-        Err(_) => (None, None),
+    match split_value(text) {
+        Some((Some(at), holder)) => (Some(holder.to_owned()), Some(at)),
+        Some((None, _)) => (None, None),
+        None => (None, from_unix_millis(text)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn name(s: &str) -> LockName {
         LockName::new(s).unwrap()
@@ -583,5 +566,16 @@ mod tests {
         assert_eq!(decode_data(&encode_data(None, at)), (None, Some(at)));
         assert_eq!(decode_data(b"\xff"), (None, None));
         assert_eq!(decode_data(b"hello"), (None, None));
+        assert_eq!(decode_data(b"x\nholder"), (None, None));
+        assert_eq!(
+            decode_data(b"12\n"),
+            (
+                Some(String::new()),
+                Some(UNIX_EPOCH + Duration::from_millis(12))
+            )
+        );
+        // The on-server format, byte for byte (older clients read it).
+        assert_eq!(encode_data(Some("h"), at), b"1700000000123\nh");
+        assert_eq!(encode_data(None, at), b"1700000000123");
     }
 }

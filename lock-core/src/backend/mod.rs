@@ -6,20 +6,29 @@
 //! handles in this crate, so no backend can get them subtly wrong.
 //!
 //! Next to the traits live the pure pieces every backend's recipe shares: the grant
-//! policy ([`decide`] over a queue of [`Claim`]s) and the support kit ([`Backoff`],
-//! [`lock_unpoisoned`]).
+//! policy ([`decide`] over a queue of [`Claim`]s, read in a backend's own terms by
+//! [`position`]) and the support kit: [`Backoff`], [`lock_unpoisoned`],
+//! [`spawn_or_expire`], the disarmable [`Cleanup`] guard, the value codec
+//! ([`encode_value`], [`split_value`]) and the name escaping ([`escape_name`],
+//! [`unescape_name`]).
 
 use crate::{AcquireOptions, Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result};
 use async_trait::async_trait;
 use std::{any::Any, fmt::Debug, sync::Arc, time::Duration};
 
+mod codec;
 mod grant;
 mod kit;
+mod position;
 
 pub use crate::state::{local_deadline, suspect_window, Liveness};
 pub use crate::watch::{follow_lock, ChangeStream, LockInfoWatch, WatchScope};
+pub use codec::{
+    encode_value, escape_name, from_unix_millis, split_value, unescape_name, unix_millis,
+};
 pub use grant::{check_claim, decide, Claim, Decision};
 pub use kit::{lock_unpoisoned, spawn_or_expire, Backoff, Cleanup};
+pub use position::{position, Position};
 
 /// Whether an acquisition may wait for the current holder.
 ///
@@ -163,7 +172,9 @@ pub trait LeaseBackend: Send + Sync + Debug + 'static {
     ///
     /// Implementations must be cancel safe in the strong sense: dropping the future at
     /// any await point leaves no waiter entry behind (and releases a grant that raced
-    /// with the drop).
+    /// with the drop). Build the [`HeldLock`] last and return it without awaiting
+    /// after: from that moment core owns it (see [`HeldLock`]'s "Release and drop"),
+    /// and a cancellation after the return is core's to clean up.
     async fn acquire(
         &self,
         name: &LockName,
@@ -180,6 +191,27 @@ pub trait LeaseBackend: Send + Sync + Debug + 'static {
 }
 
 /// One granted acquisition.
+///
+/// # Release and drop
+///
+/// Core owns a `HeldLock` from the moment [`LeaseBackend::acquire`] returns it: it
+/// wraps it at once (no await in between) in the one type under every guard, which
+/// alone decides what a drop without [`release`](Self::release) does (a guard dropped
+/// unreleased, an acquisition cancelled between the grant and its guard, a release
+/// that failed):
+///
+/// 1. it marks [`liveness`](Self::liveness) lost with
+///    [`LossCause::Released`](crate::LossCause::Released);
+/// 2. it calls [`release_now`](Self::release_now): a backend that can release
+///    without I/O (memory) frees the entry there, synchronously, runtime or not;
+/// 3. otherwise it runs [`release`](Self::release) on a spawned task
+///    ([`spawn_or_expire`]), again with backoff until the answer is `Ok` or
+///    [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld), for at most ten minutes;
+/// 4. with no tokio runtime it logs a warning and the entry expires with its lease.
+///
+/// So an implementation needs **no `Drop`**: dropping it means "forget this entry",
+/// never "release it". Its fields may still free local bookkeeping on drop (a
+/// background watch task, a key slot that stays reserved while the entry may exist).
 #[async_trait]
 pub trait HeldLock: Send + Sync + Debug + 'static {
     /// The acquisition's fencing token.
@@ -197,6 +229,17 @@ pub trait HeldLock: Send + Sync + Debug + 'static {
     /// [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) when the entry was already
     /// gone (the lock was lost before release).
     async fn release(&mut self) -> Result<()>;
+
+    /// Releases at once, without I/O, when the backend can (an in-process store):
+    /// `Some` with what [`release`](Self::release) would have answered. What a drop
+    /// without release tries first, so such a backend frees the entry synchronously
+    /// even outside a runtime (see "Release and drop" above).
+    ///
+    /// By default `None`: the release needs the server, and core runs
+    /// [`release`](Self::release) in the background instead.
+    fn release_now(&mut self) -> Option<Result<()>> {
+        None
+    }
 
     /// Replaces the holder text stored with this acquisition's entry by `value`, only
     /// while the entry still exists (etcd: a transaction comparing the key's create

@@ -8,7 +8,7 @@ use super::{
 };
 use async_trait::async_trait;
 use lock_core::{
-    backend::{lock_unpoisoned, spawn_or_expire, HeldLock, Liveness},
+    backend::{lock_unpoisoned, HeldLock, Liveness},
     Error, ErrorKind, FencingToken, LockName, LossCause, Result,
 };
 use std::{any::Any, fmt, sync::Arc};
@@ -89,19 +89,5 @@ impl HeldLock for RedlockHeldLock {
 
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-impl Drop for RedlockHeldLock {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        self.liveness.lose_with(LossCause::Released);
-        lock_unpoisoned(&self.lease.entries).remove(&self.id);
-        let (nodes, key, id) = (self.nodes.clone(), self.key.clone(), self.id.clone());
-        spawn_or_expire(format_args!("redlock entry {}", self.key), async move {
-            release_all(&nodes, &key, &id).await;
-        });
     }
 }
