@@ -11,6 +11,37 @@
 //! [`spawn_or_expire`], the disarmable [`Cleanup`] guard, the value codec
 //! ([`encode_value`], [`split_value`]) and the name escaping ([`escape_name`],
 //! [`unescape_name`]).
+//!
+//! # Writing a backend
+//!
+//! Start from a copy of one backend crate (lock-zk or lock-etcd for a server with
+//! watches, lock-redis for one without, lock-memory for the smallest). Every crate
+//! has the same files, and imports run one way, top to bottom, with no circle:
+//!
+//! | file | job |
+//! |---|---|
+//! | `lib.rs` | crate docs (guarantees, non-guarantees, layout) and `pub use` only |
+//! | `backend.rs` | the trait impls: [`Backend`] for the backend, [`LeaseBackend`] for its lease |
+//! | `admin.rs` | operator and fault controls (expire or revoke a lease, delete an entry, stall) |
+//! | `lock.rs` | the recipe, I/O only: enqueue a [`Claim`], read the queue, wait for what [`position`] names, clean up with a [`Cleanup`] guard |
+//! | `held.rs` | one grant: [`HeldLock`] (token, liveness, fenced release) |
+//! | `session.rs` | the lease: grant, keep-alive, revoke, its [`Liveness`] |
+//! | `conn.rs` | the connection: requests, retries ([`Backoff`]), timeouts |
+//! | `queue.rs` | the pure on-server layout: keys or node names, [`encode_value`], [`escape_name`] |
+//! | `fenced.rs` | native fenced writes, with the crate's own op and outcome types (if the server has them) |
+//! | `config.rs`, `error.rs` | builder, URL and defaults; the mapping of the client's errors into [`Error`](crate::Error) |
+//!
+//! What a backend writes: [`Backend`]'s `capabilities`, `default_ttl`, `scheme`,
+//! `grant_lease`, `inspect`, `list`, `close`, `as_any` (and, if it can watch,
+//! `watch_changes`, `watch_lock_info`, `waiter_wakeups`); [`LeaseBackend`]'s `id`,
+//! `granted_ttl`, `liveness`, `acquire`, `revoke`, `as_any`; [`HeldLock`]'s `token`,
+//! `liveness`, `release`, `as_any` (and `set_value`, `slot`, `release_now` where
+//! they apply). What it does not write: the grant decision ([`decide`],
+//! [`position`]), timeouts, retries of the caller's choosing, lease-loss racing,
+//! release on drop (lock-core's grant owns it, see [`HeldLock`]), metrics, the
+//! holder-value codec, name escaping, backoff, poisoned-lock recovery, and
+//! spawn-or-expire. The conformance suite (`integration-tests`) runs every case
+//! against a new backend through one harness file, gated by its [`Capabilities`].
 
 use crate::{AcquireOptions, Capabilities, FencingToken, LeaseId, LockInfo, LockName, Result};
 use async_trait::async_trait;
