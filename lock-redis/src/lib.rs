@@ -41,6 +41,9 @@
 //! See [`RedisConfig`] for the keys and their defaults. Unknown parameters are
 //! rejected; the password never appears in `Debug` output or error messages.
 //!
+//! The server must be Redis ≥ 6.2: the acquire script writes the token counter with
+//! `SET … PX … GET`.
+//!
 //! An ACL user (`redis://user@host:port?prefix=P&password_file=…`) needs the key
 //! pattern `~P*` and the commands of [`ACL_COMMANDS`], nothing else; connecting
 //! checks them (Redis ≥ 7) and fails with

@@ -45,7 +45,7 @@ local need = {
   {'HSET', e, 't', '1'}, {'DEL', e},
   {'ZRANGE', q, '0', '0'}, {'ZRANK', q, 'x'}, {'ZSCORE', q, 'x'}, {'ZADD', q, '1', 'x'},
   {'ZREM', q, 'x'},
-  {'GET', t}, {'SET', t, '1', 'PX', '1000'},
+  {'GET', t}, {'SET', t, '1', 'PX', '1000', 'GET'},
   {'BLPOP', w, '1'}, {'RPUSH', w, '1'}, {'PEXPIRE', w, '1000'}, {'DEL', w},
   {'HGET', lock, 'i'}, {'HSET', lock, 'i', 'x'}, {'DEL', lock},
   {'ZADD', wq, '1', 'x'}, {'ZREMRANGEBYSCORE', wq, '-inf', '1'}, {'ZCOUNT', wq, '1', '+inf'},

@@ -80,25 +80,42 @@ end
 ///
 /// The token is `max(counter + 1, server time in µs)`: strictly increasing while the
 /// counter lives, and above every earlier token after the counter is lost as long as
-/// the server clock did not step back (see the crate's `# Non-guarantees`).
+/// the server clock did not step back (see the crate's `# Non-guarantees`). The
+/// counter is written with `SET … GET` (Redis ≥ 6.2), a second `SET` only when the
+/// clock is not ahead of it.
+///
+/// Uncontended path: a new entry on an empty queue is granted at once (nothing can
+/// be ahead of it, and its id cannot be in the queue yet): 7 server calls instead of
+/// the position walk's 11.
 const ENQUEUE: &str = r"
 local id, ttl, lease, holder, nowait, cttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1', ARGV[7]
 local e = entry(id)
 local tok = redis.call('HGET', e, 't')
 if not tok then
-  if redis.call('ZSCORE', q, id) then
-    redis.call('ZREM', q, id)
-    return {0, '', 0}
+  -- An empty queue holds neither this id (not lost) nor anyone ahead: granted
+  -- without the position walk.
+  local head = redis.call('ZRANGE', q, 0, 0)[1]
+  if head then
+    if redis.call('ZSCORE', q, id) then
+      redis.call('ZREM', q, id)
+      return {0, '', 0}
+    end
+    if nowait and live_head() then return {3, '', 0} end
   end
-  if nowait and live_head() then return {3, '', 0} end
   local now = redis.call('TIME')
   local micros = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-  tok = string.format('%.0f', math.max(last + 1, micros))
-  redis.call('SET', KEYS[1], tok, 'PX', cttl)
+  -- One SET … GET when the clock is ahead of the counter (the usual case); a second
+  -- SET when it is not.
+  tok = string.format('%.0f', micros)
+  local last = tonumber(redis.call('SET', KEYS[1], tok, 'PX', cttl, 'GET') or '0') or 0
+  if last + 1 > micros then
+    tok = string.format('%.0f', last + 1)
+    redis.call('SET', KEYS[1], tok, 'PX', cttl)
+  end
   redis.call('ZADD', q, tok, id)
   redis.call('HSET', e, 't', tok, 'l', lease, 'a', string.format('%.0f', math.floor(micros / 1000)), 'h', holder)
   redis.call('PEXPIRE', e, ttl)
+  if not head then return {1, tok, 0} end
 end
 local p = position(id)
 if p[1] == 2 and nowait then
@@ -122,15 +139,25 @@ return {p[1], '', p[2]}
 /// that changes the live head, pushes one wake-up to the new head only. Returns 1
 /// when the entry was deleted, 0 when it was already gone, -1 when it holds another
 /// token (left alone).
+///
+/// Uncontended path: a live entry at the head needs no pruning walk to know it is the
+/// live head, and with no one behind it there is nobody to wake: 5 server calls
+/// instead of 7.
 const RELEASE: &str = r"
 local id, tok = ARGV[2], ARGV[3]
 local e = entry(id)
 local have = redis.call('HGET', e, 't')
 if have and tok ~= '' and have ~= tok then return -1 end
-local before = live_head()
+-- A live head is the live head: no pruning walk; with no one behind it, the queue
+-- is empty afterwards and there is nobody to wake.
+local first = redis.call('ZRANGE', q, 0, 1)
+local head_is_id = have and first[1] == id
+local before = id
+if not head_is_id then before = live_head() end
 local deleted = redis.call('DEL', e)
 redis.call('ZREM', q, id)
 redis.call('DEL', wake(id))
+if head_is_id and not first[2] then return deleted end
 local after = live_head()
 if after and after ~= before then
   local w = wake(after)

@@ -143,16 +143,54 @@ impl Drop for RedisLease {
 /// Renewals per TTL.
 const RENEWALS_PER_TTL: u32 = 3;
 
-/// The leases a backend granted (by id), for `close` and the test hooks.
-#[derive(Debug, Default)]
-pub(crate) struct Leases(Mutex<HashMap<u64, Weak<LeaseShared>>>);
+/// The leases a backend granted, by id, held weakly: a registration ends when the
+/// last reference to its lease is dropped, and the next registration prunes it.
+/// Shared by the single-instance backend and Redlock.
+#[derive(Debug)]
+pub(crate) struct Registry<T>(Mutex<HashMap<u64, Weak<T>>>);
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Registry(Mutex::default())
+    }
+}
+
+impl<T> Registry<T> {
+    /// Registers `lease` as `id`, dropping the registrations of dropped leases.
+    pub(crate) fn insert(&self, id: u64, lease: &Arc<T>) {
+        let mut leases = lock_unpoisoned(&self.0);
+        leases.retain(|_, l| l.strong_count() > 0);
+        leases.insert(id, Arc::downgrade(lease));
+    }
+
+    /// Lease `id`, if it is still referenced.
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<T>> {
+        lock_unpoisoned(&self.0).get(&id).and_then(Weak::upgrade)
+    }
+
+    /// Every lease still referenced.
+    pub(crate) fn all(&self) -> Vec<Arc<T>> {
+        lock_unpoisoned(&self.0)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// How many registrations are kept (dropped leases not yet pruned included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock_unpoisoned(&self.0).len()
+    }
+}
+
+/// The leases a backend granted, for `close` and the test hooks.
+pub(crate) type Leases = Registry<LeaseShared>;
 
 impl Leases {
     /// Every lease here that is still alive.
     pub(crate) fn live(&self) -> Vec<Arc<LeaseShared>> {
-        lock_unpoisoned(&self.0)
-            .values()
-            .filter_map(Weak::upgrade)
+        self.all()
+            .into_iter()
             .filter(|l| !l.liveness.state().is_lost())
             .collect()
     }
@@ -189,11 +227,7 @@ pub(crate) async fn grant(conn: &Arc<Conn>, leases: &Leases, ttl: Duration) -> R
         stop: Notify::new(),
         poke: Notify::new(),
     });
-    {
-        let mut leases = lock_unpoisoned(&leases.0);
-        leases.retain(|_, l| l.strong_count() > 0);
-        leases.insert(id, Arc::downgrade(&shared));
-    }
+    leases.insert(id, &shared);
     tokio::spawn(renewal(shared.clone()));
     Ok(RedisLease { shared })
 }
@@ -303,4 +337,29 @@ pub(crate) async fn revoke(lease: &LeaseShared) -> Result<()> {
         })
         .await;
     result.and(deleted.map(drop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_registration_ends_with_its_last_reference() {
+        let registry = Registry::<u8>::default();
+        let (a, b) = (Arc::new(1), Arc::new(2));
+        registry.insert(1, &a);
+        registry.insert(2, &b);
+        drop(a);
+        assert!(registry.get(1).is_none());
+        assert_eq!(registry.all().len(), 1);
+        let c = Arc::new(3);
+        registry.insert(3, &c);
+        assert_eq!(
+            registry.len(),
+            2,
+            "the dropped lease's registration is pruned"
+        );
+        assert_eq!(registry.get(3).as_deref(), Some(&3));
+    }
 }

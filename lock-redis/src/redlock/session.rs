@@ -13,7 +13,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, Weak,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -185,24 +185,8 @@ impl Drop for RedlockLease {
     }
 }
 
-/// The leases a backend granted (by id), for `close` and the test hook.
-#[derive(Debug, Default)]
-pub(super) struct Leases(Mutex<HashMap<u64, Weak<RlLeaseShared>>>);
-
-impl Leases {
-    /// Lease `id`, if it is still referenced.
-    pub(super) fn get(&self, id: u64) -> Option<Arc<RlLeaseShared>> {
-        lock_unpoisoned(&self.0).get(&id).and_then(Weak::upgrade)
-    }
-
-    /// Every lease still referenced.
-    pub(super) fn all(&self) -> Vec<Arc<RlLeaseShared>> {
-        lock_unpoisoned(&self.0)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect()
-    }
-}
+/// The leases a backend granted, for `close` and the test hook.
+pub(super) type Leases = crate::session::Registry<RlLeaseShared>;
 
 /// Grants a lease of `ttl` (its key on every master, with the TTL; a majority must
 /// answer), registers it in `leases` and starts its renewal.
@@ -241,7 +225,7 @@ pub(super) async fn grant(
         stalled: AtomicBool::new(false),
         stop: Notify::new(),
     });
-    lock_unpoisoned(&leases.0).insert(id, Arc::downgrade(&shared));
+    leases.insert(id, &shared);
     tokio::spawn(renewal(shared.clone()));
     Ok(RedlockLease { shared })
 }
