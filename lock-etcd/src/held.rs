@@ -9,7 +9,7 @@ use crate::{
     slot::Slot,
     watch::Signal,
 };
-use lock_core::backend::Liveness;
+use lock_core::backend::{spawn_or_expire, Liveness};
 use lock_core::{Error, ErrorKind, LockName, LossCause, Result};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -111,22 +111,12 @@ pub(crate) async fn release(
 }
 
 /// Deletes `key` in the background (only if its create revision is `fence`, when
-/// given), bounded by the request timeout; frees `slot` once the key is gone.
-pub(crate) fn spawn_delete(conn: Arc<Conn>, key: String, fence: Option<i64>, slot: Option<Slot>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!(
-            key,
-            "no tokio runtime to delete a lock key; it expires with its lease"
-        );
-        if let Some(slot) = slot {
-            slot.keep_reserved();
-        }
-        return;
-    };
-    rt.spawn(async move {
-        if let (false, Some(slot)) = (delete_until_confirmed(&conn, &key, fence).await, slot) {
-            slot.keep_reserved();
-        }
+/// given), retried until confirmed within the request bounds; outside a runtime it is
+/// left to expire with its lease.
+fn spawn_delete(conn: Arc<Conn>, key: String, fence: Option<i64>) {
+    let what = format!("lock key {key}");
+    spawn_or_expire(format_args!("{what}"), async move {
+        delete_until_confirmed(&conn, &key, fence).await;
     });
 }
 
@@ -293,7 +283,7 @@ impl lock_core::backend::HeldLock for EtcdHeldLock {
         if let Some(permit) = self.permit.take() {
             // The slot first: the next permit finds it free at once.
             if !delete(&self.conn, &permit.key, Some(permit.revision)).await {
-                spawn_delete(self.conn.clone(), permit.key, Some(permit.revision), None);
+                spawn_delete(self.conn.clone(), permit.key, Some(permit.revision));
             }
         }
         let result = release(&self.conn, &self.name, &self.key, self.token, lost_before).await;
