@@ -140,7 +140,13 @@ impl Conn {
             wakeups: AtomicU64::new(0),
         };
         conn.eviction_policy = conn.read_eviction_policy().await?;
-        rights::check(&conn.config, conn.probe_rights().await?)?;
+        let refused = conn.probe_rights().await?;
+        if refused.is_none() {
+            // No `redis.acl_check_cmd`: Redis < 7, maybe older than the scripts need.
+            let info = conn.read_info().await?;
+            rights::check_version(&conn.config, info.as_deref())?;
+        }
+        rights::check(&conn.config, refused)?;
         match conn.eviction_policy.as_deref() {
             Some("noeviction") => {}
             Some(policy) => tracing::warn!(
@@ -154,6 +160,21 @@ impl Conn {
             ),
         }
         Ok(conn)
+    }
+
+    /// `INFO server`; `None` when refused (ACL, renamed command).
+    ///
+    /// # Errors
+    ///
+    /// When the server refuses the client or does not answer.
+    async fn read_info(&self) -> Result<Option<String>> {
+        let mut c = self.manager.clone();
+        let reply: Result<String> = self
+            .once("reading the redis version", async move {
+                redis::cmd("INFO").arg("server").query_async(&mut c).await
+            })
+            .await;
+        refused_is_none(reply)
     }
 
     /// `PING`, then `CONFIG GET maxmemory-policy`; `None` when the latter is
@@ -191,18 +212,7 @@ impl Conn {
                     .await
             })
             .await;
-        match reply {
-            Ok(fields) => Ok(fields.get(1).cloned()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Unauthenticated | ErrorKind::Unavailable | ErrorKind::Timeout
-                ) =>
-            {
-                Err(e)
-            }
-            Err(_) => Ok(None),
-        }
+        Ok(refused_is_none(reply)?.and_then(|fields| fields.get(1).cloned()))
     }
 
     /// One attempt of `request`, bounded by the request timeout.
@@ -389,5 +399,23 @@ impl Conn {
             out.push(key);
         }
         Ok(out)
+    }
+}
+
+/// The reply of an optional read at connect: `None` when the server refused the
+/// command (ACL, renamed command), the error when it refused the client or did not
+/// answer.
+fn refused_is_none<T>(reply: Result<T>) -> Result<Option<T>> {
+    match reply {
+        Ok(value) => Ok(Some(value)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Unauthenticated | ErrorKind::Unavailable | ErrorKind::Timeout
+            ) =>
+        {
+            Err(e)
+        }
+        Err(_) => Ok(None),
     }
 }

@@ -42,7 +42,9 @@
 //! rejected; the password never appears in `Debug` output or error messages.
 //!
 //! The server must be Redis ≥ 6.2: the acquire script writes the token counter with
-//! `SET … PX … GET`.
+//! `SET … PX … GET`. Connecting to an older one fails with
+//! [`ErrorKind::Unsupported`](lock_core::ErrorKind::Unsupported) naming its version
+//! (read from `INFO server`; a user refused `INFO` on Redis < 7 gets a warning).
 //!
 //! An ACL user (`redis://user@host:port?prefix=P&password_file=…`) needs the key
 //! pattern `~P*` and the commands of [`ACL_COMMANDS`], nothing else; connecting

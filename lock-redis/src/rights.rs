@@ -135,6 +135,47 @@ pub(crate) fn check(config: &RedisConfig, answer: Refused) -> Result<()> {
     Ok(())
 }
 
+/// The oldest Redis fencelock's scripts run on: the acquire script writes the token
+/// counter with `SET … GET` (6.2).
+pub(crate) const MIN_VERSION: (u32, u32) = (6, 2);
+
+/// The `redis_version` of an `INFO server` reply, as (major, minor).
+fn version_of(info: &str) -> Option<(u32, u32)> {
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?;
+    let mut parts = line.trim().split('.').map(str::parse::<u32>);
+    Some((parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
+/// Checks at connect that a server without `redis.acl_check_cmd` (Redis < 7) is at
+/// least [`MIN_VERSION`], from its `INFO server` reply (`None`: `INFO` refused, not
+/// checked): `Unsupported` naming the version otherwise, instead of a script's
+/// syntax error at the first acquisition.
+pub(crate) fn check_version(config: &RedisConfig, info: Option<&str>) -> Result<()> {
+    let Some(info) = info else {
+        tracing::warn!(
+            address = config.address(),
+            "cannot read the redis version (INFO refused): fencelock needs Redis >= 6.2"
+        );
+        return Ok(());
+    };
+    match version_of(info) {
+        Some(version) if version < MIN_VERSION => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "redis at {} is version {}.{}: fencelock needs Redis >= {}.{} (SET ... GET in its scripts)",
+                config.address(),
+                version.0,
+                version.1,
+                MIN_VERSION.0,
+                MIN_VERSION.1
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `err` (a `PermissionDenied` met on a request) with the rights the user lacks now
 /// appended, when the probe's answer (run after the refusal) can name them.
 pub(crate) fn explain(config: &RedisConfig, err: Error, answer: Result<Refused>) -> Error {
@@ -152,5 +193,32 @@ pub(crate) fn explain(config: &RedisConfig, err: Error, answer: Result<Refused>)
             .with_source(err)
         }
         _ => err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: &str) -> String {
+        format!("# Server\r\nredis_version:{version}\r\nredis_git_sha1:00000000\r\n")
+    }
+
+    #[test]
+    fn a_server_older_than_6_2_is_unsupported_at_connect() {
+        let config = RedisConfig::new("127.0.0.1:6379");
+        let err = check_version(&config, Some(&info("6.0.16"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(
+            err.message().contains("6.0") && err.message().contains(">= 6.2"),
+            "{err}"
+        );
+        assert!(check_version(&config, Some(&info("5.0.14"))).is_err());
+        for ok in ["6.2.0", "7.0.15", "7.4.2", "10.0.0"] {
+            assert!(check_version(&config, Some(&info(ok))).is_ok(), "{ok}");
+        }
+        // INFO refused or unreadable: not checked (the scripts' own errors remain).
+        assert!(check_version(&config, None).is_ok());
+        assert!(check_version(&config, Some("# Server\r\n")).is_ok());
     }
 }
