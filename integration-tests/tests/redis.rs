@@ -338,10 +338,52 @@ async fn failover() -> TestResult {
 }
 
 fn redlock_trials() -> Vec<Trial> {
-    vec![async_trial(
-        "redlock::faults::one_master_down_keeps_working_two_down_is_unavailable",
-        masters_down,
-    )]
+    vec![
+        async_trial(
+            "redlock::faults::one_master_down_keeps_working_two_down_is_unavailable",
+            masters_down,
+        ),
+        async_trial(
+            "redlock::operator::break_lock_deletes_only_the_entry_it_read",
+            break_lock_is_conditional,
+        ),
+    ]
+}
+
+/// An operator breaking a lock deletes the entry a majority held, and not the next
+/// holder's entry on a master where that one was granted between the read and the
+/// delete (simulated: master 3's entry is replaced by another id first). An
+/// unconditional `DEL` on every master would take the next holder's votes and
+/// let a third client win a majority while the next holder still believes it holds.
+async fn break_lock_is_conditional() -> TestResult {
+    let masters = RedisServer::start_masters(3)?;
+    let harness = RedlockHarness::new(masters.iter().map(RedisServer::address).collect());
+    let ns = "breakcond";
+    let client = harness.client(ns).await?;
+    let operator = harness.operator(ns).await?;
+    let guard = client.acquire("b").await?;
+    let keys = operator.stored_keys().await?;
+    let key = keys
+        .iter()
+        .find(|k| k.ends_with("}:lock"))
+        .ok_or_else(|| format!("no lock key among {keys:?}"))?
+        .clone();
+    masters[2].command(&["HSET", &key, "i", "someone-else"])?;
+    let token = operator.break_lock(&LockName::new("b")?).await?;
+    assert_eq!(token, Some(guard.token()), "the broken holder's token");
+    for m in &masters[..2] {
+        let reply = m.command(&["EXISTS", &key])?;
+        assert!(reply.starts_with(":0"), "{}: {reply:?}", m.address());
+    }
+    let reply = masters[2].command(&["HGET", &key, "i"])?;
+    assert!(
+        reply.contains("someone-else"),
+        "the other entry on master 3 was deleted: {reply:?}"
+    );
+    // The broken holder learns of it at its next renewal.
+    within(Duration::from_secs(5), "holder lost", guard.lost_signal()).await?;
+    masters[2].command(&["DEL", &key])?;
+    Ok(())
 }
 
 async fn masters_down() -> TestResult {

@@ -2,7 +2,7 @@
 //! `redis-cli` on every master: list stored keys, break a lock, kill a lease, stall
 //! a lease's renewal. Used by tests and tools.
 
-use super::{backend::RedlockBackend, lock};
+use super::{backend::RedlockBackend, conn::release_all, lock};
 use crate::scripts::base;
 use lock_core::{FencingToken, LeaseId, LockName, Result};
 use std::{collections::BTreeSet, sync::atomic::Ordering};
@@ -26,27 +26,32 @@ impl RedlockBackend {
         Ok(all.into_iter().collect())
     }
 
-    /// **Operator action**: deletes the lock entry of `name` on every master.
-    /// Returns its token, `None` if nobody held it.
+    /// **Operator action**: deletes the entry a majority of masters holds for
+    /// `name`, on every master, and only that entry: a master that holds another
+    /// entry by then (the next holder's, granted between the read and the delete)
+    /// keeps it, so breaking one holder's lock never takes a later holder's votes.
+    /// Returns the broken holder's token, `None` if no entry held a majority (then
+    /// nothing is deleted; a minority entry expires with its TTL).
     ///
     /// # Errors
     ///
-    /// Backend errors.
+    /// Backend errors of the read.
     ///
     /// # Cancel safety
     ///
     /// A dropped call may or may not have deleted the entries.
     pub async fn break_lock(&self, name: &LockName) -> Result<Option<FencingToken>> {
-        let info = lock::inspect(&self.nodes, name).await?;
+        let Some((id, info)) = lock::majority_entry(&self.nodes, name).await? else {
+            return Ok(None);
+        };
         let key = format!("{}lock", base(self.nodes.prefix(), name));
-        for c in &self.nodes.conns {
-            let _ = c.delete(&key).await;
-        }
-        Ok(info.map(|i| i.token))
+        release_all(&self.nodes, &key, &id).await;
+        Ok(Some(info.token))
     }
 
     /// **Operator action**: deletes lease `lease`'s key and entries on every master,
-    /// as their expiry would.
+    /// as their expiry would. An entry is deleted only while it is still the
+    /// lease's (the same conditional delete as a release).
     ///
     /// # Errors
     ///
@@ -57,15 +62,24 @@ impl RedlockBackend {
     /// A dropped call may or may not have deleted the keys.
     pub async fn kill_lease(&self, lease: LeaseId) -> Result<()> {
         let hex = format!("{:016x}", lease.get());
+        // Entry ids are `<lease hex>.<n>` (see `lock::acquire`).
+        let entry_prefix = format!("{hex}.");
+        let mut entries = BTreeSet::new();
         for c in &self.nodes.conns {
             for key in c.stored_keys().await? {
-                let mine = key.ends_with(&format!("lease:{hex}"))
-                    || (key.ends_with("}:lock")
-                        && c.hget(&key, "l").await?.as_deref() == Some(&hex));
-                if mine {
+                if key.ends_with(&format!("lease:{hex}")) {
                     c.delete(&key).await?;
+                } else if key.ends_with("}:lock") {
+                    if let Some(id) = c.hget(&key, "i").await? {
+                        if id.starts_with(&entry_prefix) {
+                            entries.insert((key, id));
+                        }
+                    }
                 }
             }
+        }
+        for (key, id) in entries {
+            release_all(&self.nodes, &key, &id).await;
         }
         Ok(())
     }

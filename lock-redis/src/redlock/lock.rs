@@ -192,6 +192,14 @@ pub(super) async fn acquire(
 /// The entry a majority of masters holds for `name`, with the highest token any of
 /// them reports, and the most waiters any of them saw lately.
 pub(super) async fn inspect(nodes: &Nodes, name: &LockName) -> Result<Option<LockInfo>> {
+    Ok(majority_entry(nodes, name).await?.map(|(_, info)| info))
+}
+
+/// [`inspect`] with the entry's id, which a conditional delete compares against.
+pub(super) async fn majority_entry(
+    nodes: &Nodes,
+    name: &LockName,
+) -> Result<Option<(String, LockInfo)>> {
     let base = base(nodes.prefix(), name);
     let results = nodes
         .all(nodes.config.first().request_timeout(), |_, mut c| {
@@ -231,11 +239,9 @@ pub(super) async fn inspect(nodes: &Nodes, name: &LockName) -> Result<Option<Loc
         .unwrap_or(0);
     let first = mine[0];
     let head = holder_info(token, &first.2, &first.3, &first.4);
-    Ok(Some(LockInfo::from_holders(
-        name.clone(),
-        head,
-        Vec::new(),
-        waiters,
+    Ok(Some((
+        id.to_owned(),
+        LockInfo::from_holders(name.clone(), head, Vec::new(), waiters),
     )))
 }
 
