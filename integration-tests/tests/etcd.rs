@@ -192,7 +192,51 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             followers_send_no_request,
         ),
+        trial(
+            "waiters_are_granted_with_no_request_per_handoff",
+            &h,
+            waiters_granted_without_requests,
+        ),
     ]
+}
+
+/// Two waiters (each its own client) queue behind a holder; once their clients'
+/// views of the queue are open, each is granted on its predecessor's release with
+/// **no request** from its client (waiting by reading needs at least one per
+/// wake-up: the re-read of the queue). The count is read in the acquiring task right
+/// after the grant, before the held key's own watch (opened 50 ms in).
+async fn waiters_granted_without_requests(_: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    let name = "no-request-handoff";
+    let holder = client(&ctx).await?;
+    let first = holder.acquire(name).await?;
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let c = client(&ctx).await?;
+        let etcd = backend(&c)?;
+        let counter = etcd.clone();
+        let task = tokio::spawn(async move {
+            let guard = c.acquire(name).await?;
+            let at_grant = counter.requests_sent();
+            Ok::<_, fencelock::Error>((guard, at_grant))
+        });
+        waiters.push((etcd, task));
+        conformance::wait_for_waiters(&holder, name, waiters.len()).await?;
+    }
+    // Let the views finish opening (a watch and one read each).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<u64> = waiters.iter().map(|(e, _)| e.requests_sent()).collect();
+    first.release().await?;
+    for ((_, task), before) in waiters.into_iter().zip(before) {
+        let (guard, at_grant) =
+            within(Duration::from_secs(5), "next waiter granted", task).await???;
+        assert_eq!(
+            at_grant - before,
+            0,
+            "requests sent by a waiter's client between its predecessor's release and its grant"
+        );
+        guard.release().await?;
+    }
+    Ok(())
 }
 
 /// Followers keep the election's state from their watch: no request per change.

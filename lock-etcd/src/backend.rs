@@ -158,6 +158,7 @@ impl EtcdBackend {
             members,
             config,
             wakeups: Default::default(),
+            views: Default::default(),
         });
         let probe = conn.probe_members(deadline).await;
         match probe {
@@ -300,6 +301,7 @@ impl Backend for EtcdBackend {
             }
         }
         self.conn.watches.shutdown();
+        self.conn.views.shutdown();
         first_error.map_or(Ok(()), Err)
     }
 

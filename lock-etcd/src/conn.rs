@@ -2,7 +2,7 @@
 //! stream (`watch.rs`), requests bounded by the request timeout and retried over the
 //! members, and the backoff of every retry loop of this crate.
 
-use crate::{error, members::Members, watch::WatchMux, EtcdConfig};
+use crate::{error, members::Members, queue_view::QueueViews, watch::WatchMux, EtcdConfig};
 use etcd_client::{Client, GetOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use lock_core::{backend::Backoff, Error, ErrorKind, Result};
@@ -20,6 +20,8 @@ pub(crate) struct Conn {
     pub(crate) watches: WatchMux,
     /// Waiters woken to read the queue again ([`Backend::waiter_wakeups`](lock_core::backend::Backend::waiter_wakeups)).
     pub(crate) wakeups: AtomicU64,
+    /// The waiters' views of the locks they wait on (`queue_view.rs`).
+    pub(crate) views: QueueViews,
 }
 
 impl fmt::Debug for Conn {

@@ -29,7 +29,7 @@
 //! | property | value |
 //! |---|---|
 //! | FIFO waiting | yes: order of the waiter keys' create revisions |
-//! | herd-free | yes: each waiter watches only the key just ahead of it |
+//! | herd-free | yes: a release wakes only the waiter it grants (each client keeps one watch per lock it waits on; the waiter decides from it, with no request) |
 //! | token source | create revision of the acquisition's key ([`TokenSource::CreateRevision`](lock_core::TokenSource::CreateRevision)) |
 //! | detects external deletion | yes: every key held longer than 50 ms is watched from its grant revision (one shared watch stream per backend), so a deletion is seen at most 50 ms + one round trip after the grant |
 //! | native fenced writes | yes: [`fenced_txn`] |
@@ -46,8 +46,16 @@
 //!   is one round trip. This is the key of etcd's own recipe (see
 //!   [Mixed fleets](#mixed-fleets)); a second acquisition of the same lock on the
 //!   same lease puts `<lease hex>-<n>` beside it instead of sharing the key.
-//!   The key with the smallest create revision owns the lock; the others wait, each
-//!   watching only its predecessor. Only direct children of the range contend, so
+//!   The key with the smallest create revision owns the lock; the others wait. A
+//!   client with waiters on a lock keeps one prefix watch on the lock's range (from
+//!   its first wait there until 10 s after its last) and the queue from its events;
+//!   a release's delete event reaches it and wakes only the waiter behind the
+//!   released key, which is granted **without a request** (the keys ahead of a
+//!   waiter are fixed once its key is written, so the followed queue decides as a
+//!   read would). Every event of the lock reaches each client with such a watch:
+//!   one event per client, not per waiter. Should etcd refuse that watch, a waiter
+//!   watches its predecessor's key and reads the queue when woken, as Go's recipe
+//!   does. Only direct children of the range contend, so
 //!   lock `a` and lock `a/b` are independent. Dropping an `acquire` future deletes
 //!   its key.
 //! - **Token** = the key's create revision: etcd's global revision only grows, so a
@@ -125,10 +133,12 @@
 //! - `backend.rs`: the plug into lock-core: [`EtcdBackend`]'s `Backend` impl
 //!   (connect, inspect, list, watches, close) and [`EtcdLease`]'s `LeaseBackend`
 //!   impl, which runs the recipe.
-//! - `watch_lock.rs`: live views of locks, each on a watch stream of its own;
+//! - `watch_lock.rs`: live views of locks, each on a watch stream of its own (for
+//!   `watch_lock`, `observe`, and the waiters' view of a queue);
 //!   `view.rs`: a lock's `LockInfo` from its contenders' keys.
 //! - `lock.rs`: the recipe, I/O only: enqueue with one Txn, then `wait.rs` (wait for
-//!   the key ahead), then `held.rs` (the grant, [`EtcdHeldLock`]: the watch on its own
+//!   the turn: in the client's view of the queue, `queue_view.rs`, no I/O there;
+//!   else by watching the key ahead), then `held.rs` (the grant, [`EtcdHeldLock`]: the watch on its own
 //!   key, the fenced release), with `permit.rs` (a semaphore permit's slot key) and
 //!   `slot.rs` (key suffixes reserved per lease and lock).
 //! - `session.rs`: the lease ([`EtcdLease`]): grant, keep-alive task, revoke, and the
@@ -137,11 +147,12 @@
 //! - `conn.rs`: the connection: requests bounded and retried over the members, the
 //!   backoff; `watch.rs`: the backend's one shared watch stream; `members.rs`: one
 //!   client per cluster member.
-//! - Leaves: `queue.rs` (key layout, value codec, queue position), `config.rs`
+//! - Leaves: `queue.rs` (key layout, value codec, queue position), `queue_view.rs`
+//!   (the waiters' view of a queue: state and waiting), `config.rs`
 //!   ([`EtcdConfig`]), `error.rs` (etcd errors mapped into fencelock's).
 //!
-//! In one line: `admin`, `fenced` → `backend` → `watch_lock` → `view` → `lock` →
-//! `wait` → `held` → `permit` → `slot` → `session` → `keys` → `conn` → `watch` →
+//! In one line: `admin`, `fenced` → `backend` → `lock` → `wait` → `watch_lock` →
+//! `view` → `held` → `permit` → `slot` → `session` → `keys` → `conn` → `watch` →
 //! `members` → leaves.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![warn(unreachable_pub, missing_debug_implementations)]
@@ -159,6 +170,7 @@ mod lock;
 mod members;
 mod permit;
 mod queue;
+mod queue_view;
 mod session;
 mod slot;
 mod view;

@@ -1,5 +1,5 @@
 //! The recipe (etcd's `concurrency` mutex, herd-free), I/O only: enqueue with one
-//! Txn, wait for the key just ahead (`wait.rs`), take a semaphore's permit slot
+//! Txn, wait for the turn (`wait.rs`), take a semaphore's permit slot
 //! (`permit.rs`), and hand the key to the grant (`held.rs`), which watches it and
 //! releases it fenced. A dropped, failed or timed-out acquire deletes its key.
 

@@ -237,11 +237,12 @@ pub(crate) fn position(range: &str, waiters: &[Waiter], own: &[u8]) -> Position 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    fn w(key: &str, rev: i64) -> Waiter {
+    /// A waiter `key` created at `rev`.
+    pub(crate) fn w(key: &str, rev: i64) -> Waiter {
         Waiter {
             key: key.as_bytes().to_vec(),
             create_revision: rev,

@@ -139,6 +139,7 @@ mod tests {
             members,
             config,
             wakeups: Default::default(),
+            views: Default::default(),
         });
         Arc::new(crate::session::LeaseShared {
             conn,

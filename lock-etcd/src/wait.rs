@@ -1,13 +1,19 @@
-//! Waiting for the turn: a waiter watches only the one key it waits for (the key
-//! just ahead, or for a reader the nearest earlier writer) and its own key, and reads
-//! the queue again when woken.
+//! Waiting for the turn. A waiter that may wait waits in its client's view of the
+//! lock's queue (`queue_view.rs`, followed by `watch_lock::join_queue`): woken only
+//! by the event of the key it waits for, and granted with no request. A permit
+//! waiter (whose grant signal is a rewrite of the key ahead), a reader's try, and
+//! any waiter whose view etcd refuses, wait by reading: each watches only the one
+//! key it waits for (the key just ahead, or for a reader the nearest earlier
+//! writer) and its own key, and reads the queue again when woken.
 
 use crate::{
     conn::{backoff_from_zero, Conn},
     keys::{by_create, direct_ahead, header_revision, lost_while_waiting, range},
     queue::{self, Position, Waiter},
+    queue_view::Waited,
     session::LeaseShared,
     watch::Signal,
+    watch_lock,
 };
 use etcd_client::{GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use lock_core::{backend::Claim, Error, ErrorKind, LockName, Result};
@@ -46,6 +52,35 @@ pub(crate) async fn wait_for_turn(
         key: key.as_bytes().to_vec(),
         create_revision: own_rev,
     };
+    // A waiter that may wait waits in the client's view of the queue (one prefix
+    // watch per client and lock, `queue_view.rs`): no request per wake-up. Granted at
+    // once per the enqueueing read, it needs no view. A permit waiter (whose grant
+    // signal is a rewrite of the key ahead) waits by reading.
+    if turn.wait && !matches!(turn.claim, Claim::Shared { .. }) {
+        if let Some(read) = &ahead {
+            let mut waiters = read.clone();
+            waiters.push(own.clone());
+            if queue::position(&range_key, &waiters, key.as_bytes()) == Position::Owner {
+                return Ok(Some(read_rev));
+            }
+        }
+        let joined = watch_lock::join_queue(conn, &range_key);
+        let waited = joined.wait_for_turn(key.as_bytes(), own_rev, &lease.liveness, &conn.wakeups);
+        match waited.await {
+            Waited::Granted(seen_at) => return Ok(Some(seen_at)),
+            Waited::KeyGone => {
+                lease.poke();
+                return Err(lost_while_waiting(name));
+            }
+            Waited::LeaseLost => {
+                return Err(Error::new(
+                    ErrorKind::LeaseLost,
+                    format!("the lease was lost while waiting for lock {name}"),
+                ));
+            }
+            Waited::Unavailable => ahead = None,
+        }
+    }
     let mut own_watch = None;
     let mut backoff = backoff_from_zero();
     loop {

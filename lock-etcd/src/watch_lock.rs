@@ -17,7 +17,10 @@
 
 use crate::{
     conn::{retry_backoff, Conn},
-    error, queue, view,
+    error,
+    queue::{self, Waiter},
+    queue_view::{Change, Joined, QueueView},
+    view,
 };
 use etcd_client::{
     EventType, GetOptions, KeyValue, WatchOptions, WatchRequestSender, WatchResponseStream,
@@ -29,7 +32,7 @@ use lock_core::{
 };
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{Arc, Weak},
 };
 
 type Stream = (WatchRequestSender, WatchResponseStream);
@@ -270,4 +273,150 @@ pub(crate) async fn lock_infos(
         let item = f.next().await;
         (item, f)
     }))
+}
+
+/// How often a waiters' view checks that it is still wanted and that its stream's
+/// member is still the one requests go to.
+const QUEUE_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The view of `range` for this client's waiters (see `queue_view.rs`), started
+/// with its follower if there is none, with one more waiter on it.
+pub(crate) fn join_queue(conn: &Arc<Conn>, range: &str) -> Joined {
+    conn.views.join(range, || {
+        let view = QueueView::new(range);
+        let task = tokio::spawn(follow_queue(
+            Arc::downgrade(&view),
+            Arc::downgrade(conn),
+            range.to_owned(),
+        ));
+        view.set_follower(task);
+        view
+    })
+}
+
+/// Opens a watch on `range` from now, then reads the range's keys: the read's
+/// revision is at or after the watch's start, so the read plus the events after it
+/// are the whole history from there on.
+async fn open_queue(conn: &Conn, range: &str) -> Result<(Stream, usize, i64, Vec<Waiter>)> {
+    let stream = open(conn, range, 0).await?;
+    let member = conn.members.preferred();
+    let resp = conn
+        .call(&|| format!("reading lock range {range:?}"), |mut c| {
+            let range = range.to_owned();
+            async move {
+                c.get(
+                    range,
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await
+            }
+        })
+        .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let keys = resp
+        .kvs()
+        .iter()
+        .map(|kv| Waiter {
+            key: kv.key().to_vec(),
+            create_revision: kv.create_revision(),
+        })
+        .collect();
+    Ok((stream, member, revision, keys))
+}
+
+/// The waiters' view's task: reads and follows the range until the view is idle
+/// (or gone), reading it again whenever the watch breaks or its member is no longer
+/// the preferred one.
+async fn follow_queue(view: Weak<QueueView>, conn: Weak<Conn>, range: String) {
+    let mut backoff = retry_backoff();
+    let mut checks = tokio::time::interval(QUEUE_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(c) = conn.upgrade() else { return };
+        let opened = open_queue(&c, &range).await;
+        let members = c.members.clone();
+        drop(c);
+        let Some(v) = view.upgrade() else { return };
+        let (mut stream, member, base) = match opened {
+            Ok((stream, member, revision, keys)) => {
+                backoff.reset();
+                v.reset_to(revision, &keys);
+                (stream, member, revision)
+            }
+            Err(e) => {
+                tracing::debug!(%range, error = %e, "reading the lock's queue for its waiters failed");
+                // A refusal (rights, say): the waiters wait by reading instead.
+                v.unsync(!e.is_retryable());
+                drop(v);
+                tokio::time::sleep(backoff.next_delay()).await;
+                if !queue_wanted(&view, &conn, &range) {
+                    return;
+                }
+                continue;
+            }
+        };
+        drop(v);
+        loop {
+            tokio::select! {
+                message = stream.1.next() => {
+                    let Some(v) = view.upgrade() else { return };
+                    match message {
+                        Some(Ok(r)) if r.canceled() => {
+                            tracing::debug!(%range, reason = r.cancel_reason(), "lock watch cancelled by etcd; reading the queue again");
+                            break;
+                        }
+                        Some(Ok(r)) => {
+                            if r.events().iter().any(|e| e.kv().is_none()) {
+                                break;
+                            }
+                            // Changes already in the read are skipped (the events of
+                            // one Txn share a revision, so compare with the read's).
+                            v.apply(r.events().iter().filter_map(|e| {
+                                let kv = e.kv()?;
+                                let revision = kv.mod_revision();
+                                (revision > base).then_some(match e.event_type() {
+                                    EventType::Put => Change::Put {
+                                        key: kv.key(),
+                                        create_revision: kv.create_revision(),
+                                        revision,
+                                    },
+                                    EventType::Delete => Change::Delete {
+                                        key: kv.key(),
+                                        revision,
+                                    },
+                                })
+                            }));
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(%range, error = %e, "lock watch failed; reading the queue again");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                _ = checks.tick() => {
+                    if !queue_wanted(&view, &conn, &range) {
+                        return;
+                    }
+                    if members.len() > 1 && members.preferred() != member {
+                        tracing::debug!(%range, "the lock watch's member is no longer the preferred one; reading the queue again");
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(v) = view.upgrade() else { return };
+        v.unsync(false);
+        drop(v);
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Whether the view still has waiters or was used within `queue_view::IDLE` (else
+/// it is removed and its follower ends).
+fn queue_wanted(view: &Weak<QueueView>, conn: &Weak<Conn>, range: &str) -> bool {
+    let (Some(v), Some(c)) = (view.upgrade(), conn.upgrade()) else {
+        return false;
+    };
+    !c.views.reap(range, &v)
 }
