@@ -1,6 +1,7 @@
 //! Benchmarks of the etcd backend against the raw requests it needs, etcd's own
 //! Lock service, a contended handoff against the raw handoff it cannot beat (a
-//! delete reaching another client's watch), and many locks on one session.
+//! delete reaching another client's watch) and against fencelock's own waiting
+//! algorithm written with the raw client alone, and many locks on one session.
 //!
 //! Uses the etcd at `FENCELOCK_BENCH_ETCD` (`host:port`) if set; otherwise starts
 //! `etcd` (from `FENCELOCK_ETCD_BIN` or `PATH`) on free loopback ports in a temp
@@ -229,6 +230,77 @@ async fn next_event(events: &mut etcd_client::WatchStream, want: EventType) {
             return;
         }
     }
+}
+
+/// fencelock's contended algorithm written with the raw client and nothing else, for
+/// the same setup: each of `sessions` clients opens one prefix watch on the lock's
+/// range (once), enqueues its key with one Txn that also reads the keys ahead,
+/// drops each key ahead as its delete event arrives, holds once none is left, and
+/// deletes its key (fenced on its create revision). Returns the cycles of each
+/// session in `secs` seconds.
+async fn raw_recipe_contended(endpoint: &str, sessions: usize, secs: u64) -> Vec<usize> {
+    use etcd_client::{GetOptions, SortOrder, SortTarget, TxnOpResponse, WatchOptions};
+    let range = "/bench-rawrecipe/contended/";
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..sessions {
+        let mut c = Client::connect([endpoint], None).await.expect("client");
+        tasks.push(tokio::spawn(async move {
+            let lease = c.lease_grant(10, None).await.expect("lease").id();
+            let key = format!("{range}{lease:x}");
+            let mut events = c
+                .watch(range, Some(WatchOptions::new().with_prefix()))
+                .await
+                .expect("watch");
+            let mut cycles = 0usize;
+            while Instant::now() < deadline {
+                let read = GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_sort(SortTarget::Create, SortOrder::Descend);
+                let txn = Txn::new().and_then([
+                    TxnOp::put(key.as_str(), "", Some(PutOptions::new().with_lease(lease))),
+                    TxnOp::get(range, Some(read)),
+                ]);
+                let resp = c.txn(txn).await.expect("enqueue");
+                let own = resp.header().expect("header").revision();
+                let mut ahead: std::collections::HashSet<Vec<u8>> = match &resp.op_responses()[1] {
+                    TxnOpResponse::Get(g) => g
+                        .kvs()
+                        .iter()
+                        .filter(|kv| kv.create_revision() < own)
+                        .map(|kv| kv.key().to_vec())
+                        .collect(),
+                    _ => unreachable!("a get"),
+                };
+                while !ahead.is_empty() {
+                    let msg = events.message().await.expect("watch").expect("watch open");
+                    for e in msg.events() {
+                        let kv = e.kv().expect("kv");
+                        if e.event_type() == EventType::Delete && kv.mod_revision() > own {
+                            ahead.remove(kv.key());
+                        }
+                    }
+                }
+                cycles += 1;
+                let release = Txn::new()
+                    .when([Compare::create_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        own,
+                    )])
+                    .and_then([TxnOp::delete(key.as_str(), None)]);
+                c.txn(release).await.expect("release");
+            }
+            let _ = c.lease_revoke(lease).await;
+            cycles
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("raw recipe task"));
+    }
+    out
 }
 
 /// The raw handoff, what one lock handoff cannot beat: client `a` deletes a key that
@@ -610,6 +682,8 @@ async fn main() {
             cycles
         }));
     }
+    // The same algorithm with the raw client alone (no fencelock code), same setup.
+    let raw_recipe: usize = raw_recipe_contended(&endpoint, 8, 10).await.iter().sum();
     let mut service_total = 0;
     for t in tasks {
         service_total += t.await.expect("service task");
@@ -667,6 +741,14 @@ async fn main() {
     println!(
         "| cycles/s through etcd's Lock service, same setup | {:.0} |",
         service_total as f64 / 10.0
+    );
+    println!(
+        "| cycles/s of the same algorithm with the raw client alone, same setup | {:.0} |",
+        raw_recipe as f64 / 10.0
+    );
+    println!(
+        "| fencelock ÷ that raw algorithm | {:.2} |",
+        total as f64 / raw_recipe.max(1) as f64
     );
     println!(
         "| raw handoff (delete → watch event at another client) mean / p50 | {} / {} |",
