@@ -14,7 +14,7 @@
 
 use fencelock::{
     etcd::{EtcdBackend, EtcdConfig},
-    ErrorKind, LockClient, LockState,
+    ErrorKind, LockClient, LockName, LockState,
 };
 use fencelock_integration_tests::{
     async_trial, async_trial_within,
@@ -197,7 +197,47 @@ fn etcd_trials(h: Arc<EtcdHarness>) -> Vec<Trial> {
             &h,
             waiters_granted_without_requests,
         ),
+        trial(
+            "keys_of_one_foreign_txn_both_hold_back_a_waiter",
+            &h,
+            one_txn_contenders,
+        ),
     ]
+}
+
+/// Two contenders that one foreign transaction wrote share a create revision; a
+/// waiter behind them is granted only once both are gone (its client's view of the
+/// queue keeps both, not one per revision).
+async fn one_txn_contenders(h: Arc<EtcdHarness>, ctx: Ctx) -> TestResult {
+    use etcd_client::{PutOptions, Txn, TxnOp};
+    let name = "one-txn";
+    let c = client(&ctx).await?;
+    let range = backend(&c)?.lock_range(&LockName::new(name)?);
+    let mut raw = etcd_client::Client::connect(h.endpoints(), None).await?;
+    let lease = raw.lease_grant(30, None).await?.id();
+    let (x, y) = (format!("{range}x"), format!("{range}y"));
+    let put = |k: &str| TxnOp::put(k, "", Some(PutOptions::new().with_lease(lease)));
+    raw.txn(Txn::new().and_then([put(&x), put(&y)])).await?;
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.acquire(name).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "granted while two foreign holders exist"
+    );
+    raw.delete(y.as_str(), None).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "granted while the other key of the same transaction still exists"
+    );
+    raw.delete(x.as_str(), None).await?;
+    let guard = within(Duration::from_secs(5), "granted once both are gone", waiter).await???;
+    guard.release().await?;
+    raw.lease_revoke(lease).await?;
+    Ok(())
 }
 
 /// Two waiters (each its own client) queue behind a holder; once their clients'

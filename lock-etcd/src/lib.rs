@@ -29,7 +29,7 @@
 //! | property | value |
 //! |---|---|
 //! | FIFO waiting | yes: order of the waiter keys' create revisions |
-//! | herd-free | yes: a release wakes only the waiter it grants (each client keeps one watch per lock it waits on; the waiter decides from it, with no request) |
+//! | herd-free | yes: a waiter is woken only by the release or removal of the key it waits for (each client keeps one watch per lock it waits on, and the waiter decides from it with no request) |
 //! | token source | create revision of the acquisition's key ([`TokenSource::CreateRevision`](lock_core::TokenSource::CreateRevision)) |
 //! | detects external deletion | yes: every key held longer than 50 ms is watched from its grant revision (one shared watch stream per backend), so a deletion is seen at most 50 ms + one round trip after the grant |
 //! | native fenced writes | yes: [`fenced_txn`] |
@@ -52,8 +52,10 @@
 //!   a release's delete event reaches it and wakes only the waiter behind the
 //!   released key, which is granted **without a request** (the keys ahead of a
 //!   waiter are fixed once its key is written, so the followed queue decides as a
-//!   read would). Every event of the lock reaches each client with such a watch:
-//!   one event per client, not per waiter. Should etcd refuse that watch, a waiter
+//!   read would). Every event of the lock reaches each client with such a watch
+//!   (one event per client, not per waiter), and so do the events of locks nested
+//!   under its name (`a/b` under `a`: etcd cannot leave deeper keys out of a prefix
+//!   watch). Should etcd refuse that watch, a waiter
 //!   watches its predecessor's key and reads the queue when woken, as Go's recipe
 //!   does. Only direct children of the range contend, so
 //!   lock `a` and lock `a/b` are independent. Dropping an `acquire` future deletes

@@ -48,14 +48,28 @@ pub(crate) struct QueueViews {
 }
 
 impl QueueViews {
-    /// Stops every view without waiters (the backend is closing).
+    /// Forgets every view (the backend is closing): a view's follower ends once it
+    /// has no waiter left.
     pub(crate) fn shutdown(&self) {
         lock_unpoisoned(&self.views).clear();
+    }
+
+    /// Forgets `view` if it is still the view of `range` (its follower ended).
+    pub(crate) fn forget(&self, range: &str, view: &Arc<QueueView>) {
+        let mut views = lock_unpoisoned(&self.views);
+        if views.get(range).is_some_and(|v| Arc::ptr_eq(v, view)) {
+            views.remove(range);
+        }
     }
 
     /// The view of `range` (`start`ed if there is none), with one more waiter on it.
     pub(crate) fn join(&self, range: &str, start: impl FnOnce() -> Arc<QueueView>) -> Joined {
         let mut views = lock_unpoisoned(&self.views);
+        // A view whose follower ended (which `FollowerEnd` normally forgets) is
+        // replaced, never joined.
+        if views.get(range).is_some_and(|v| v.follower_ended()) {
+            views.remove(range);
+        }
         let view = views.entry(range.to_owned()).or_insert_with(start).clone();
         lock_unpoisoned(&view.state).waiters += 1;
         Joined(view)
@@ -96,8 +110,9 @@ impl Drop for QueueView {
 
 #[derive(Debug)]
 struct ViewState {
-    /// The contenders (direct children of the range) by create revision.
-    by_revision: BTreeMap<i64, Vec<u8>>,
+    /// The contenders (direct children of the range) by create revision, then key:
+    /// the keys one transaction writes share a create revision.
+    by_revision: BTreeMap<(i64, Vec<u8>), ()>,
     revision_of: HashMap<Vec<u8>, i64>,
     /// Every change up to this revision is applied.
     revision: i64,
@@ -105,8 +120,9 @@ struct ViewState {
     synced: bool,
     /// Whether the last read was refused (not a transient failure).
     failed: bool,
-    /// The waiters to wake on an event of a key.
-    interest: HashMap<Vec<u8>, Vec<Weak<Notify>>>,
+    /// The waiters to wake on an event of a key: on its delete, and (the flag) on a
+    /// put too (a waiter's own key, whose creation brings the view up to it).
+    interest: HashMap<Vec<u8>, Vec<(Weak<Notify>, bool)>>,
     waiters: usize,
     last_used: Instant,
 }
@@ -118,30 +134,45 @@ impl ViewState {
         }
         self.delete(key);
         self.revision_of.insert(key.to_vec(), create_revision);
-        self.by_revision.insert(create_revision, key.to_vec());
+        self.by_revision.insert((create_revision, key.to_vec()), ());
     }
 
     fn delete(&mut self, key: &[u8]) {
         if let Some(revision) = self.revision_of.remove(key) {
-            self.by_revision.remove(&revision);
+            self.by_revision.remove(&(revision, key.to_vec()));
         }
     }
 
-    /// Wakes the waiters interested in `key` (each registers again if it still
-    /// waits).
-    fn wake(&mut self, key: &[u8]) {
-        if let Some(waiters) = self.interest.remove(key) {
-            for w in waiters.iter().filter_map(Weak::upgrade) {
+    /// Wakes the waiters interested in `key`'s delete (`put`: in its put), each
+    /// once (it registers again if it still waits); a rewrite of a key ahead
+    /// (a holder's new value) wakes nobody.
+    fn wake(&mut self, key: &[u8], put: bool) {
+        let Some(waiters) = self.interest.get_mut(key) else {
+            return;
+        };
+        waiters.retain(|(w, on_put)| {
+            if put && !on_put {
+                return w.strong_count() > 0;
+            }
+            if let Some(w) = w.upgrade() {
                 w.notify_one();
             }
+            false
+        });
+        if waiters.is_empty() {
+            self.interest.remove(key);
         }
     }
 
-    fn register(&mut self, key: &[u8], notify: &Arc<Notify>) {
+    fn register(&mut self, key: &[u8], notify: &Arc<Notify>, on_put: bool) {
         let list = self.interest.entry(key.to_vec()).or_default();
-        list.retain(|w| w.strong_count() > 0);
-        if !list.iter().any(|w| w.as_ptr() == Arc::as_ptr(notify)) {
-            list.push(Arc::downgrade(notify));
+        list.retain(|(w, _)| w.strong_count() > 0);
+        match list
+            .iter_mut()
+            .find(|(w, _)| w.as_ptr() == Arc::as_ptr(notify))
+        {
+            Some(entry) => entry.1 |= on_put,
+            None => list.push((Arc::downgrade(notify), on_put)),
         }
     }
 }
@@ -198,6 +229,12 @@ impl QueueView {
         *lock_unpoisoned(&self.follower) = Some(task);
     }
 
+    fn follower_ended(&self) -> bool {
+        lock_unpoisoned(&self.follower)
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+    }
+
     /// The range was read at `revision`: the view starts over from these keys.
     pub(crate) fn reset_to(&self, revision: i64, keys: &[Waiter]) {
         let mut st = lock_unpoisoned(&self.state);
@@ -218,22 +255,22 @@ impl QueueView {
     pub(crate) fn apply<'a>(&self, changes: impl IntoIterator<Item = Change<'a>>) {
         let mut st = lock_unpoisoned(&self.state);
         for change in changes {
-            let (key, revision) = match change {
+            let (key, revision, put) = match change {
                 Change::Put {
                     key,
                     create_revision,
                     revision,
                 } => {
                     st.put(&self.range, key, create_revision);
-                    (key, revision)
+                    (key, revision, true)
                 }
                 Change::Delete { key, revision } => {
                     st.delete(key);
-                    (key, revision)
+                    (key, revision, false)
                 }
             };
             st.revision = st.revision.max(revision);
-            st.wake(key);
+            st.wake(key, put);
         }
     }
 
@@ -245,7 +282,7 @@ impl QueueView {
         st.synced = false;
         st.failed = failed;
         for (_, waiters) in st.interest.drain() {
-            for w in waiters.iter().filter_map(Weak::upgrade) {
+            for w in waiters.iter().filter_map(|(w, _)| w.upgrade()) {
                 w.notify_one();
             }
         }
@@ -299,8 +336,8 @@ impl Joined {
                     }
                     let waiters: Vec<Waiter> = st
                         .by_revision
-                        .range(..=own_rev)
-                        .map(|(r, k)| Waiter {
+                        .range(..=(own_rev, key.to_vec()))
+                        .map(|((r, k), ())| Waiter {
                             key: k.clone(),
                             create_revision: *r,
                         })
@@ -312,13 +349,13 @@ impl Joined {
                         Position::Missing => return Waited::KeyGone,
                     };
                     for k in &targets {
-                        st.register(k, &notify);
+                        st.register(k, &notify, false);
                     }
                 }
                 if st.synced {
                     // Our own key's events: its creation brings the view up to
                     // `own_rev`; its deletion ends the wait.
-                    st.register(key, &notify);
+                    st.register(key, &notify, true);
                 }
             }
             tokio::select! {
@@ -420,6 +457,32 @@ mod tests {
             j.wait_for_turn(b"l/b", 3, &live, &wakeups).await,
             Waited::Unavailable
         );
+    }
+
+    #[tokio::test]
+    async fn keys_of_one_transaction_share_a_create_revision_and_each_counts() {
+        let views = QueueViews::default();
+        let (j, view) = joined(&views);
+        view.reset_to(12, &[w("l/x", 10), w("l/y", 10), w("l/c", 12)]);
+        let wakeups = AtomicU64::new(0);
+        let live = Liveness::new(None);
+        let c = j.wait_for_turn(b"l/c", 12, &live, &wakeups);
+        tokio::pin!(c);
+        view.apply([del("l/y", 13)]);
+        assert!(
+            futures::poll!(c.as_mut()).is_pending(),
+            "granted while l/x (created at 10) still exists"
+        );
+        // A rewrite of the key ahead wakes nobody; its delete grants.
+        view.apply([Change::Put {
+            key: b"l/x",
+            create_revision: 10,
+            revision: 14,
+        }]);
+        assert!(futures::poll!(c.as_mut()).is_pending());
+        assert_eq!(wakeups.load(Ordering::Relaxed), 0);
+        view.apply([del("l/x", 15)]);
+        assert_eq!(c.await, Waited::Granted(15));
     }
 
     #[tokio::test]

@@ -30,10 +30,13 @@ pub(crate) struct Turn {
 const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 const RECHECKS: u32 = 4;
 
-/// Waits until [`decide`](lock_core::backend::decide) grants our key, watching only
-/// the one key it waits for (the key just ahead for a writer or mutex, the nearest
-/// earlier writer for a reader: a release wakes only the waiters it grants) and our
-/// own key (so a revoked lease or deleted entry fails the wait at once). `ahead` is
+/// Waits until [`decide`](lock_core::backend::decide) grants our key. After one read
+/// of the queue (the enqueueing Txn's, if it was enough), a waiter that has to wait
+/// waits in the client's view of the queue (`queue_view.rs`); a permit waiter, or any
+/// waiter when etcd refuses the view, waits by watching only the one key it waits
+/// for (the key just ahead for a writer or mutex, the nearest earlier writer for a
+/// reader: a release wakes only the waiters it grants) and our own key (so a
+/// revoked lease or deleted entry fails the wait at once). `ahead` is
 /// what the enqueueing Txn read at `read_rev`, if anything. Returns the revision at
 /// which the lock was seen granted, or `None` when `turn.wait` is off and the entry
 /// is not granted at once.
@@ -52,35 +55,10 @@ pub(crate) async fn wait_for_turn(
         key: key.as_bytes().to_vec(),
         create_revision: own_rev,
     };
-    // A waiter that may wait waits in the client's view of the queue (one prefix
-    // watch per client and lock, `queue_view.rs`): no request per wake-up. Granted at
-    // once per the enqueueing read, it needs no view. A permit waiter (whose grant
-    // signal is a rewrite of the key ahead) waits by reading.
-    if turn.wait && !matches!(turn.claim, Claim::Shared { .. }) {
-        if let Some(read) = &ahead {
-            let mut waiters = read.clone();
-            waiters.push(own.clone());
-            if queue::position(&range_key, &waiters, key.as_bytes()) == Position::Owner {
-                return Ok(Some(read_rev));
-            }
-        }
-        let joined = watch_lock::join_queue(conn, &range_key);
-        let waited = joined.wait_for_turn(key.as_bytes(), own_rev, &lease.liveness, &conn.wakeups);
-        match waited.await {
-            Waited::Granted(seen_at) => return Ok(Some(seen_at)),
-            Waited::KeyGone => {
-                lease.poke();
-                return Err(lost_while_waiting(name));
-            }
-            Waited::LeaseLost => {
-                return Err(Error::new(
-                    ErrorKind::LeaseLost,
-                    format!("the lease was lost while waiting for lock {name}"),
-                ));
-            }
-            Waited::Unavailable => ahead = None,
-        }
-    }
+    // A waiter that has to wait waits in the client's view of the queue (one prefix
+    // watch per client and lock, `queue_view.rs`): no request per wake-up. A permit
+    // waiter (whose grant signal is a rewrite of the key ahead) waits by reading.
+    let mut in_view = turn.wait && !matches!(turn.claim, Claim::Shared { .. });
     let mut own_watch = None;
     let mut backoff = backoff_from_zero();
     loop {
@@ -169,9 +147,17 @@ pub(crate) async fn wait_for_turn(
         let (targets, wake_on_put) = match queue::position(&range_key, &waiters, key.as_bytes()) {
             Position::Owner => return Ok(Some(read_rev)),
             Position::WaitFor(_) | Position::WaitForAny(_) if !turn.wait => return Ok(None),
+            Position::Missing => return Err(lost_while_waiting(name)),
+            _ if in_view => match wait_in_view(lease, name, &range_key, key, own_rev).await? {
+                Some(seen_at) => return Ok(Some(seen_at)),
+                None => {
+                    // etcd refused the view: wait by reading, from a fresh read.
+                    in_view = false;
+                    continue;
+                }
+            },
             Position::WaitFor(k) => (vec![k], matches!(turn.claim, Claim::Shared { .. })),
             Position::WaitForAny(keys) => (keys, false),
-            Position::Missing => return Err(lost_while_waiting(name)),
         };
         tracing::trace!(lock = %name, ahead = targets.len(), "waiting for the keys ahead");
         let targets: Vec<(Vec<u8>, i64)> = targets
@@ -303,4 +289,30 @@ async fn ahead_moved(
         Some(modified) => wake_on_put && modified > read_rev,
         None => true,
     })
+}
+
+/// Waits in the client's view of the queue (see `queue_view.rs`): `Some(revision)`
+/// once the lock is ours, `None` when etcd refuses the view (then wait by reading).
+async fn wait_in_view(
+    lease: &LeaseShared,
+    name: &LockName,
+    range_key: &str,
+    key: &str,
+    own_rev: i64,
+) -> Result<Option<i64>> {
+    let conn = &lease.conn;
+    let joined = watch_lock::join_queue(conn, range_key);
+    let waited = joined.wait_for_turn(key.as_bytes(), own_rev, &lease.liveness, &conn.wakeups);
+    match waited.await {
+        Waited::Granted(seen_at) => Ok(Some(seen_at)),
+        Waited::KeyGone => {
+            lease.poke();
+            Err(lost_while_waiting(name))
+        }
+        Waited::LeaseLost => Err(Error::new(
+            ErrorKind::LeaseLost,
+            format!("the lease was lost while waiting for lock {name}"),
+        )),
+        Waited::Unavailable => Ok(None),
+    }
 }

@@ -80,6 +80,11 @@ pub(crate) async fn changes(conn: Arc<Conn>, range: String) -> Result<ChangeStre
 /// Opens a watch stream on `range` from revision `start` (0: from now on) and waits
 /// for etcd to confirm it.
 async fn open(conn: &Conn, range: &str, start: i64) -> Result<Stream> {
+    open_on(conn, range, start).await.map(|(stream, _)| stream)
+}
+
+/// [`open`], also returning the member the stream is open on.
+async fn open_on(conn: &Conn, range: &str, start: i64) -> Result<(Stream, usize)> {
     let what = || format!("watching {range}");
     let member = conn.members.preferred();
     let limit = conn.members.attempt_limit(conn.config.request_timeout());
@@ -110,7 +115,7 @@ async fn open(conn: &Conn, range: &str, start: i64) -> Result<Stream> {
     match opened {
         Ok(Ok(stream)) => {
             conn.members.prefer(member);
-            Ok(stream)
+            Ok((stream, member))
         }
         Ok(Err(e)) => {
             conn.members.skip(member);
@@ -126,7 +131,8 @@ async fn open(conn: &Conn, range: &str, start: i64) -> Result<Stream> {
 /// The contenders of one lock (direct children of its range), by create revision.
 #[derive(Default)]
 struct Contenders {
-    by_revision: BTreeMap<i64, KeyValue>,
+    /// By create revision, then key: the keys one transaction writes share one.
+    by_revision: BTreeMap<(i64, Vec<u8>), KeyValue>,
     revision_of: HashMap<Vec<u8>, i64>,
 }
 
@@ -139,13 +145,14 @@ impl Contenders {
         self.delete(kv.key());
         self.revision_of
             .insert(kv.key().to_vec(), kv.create_revision());
-        self.by_revision.insert(kv.create_revision(), kv.clone());
+        self.by_revision
+            .insert((kv.create_revision(), kv.key().to_vec()), kv.clone());
     }
 
     /// A key was deleted.
     fn delete(&mut self, key: &[u8]) {
         if let Some(revision) = self.revision_of.remove(key) {
-            self.by_revision.remove(&revision);
+            self.by_revision.remove(&(revision, key.to_vec()));
         }
     }
 
@@ -298,8 +305,7 @@ pub(crate) fn join_queue(conn: &Arc<Conn>, range: &str) -> Joined {
 /// revision is at or after the watch's start, so the read plus the events after it
 /// are the whole history from there on.
 async fn open_queue(conn: &Conn, range: &str) -> Result<(Stream, usize, i64, Vec<Waiter>)> {
-    let stream = open(conn, range, 0).await?;
-    let member = conn.members.preferred();
+    let (stream, member) = open_on(conn, range, 0).await?;
     let resp = conn
         .call(&|| format!("reading lock range {range:?}"), |mut c| {
             let range = range.to_owned();
@@ -328,6 +334,11 @@ async fn open_queue(conn: &Conn, range: &str) -> Result<(Stream, usize, i64, Vec
 /// (or gone), reading it again whenever the watch breaks or its member is no longer
 /// the preferred one.
 async fn follow_queue(view: Weak<QueueView>, conn: Weak<Conn>, range: String) {
+    let _end = FollowerEnd {
+        view: view.clone(),
+        conn: conn.clone(),
+        range: range.clone(),
+    };
     let mut backoff = retry_backoff();
     let mut checks = tokio::time::interval(QUEUE_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -409,6 +420,30 @@ async fn follow_queue(view: Weak<QueueView>, conn: Weak<Conn>, range: String) {
         v.unsync(false);
         drop(v);
         tokio::time::sleep(backoff.next_delay()).await;
+        if !queue_wanted(&view, &conn, &range) {
+            return;
+        }
+    }
+}
+
+/// However a view's follower ends (the view idle, the backend gone, the follower's
+/// runtime shut down, a panic), the view's waiters go on by reading and the view
+/// leaves the registry, so no later waiter joins a view that nobody keeps.
+struct FollowerEnd {
+    view: Weak<QueueView>,
+    conn: Weak<Conn>,
+    range: String,
+}
+
+impl Drop for FollowerEnd {
+    fn drop(&mut self) {
+        let Some(v) = self.view.upgrade() else {
+            return;
+        };
+        if let Some(c) = self.conn.upgrade() {
+            c.views.forget(&self.range, &v);
+        }
+        v.unsync(true);
     }
 }
 
